@@ -1,0 +1,463 @@
+"""Configuration: one YAML file, optional ``conf.d/*.yml`` beside it, environment overrides.
+
+Load order (later wins): the file given by ``--config`` / ``TELEPHONYD_CONFIG``; every
+``conf.d/*.yml`` next to it in lexical order (deep-merged: mappings merge key by key, anything else
+replaces); environment variables (see `ENV_ALIASES` and the generic ``TELEPHONYD__SECTION__KEY``
+form). The result is validated by pydantic; an unknown key or a bad value raises `ConfigError`
+naming the dotted path (``fastagi.listen.0``), which the CLI turns into exit code 78.
+
+Units are in the names: ``*_s`` seconds (float), ``*_bytes`` bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from .errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Small value types
+
+
+class HostPort(BaseModel):
+    """A listen or connect address: ``host:port``, ``[v6]:port``. Port 0 means "pick a free one"."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _parse_host_port(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+        else:
+            host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {value!r}")
+        return {"host": host, "port": int(port)}
+    return value
+
+
+Address = Annotated[HostPort, BeforeValidator(_parse_host_port)]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, (str, dict)) else value
+
+
+AddressList = Annotated[list[Address], BeforeValidator(_one_or_many), Field(min_length=1)]
+
+
+def _networks(value: Any) -> Any:
+    value = _one_or_many(value)
+    if isinstance(value, list):
+        return [ipaddress.ip_network(str(v), strict=False) for v in value]
+    return value
+
+
+Networks = Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], BeforeValidator(_networks)]
+
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections (backbone)
+
+
+class StoreConfig(Section):
+    """The durable store. SQLite (embedded default) or MariaDB/MySQL (``mysql+aiomysql://``)."""
+
+    url: SecretStr = SecretStr("sqlite+aiosqlite:///state/telephonyd.db")
+    pool_size: int = Field(10, ge=1, le=100)
+    connect_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: SecretStr) -> SecretStr:
+        scheme = v.get_secret_value().split("://", 1)[0]
+        if scheme not in ("sqlite+aiosqlite", "mysql+aiomysql", "mariadb+aiomysql"):
+            raise ValueError("must start with sqlite+aiosqlite://, mysql+aiomysql:// or mariadb+aiomysql://")
+        return v
+
+
+class FastAGIConfig(Section):
+    """The FastAGI listener (Asterisk's default port is 4573; VICIdial's FastAGI_log uses 4577)."""
+
+    listen: AddressList = [HostPort(host="127.0.0.1", port=4573)]
+    allowed_clients: Networks = LOOPBACK
+    max_line_bytes: int = Field(8192, ge=256)
+    max_block_bytes: int = Field(64 * 1024, ge=1024)
+    block_timeout_s: float = Field(5.0, gt=0)
+    command_timeout_s: float = Field(10.0, gt=0)
+    session_timeout_s: float = Field(30.0, gt=0)
+    max_sessions: int = Field(2000, ge=1)
+    drain_timeout_s: float = Field(10.0, ge=0)
+
+
+class CallLogVariables(Section):
+    """Which channel variables feed which outcome field; the first non-empty one wins.
+
+    Defaults are VICIdial's names (``campaign_id``, ``agent``, ``lead_id``, ``OPTIMIZER_DID``).
+    """
+
+    campaign: list[str] = ["CAMPCUST", "campaign_id", "CAMPAIGN"]
+    agent: list[str] = ["agent", "AGENT", "agent_id"]
+    lead: list[str] = ["lead_id", "LEAD_ID"]
+    list_id: list[str] = ["list_id", "LIST_ID"]
+    did: list[str] = ["OPTIMIZER_DID"]
+    customer_phone: list[str] = ["CUSTOMER_PHONE", "phone_number"]
+
+
+class CallLogConfig(Section):
+    """The ``call_log`` AGI handler."""
+
+    variables: CallLogVariables = CallLogVariables()
+    start_ttl_s: float = Field(4 * 3600.0, gt=0)
+    start_cache_max: int = Field(100_000, ge=100)
+    source: str = "telephonyd"
+    default_campaign: str = "DEFAULT"
+
+
+class HTTPConfig(Section):
+    """The embedded HTTP listener: health, status, API, callbacks."""
+
+    listen: Address = HostPort(host="127.0.0.1", port=8088)
+    admin_token: SecretStr | None = None
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+
+class DIDOptimizerConfig(Section):
+    """The DID Optimizer API that receives one outcome per call leg."""
+
+    enabled: bool = False
+    base_url: str = "http://127.0.0.1:5000"
+    api_key: SecretStr | None = None
+    path: str = "/api/v1/call-results"
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class OutboxConfig(Section):
+    """Delivery of outbox rows: batching, concurrency, retry schedule, claim lease."""
+
+    write_batch_max: int = Field(256, ge=1)
+    claim_batch: int = Field(64, ge=1)
+    concurrency: int = Field(8, ge=1, le=256)
+    poll_interval_s: float = Field(1.0, gt=0)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+    lease_s: float = Field(60.0, gt=0)
+    delivered_retention_s: float = Field(7 * 86400.0, gt=0)
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections (AMI, presence, MQTT)
+
+
+class AMIConfig(Section):
+    """The AMI client (Asterisk manager, port 5038)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=1, le=65535)
+    username: str = "telephonyd"
+    secret: SecretStr | None = None
+    auth: Literal["plain", "md5"] = "plain"
+    connect_timeout_s: float = Field(5.0, gt=0)
+    action_timeout_s: float = Field(10.0, gt=0)
+    ping_interval_s: float = Field(20.0, gt=0)
+    ping_timeout_s: float = Field(5.0, gt=0)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    max_line_bytes: int = Field(16 * 1024, ge=256)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+
+
+class PSContactsConfig(Section):
+    """The realtime ``ps_contacts`` table kept in step with Asterisk's contacts."""
+
+    mode: Literal["owned", "asterisk"] = "owned"
+    url: SecretStr | None = None
+    reg_server: str | None = None
+    coalesce_s: float = Field(0.05, ge=0)
+    expiry_check_s: float = Field(30.0, gt=0)
+
+
+class PresenceConfig(Section):
+    wrap_up_s: float = Field(0.0, ge=0)
+
+
+class MQTTConfig(Section):
+    enabled: bool = False
+    url: str = "mqtt://127.0.0.1:1883"
+    base_topic: str = "telephonyd"
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive_s: int = Field(30, ge=5)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections (Ameyo callbacks, TopS.II)
+
+
+class AmeyoConfig(Section):
+    """The Ameyo dialer callback listener (the routes live on the HTTP listener)."""
+
+    enabled: bool = True
+    token: SecretStr | None = None
+    allowed_networks: Networks = []
+    phone1_state_ttl_s: float = Field(600.0, gt=0)
+    processing_ttl_s: float = Field(30.0, gt=0)
+    dedupe_ttl_s: float = Field(300.0, gt=0)
+    phone1_final_dispositions: list[str] = ["CALL_DROP"]
+    send_phone1_on_expiry: bool = True
+    timezone: str = "Asia/Tokyo"
+    request_log_retention_s: float = Field(30 * 86400.0, gt=0)
+
+
+class TopsTarget(Section):
+    base_url: str = "https://127.0.0.1"
+    api_key: SecretStr | None = None
+
+
+class TopsConfig(Section):
+    """The TopS.II (FastHelp) predictive-call Web API."""
+
+    env: str = "TEST"
+    test: TopsTarget = TopsTarget()
+    prod: TopsTarget = TopsTarget()
+    real_send: bool = False
+    timeout_s: float = Field(10.0, gt=0)
+    call_missing_retries: int = Field(3, ge=0)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Config(Section):
+    """The whole configuration. See config/telephonyd.yml for a commented example."""
+
+    node_id: str = Field("ast1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    allow_readable_secrets: bool = False
+    store: StoreConfig = StoreConfig()
+    fastagi: FastAGIConfig = FastAGIConfig()
+    call_log: CallLogConfig = CallLogConfig()
+    http: HTTPConfig = HTTPConfig()
+    did_optimizer: DIDOptimizerConfig = DIDOptimizerConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    logging: LoggingConfig = LoggingConfig()
+    ami: AMIConfig = AMIConfig()
+    ps_contacts: PSContactsConfig = PSContactsConfig()
+    presence: PresenceConfig = PresenceConfig()
+    mqtt: MQTTConfig = MQTTConfig()
+    ameyo: AmeyoConfig = AmeyoConfig()
+    tops: TopsConfig = TopsConfig()
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, every secret replaced by ``'********'``."""
+        return self.model_dump(mode="json")
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value (for log and response scrubbing tests and filters)."""
+        found: list[str] = []
+        _collect_secrets(self, found)
+        return [s for s in found if s]
+
+
+def _collect_secrets(model: BaseModel, out: list[str]) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            out.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            _collect_secrets(value, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+#: Environment variables understood besides ``TELEPHONYD__SECTION__KEY``. The upper block keeps the
+#: names of the PHP relay that the Ameyo listener replaces, so an operator moves over unchanged.
+ENV_ALIASES: dict[str, str] = {
+    "TELEPHONYD_NODE_ID": "node_id",
+    "TELEPHONYD_STORE_URL": "store.url",
+    "TELEPHONYD_ADMIN_TOKEN": "http.admin_token",
+    "TELEPHONYD_DID_OPTIMIZER_API_KEY": "did_optimizer.api_key",
+    "TELEPHONYD_AMI_SECRET": "ami.secret",
+    "TELEPHONYD_MQTT_PASSWORD": "mqtt.password",
+    "TELEPHONYD_AMEYO_TOKEN": "ameyo.token",
+    "TEST_BASE_URL": "tops.test.base_url",
+    "PROD_BASE_URL": "tops.prod.base_url",
+    "TEST_API_KEY": "tops.test.api_key",
+    "PROD_API_KEY": "tops.prod.api_key",
+    "INDEX_ENV": "tops.env",
+    "ENABLE_REAL_SEND": "tops.real_send",
+    "PHONE1_STATE_TTL_SECONDS": "ameyo.phone1_state_ttl_s",
+    "REQUEST_PROCESSING_TTL_SECONDS": "ameyo.processing_ttl_s",
+    "REQUEST_DEDUPE_TTL_SECONDS": "ameyo.dedupe_ttl_s",
+}
+
+_GENERIC_PREFIX = "TELEPHONYD__"
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """The part of the configuration set by environment variables, as nested data."""
+    data: dict[str, Any] = {}
+    for name, dotted in ENV_ALIASES.items():
+        if environ.get(name, "") != "":
+            _set_dotted(data, dotted, environ[name])
+    for name, value in environ.items():
+        if name.startswith(_GENERIC_PREFIX) and len(name) > len(_GENERIC_PREFIX):
+            dotted = ".".join(p.lower() for p in name[len(_GENERIC_PREFIX):].split("__"))
+            _set_dotted(data, dotted, yaml.safe_load(value) if value else value)
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def config_files(path: Path) -> list[Path]:
+    """The main file and the ``conf.d/*.yml`` files beside it, in merge order."""
+    conf_d = path.parent / "conf.d"
+    extra = sorted(conf_d.glob("*.yml")) + sorted(conf_d.glob("*.yaml")) if conf_d.is_dir() else []
+    return [path, *sorted(extra, key=lambda p: p.name)]
+
+
+def validate(data: dict[str, Any]) -> Config:
+    """Validate raw data into a `Config`; the first error raises `ConfigError` with its dotted path."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = ".".join(str(p) for p in err["loc"]) or None
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(message, path) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+) -> Config:
+    """Load, merge and validate the configuration.
+
+    ``path`` defaults to ``$TELEPHONYD_CONFIG``; with neither, the built-in defaults apply (plus the
+    environment). Raises `ConfigError` (exit 78) on unreadable files, bad YAML, unknown keys and
+    bad values, and when the file holds secrets while others may read it (unless
+    ``allow_readable_secrets: true``).
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("TELEPHONYD_CONFIG") or None
+    data: dict[str, Any] = {}
+    files: list[Path] = []
+    if path is not None:
+        main = Path(path)
+        if not main.is_file():
+            raise ConfigError(f"config file {main} does not exist")
+        files = config_files(main)
+        for file in files:
+            data = deep_merge(data, _read_yaml(file))
+    data = deep_merge(data, env_overrides(environ))
+    config = validate(data)
+    if not config.allow_readable_secrets:
+        for file in files:
+            _refuse_world_readable_secrets(file)
+    return config
+
+
+_SECRET_KEYS = ("admin_token", "api_key", "secret", "password", "token")
+
+
+def _refuse_world_readable_secrets(file: Path) -> None:
+    mode = file.stat().st_mode
+    if not mode & stat.S_IROTH:
+        return
+    raw = _read_yaml(file)
+    if _holds_secret(raw) or _holds_url_password(raw):
+        raise ConfigError(
+            f"{file} holds secrets and is readable by others; chmod o-r it "
+            "(or set allow_readable_secrets: true)"
+        )
+
+
+def _holds_secret(data: Any) -> bool:
+    if isinstance(data, dict):
+        return any(
+            (k in _SECRET_KEYS and v not in (None, "")) or _holds_secret(v) for k, v in data.items()
+        )
+    return False
+
+
+def _holds_url_password(data: dict[str, Any]) -> bool:
+    for section in ("store", "ps_contacts"):
+        url = (data.get(section) or {}).get("url") if isinstance(data.get(section), dict) else None
+        if isinstance(url, str) and "://" in url and "@" in url.split("://", 1)[1]:
+            userinfo = url.split("://", 1)[1].split("@", 1)[0]
+            if ":" in userinfo:
+                return True
+    return False

@@ -1,0 +1,49 @@
+"""The package's exception tree.
+
+Every error raised on purpose by telephonyd derives from `TelephonydError`. Whether retrying can help
+is a property of the error (`retryable`), not of the place that catches it.
+"""
+
+from __future__ import annotations
+
+
+class TelephonydError(Exception):
+    """Root of telephonyd's errors. `retryable` tells whether the same operation may succeed later."""
+
+    retryable: bool = False
+
+
+class ConfigError(TelephonydError):
+    """The configuration is invalid. `path` is the dotted key (``fastagi.listen``) when one is known.
+
+    The CLI maps it to exit code 78 (EX_CONFIG), which systemd's RestartPreventExitStatus honours.
+    """
+
+    exit_code = 78
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+class ProtocolError(TelephonydError):
+    """A peer broke its protocol (AGI, AMI, HTTP body). Permanent for that connection."""
+
+
+class LimitExceeded(ProtocolError):
+    """A peer sent more than a configured limit (line, block, message size) or took too long."""
+
+
+class StoreError(TelephonydError):
+    """The store (SQLite or MariaDB/MySQL) failed; a lost connection is retryable."""
+
+    retryable = True
+
+
+class UpstreamError(TelephonydError):
+    """An upstream API failed. `retryable` is set per instance from the reply's class."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status

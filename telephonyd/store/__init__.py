@@ -1,0 +1,10 @@
+"""The durable store: SQLAlchemy 2 Core over aiosqlite (embedded default) or aiomysql.
+
+`Store` owns the engine, creates and upgrades every registered schema at start, and offers the few
+dialect differences the edges need (insert-or-ignore, the database clock). Edges bring their own
+`sqlalchemy.MetaData`; the store knows none of their tables.
+"""
+
+from .engine import Store, dialect_of
+
+__all__ = ["Store", "dialect_of"]

@@ -1,0 +1,167 @@
+"""`Store`: one async engine, schema creation at start, dialect helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import StoreError
+from .migrate import ensure_schema
+
+log = logging.getLogger(__name__)
+
+
+def dialect_of(url: str) -> str:
+    """``'sqlite'`` or ``'mysql'`` (MariaDB counts as mysql) for a SQLAlchemy URL."""
+    name = make_url(url).get_backend_name()
+    if name == "sqlite":
+        return "sqlite"
+    if name in ("mysql", "mariadb"):
+        return "mysql"
+    raise StoreError(f"unsupported database backend {name!r}")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password hidden, for logs and errors."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Store:
+    """An async SQLAlchemy engine over SQLite or MariaDB/MySQL.
+
+    ``schemas`` are the MetaData objects whose tables must exist; `start` creates missing tables and
+    adds missing columns (never drops or alters existing ones), so the same code upgrades a store in
+    place. Use `begin` for a transaction and `connect` for reads.
+
+    SQLite runs in WAL mode with ``synchronous=FULL`` (a committed row survives power loss) and a
+    busy timeout, so several connections and processes can share one file.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schemas: Sequence[sa.MetaData] = (),
+        pool_size: int = 10,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.dialect = dialect_of(url)
+        self.schemas = list(schemas)
+        self.pool_size = pool_size
+        self.connect_timeout_s = connect_timeout_s
+        self._engine: AsyncEngine | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the engine and ensure every schema. Raises `StoreError` when unreachable."""
+        url = make_url(self.url)
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(
+                pool_size=self.pool_size,
+                max_overflow=self.pool_size,
+                pool_recycle=1800,
+                pool_pre_ping=True,
+                isolation_level="READ COMMITTED",
+                connect_args={"connect_timeout": int(max(1, self.connect_timeout_s)), "autocommit": False},
+            )
+        engine = create_async_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        self._engine = engine
+        try:
+            async with asyncio.timeout(self.connect_timeout_s * 4):
+                async with engine.begin() as conn:
+                    for metadata in self.schemas:
+                        await conn.run_sync(ensure_schema, metadata)
+        except (sa.exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+            await engine.dispose()
+            self._engine = None
+            raise StoreError(f"store {redact_url(self.url)} unavailable: {_short(exc)}") from None
+        log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    # -- access ----------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreError("store is not started")
+        return self._engine
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection inside a transaction, committed on normal exit, rolled back on error."""
+        return self.engine.begin()
+
+    def connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.engine.connect()
+
+    async def ping(self) -> bool:
+        """True when a trivial query answers within the connect timeout."""
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                async with self.engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+
+    # -- dialect helpers -------------------------------------------------------------------------
+
+    def insert_ignore(self, table: sa.Table) -> sa.Insert:
+        """An INSERT that silently skips rows violating a unique key (SQLite and MySQL forms)."""
+        if self.dialect == "sqlite":
+            return sqlite_dialect.insert(table).prefix_with("OR IGNORE")
+        return mysql_dialect.insert(table).prefix_with("IGNORE")
+
+    def now_expr(self) -> sa.ColumnElement[float]:
+        """A SQL expression for the database's clock in epoch seconds (float).
+
+        Leases and TTLs shared by several instances compare against this, so a skewed host clock
+        cannot make two instances disagree.
+        """
+        if self.dialect == "sqlite":
+            return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Float)
+
+    async def now(self, conn: AsyncConnection | None = None) -> float:
+        """The database's clock, epoch seconds."""
+        stmt = sa.select(self.now_expr())
+        if conn is not None:
+            return float((await conn.execute(stmt)).scalar_one())
+        async with self.connect() as own:
+            return float((await own.execute(stmt)).scalar_one())
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return text[:300]
