@@ -284,13 +284,26 @@ class Config(Section):
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, every secret replaced by ``'********'``."""
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        data["store"]["url"] = _redact_url(self.store.url.get_secret_value())
+        if self.ps_contacts.url is not None:
+            data["ps_contacts"]["url"] = _redact_url(self.ps_contacts.url.get_secret_value())
+        return data
 
     def secrets(self) -> list[str]:
         """Every configured secret value (for log and response scrubbing tests and filters)."""
         found: list[str] = []
         _collect_secrets(self, found)
         return [s for s in found if s]
+
+
+def _redact_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostpart = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:********@{hostpart}" if ":" in userinfo else url
 
 
 def _collect_secrets(model: BaseModel, out: list[str]) -> None:

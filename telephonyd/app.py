@@ -1,0 +1,328 @@
+"""`App`: the only module that imports every edge and wires them together.
+
+Lifecycle, top to bottom:
+1. start: the store (retried with backoff while the database is down), the outbox and its senders,
+   the HTTP listener with every edge's routes, the FastAGI listener, the AMI side when enabled;
+2. READY (sd_notify) once every listener accepts; every component's ``run()`` in one TaskGroup;
+3. SIGTERM/SIGINT set a flag; shutdown stops accepting, drains AGI sessions in flight within
+   ``fastagi.drain_timeout_s``, stops the AMI side, flushes and stops the outbox, closes the store;
+   exit 0. A component that crashes (or returns while not stopping) ends the process with exit 1 so
+   systemd restarts it; a peer outage only degrades health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import aiohttp
+import sqlalchemy as sa
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError, StoreError
+from .sdnotify import Notifier
+from .store import Store
+from .web import HTTPServer
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    async def start(self) -> None: ...
+    async def run(self) -> None: ...
+    async def stop(self, timeout: float) -> None: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+class ComponentExited(RuntimeError):
+    """A component's run() returned while the app was not stopping."""
+
+
+def store_schemas(config: Config) -> list[sa.MetaData]:
+    """Every MetaData that lives in the main store (``store.url``)."""
+    from .ameyo.schema import metadata as ameyo_metadata
+    from .outbox.schema import metadata as outbox_metadata
+
+    schemas = [outbox_metadata, ameyo_metadata]
+    if config.ps_contacts.url is None:
+        from .contacts.schema import metadata as contacts_metadata
+
+        schemas.append(contacts_metadata)
+    return schemas
+
+
+def build_store(config: Config) -> Store:
+    return Store(
+        config.store.url.get_secret_value(),
+        schemas=store_schemas(config),
+        pool_size=config.store.pool_size,
+        connect_timeout_s=config.store.connect_timeout_s,
+    )
+
+
+class App:
+    """Build and run the daemon from a validated `Config`. ``run()`` returns the exit code."""
+
+    def __init__(self, config: Config, *, config_path: str | None = None, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.started_at = time.time()
+        self.store = build_store(config)
+        self.stores: list[Store] = [self.store]
+        self.components: dict[str, Any] = {}
+        self._stopping = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.http: HTTPServer | None = None
+        self.fastagi: Any = None
+        self.outbox: Any = None
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        try:
+            try:
+                started = await self._start()
+            except ConfigError as exc:
+                log.error("configuration error", extra={"error": str(exc)})
+                return ConfigError.exit_code
+            except OSError as exc:
+                log.error("cannot start", extra={"error": str(exc)})
+                return 1
+            if not started:  # stop requested while waiting for the store
+                return 0
+            self.notifier.ready(self._status_line())
+            log.info("READY", extra={"node_id": self.config.node_id, "version": __version__})
+            return await self._main_loop()
+        finally:
+            await self._shutdown()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            self.notifier.close()
+
+    # -- startup ---------------------------------------------------------------------------------
+
+    async def _start(self) -> bool:
+        self.notifier.status("opening the store")
+        if not await self._start_store(self.store):
+            return False
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None),
+            connector=aiohttp.TCPConnector(limit=max(8, self.config.outbox.concurrency * 2)),
+        )
+        self._build_outbox()
+        self._build_http()
+        self._build_fastagi()
+        self._build_ameyo()
+        await self._build_ami()
+        for name, component in self.components.items():
+            self.notifier.status(f"starting {name}")
+            await component.start()
+        return True
+
+    async def _start_store(self, store: Store) -> bool:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await store.start()
+                return True
+            except StoreError as exc:
+                log.warning("store unavailable, retrying", extra={"error": str(exc), "retry_in_s": round(delay, 1)})
+                self.notifier.status(f"waiting for the store: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 30.0) * random.uniform(0.8, 1.2)
+        return False
+
+    def _build_outbox(self) -> None:
+        from .outbox import Outbox
+        from .upstream.did_optimizer import DIDOptimizerSender
+
+        outbox = Outbox(self.store, node_id=self.config.node_id, config=self.config.outbox)
+        assert self._session is not None
+        self.did_sender = DIDOptimizerSender(self.config.did_optimizer, self._session)
+        outbox.register_sender("did_optimizer", self.did_sender, enabled=self.config.did_optimizer.enabled)
+        self.outbox = outbox
+        self.components["outbox"] = outbox
+
+    def _build_http(self) -> None:
+        self.http = HTTPServer(self.config.http, status=self.status, ready=self.ready)
+        self.components["http"] = self.http
+
+    def _build_fastagi(self) -> None:
+        from .calllog import CallLogHandler
+        from .fastagi import FastAGIServer
+
+        handler = CallLogHandler(self.config.call_log, self.outbox.enqueue, target="did_optimizer")
+        self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": handler})
+        self.components["fastagi"] = self.fastagi
+
+    def _build_ameyo(self) -> None:
+        if not self.config.ameyo.enabled:
+            return
+        from .ameyo import AmeyoService
+        from .upstream.tops import TopsSender
+
+        assert self._session is not None and self.http is not None
+        self.tops_sender = TopsSender(self.config.tops, self._session, self.store)
+        self.outbox.register_sender("tops", self.tops_sender, enabled=True)
+        service = AmeyoService(self.config.ameyo, self.config.tops, self.store, self.outbox)
+        self.http.add_routes(service.routes(), auth="none")
+        self.components["ameyo"] = service
+
+    async def _build_ami(self) -> None:
+        if not self.config.ami.enabled:
+            return
+        from .wiring import build_ami_side
+
+        await build_ami_side(self)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def _main_loop(self) -> int:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, component in self.components.items():
+                    tg.create_task(self._supervise(name, component), name=f"run:{name}")
+                tg.create_task(self._watchdog(), name="watchdog")
+                tg.create_task(self._reloader(), name="reloader")
+                await self._stopping.wait()
+                self.notifier.stopping()
+                log.info("stopping")
+                await self._stop_components()
+        except* Exception as group:
+            for exc in group.exceptions:
+                log.error("component failed, exiting", exc_info=exc)
+            self._stopping.set()
+            return 1
+        return 0
+
+    async def _supervise(self, name: str, component: Component) -> None:
+        await component.run()
+        if not self._stopping.is_set():
+            raise ComponentExited(f"{name} stopped on its own")
+
+    async def _stop_components(self) -> None:
+        order = ["fastagi", "http", "ameyo", "ami", "contacts", "presence", "mqtt", "outbox"]
+        names = [n for n in order if n in self.components] + [n for n in self.components if n not in order]
+        drain = self.config.fastagi.drain_timeout_s
+        for name in names:
+            self.notifier.status(f"stopping {name}")
+            try:
+                await self.components[name].stop(drain if name == "fastagi" else 5.0)
+            except Exception:
+                log.exception("error while stopping", extra={"component": name})
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            await self._stopping.wait()
+            return
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            self.notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+            lag = time.monotonic() - started - interval
+            if lag > interval:
+                log.warning("event loop lagging", extra={"lag_s": round(lag, 3)})
+
+    async def _reloader(self) -> None:
+        while not self._stopping.is_set():
+            waiter = asyncio.ensure_future(self._reload.wait())
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self._reload.is_set() and not self._stopping.is_set():
+                self._reload.clear()
+                self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the config file (SIGHUP) and apply what can change without a restart."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration", extra={"error": str(exc)})
+            self.notifier.ready(self._status_line())
+            return False
+        from .reload import apply_reload
+
+        apply_reload(self, new)
+        self.notifier.ready(self._status_line())
+        return True
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        if not self._stopping.is_set():
+            self._stopping.set()
+        for hook in self._shutdown_hooks:
+            with contextlib.suppress(Exception):
+                await hook()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        for store in self.stores:
+            await store.close()
+
+    # -- status ----------------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        listeners = [c for c in (self.http, self.fastagi) if c is not None]
+        if not all(c.health().get("ok") for c in listeners):
+            return False
+        return await self.store.ping()
+
+    async def status(self) -> dict[str, Any]:
+        components = {}
+        for name, component in self.components.items():
+            try:
+                components[name] = component.health()
+            except Exception as exc:  # noqa: BLE001 - a status page must not fail on one component
+                components[name] = {"ok": False, "state": "error", "error": str(exc)}
+        store_ok = await self.store.ping()
+        components["store"] = {"ok": store_ok, "state": "reachable" if store_ok else "unreachable",
+                               "dialect": self.store.dialect}
+        outbox: dict[str, Any] = {}
+        if self.outbox is not None and store_ok:
+            try:
+                outbox = await self.outbox.stats()
+            except StoreError as exc:
+                outbox = {"error": str(exc)}
+        return {
+            "node_id": self.config.node_id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "ok": all(h.get("ok") for h in components.values()),
+            "components": components,
+            "outbox": outbox,
+            "last_upstream_error": (components.get("outbox") or {}).get("last_error"),
+        }
+
+    def _status_line(self) -> str:
+        parts = [f"node {self.config.node_id}"]
+        if self.fastagi is not None:
+            parts.append(f"fastagi {', '.join(self.fastagi.health().get('addresses', []) or [])}")
+        if self.http is not None:
+            parts.append(f"http {', '.join(self.http.health().get('addresses', []))}")
+        return "; ".join(parts)
