@@ -1,0 +1,418 @@
+"""A fake Asterisk that connects to a FastAGI server the way Asterisk 22 does.
+
+It replays recordings of a real Asterisk 22.10.1 (``tests/fixtures/asterisk-22.10.1/``): the ``agi_*``
+block of a recording is sent byte-exact, and the channel's variables are taken from what that
+Asterisk answered to the recorded ``GET VARIABLE`` and ``GET FULL VARIABLE`` commands. From then on
+the fake answers *any* command by Asterisk's rules (res_agi.c of 22.x, checked against the
+recordings), not by looking the command up in the recording, so a server that asks for something
+the recording never saw still gets a realistic answer:
+
+- ``GET VARIABLE X``: ``200 result=1 (value)`` when set (also when empty: ``200 result=1 ()``),
+  ``200 result=0`` when unset. Names ending in ``)`` are dialplan functions (``CALLERID(num)``).
+- ``GET FULL VARIABLE expr``: ``${...}`` substitution, nested (``${F(${G()},x)}``), with
+  ``${VAR:offset:length}``; unknown names expand to nothing; always ``result=1``.
+- ``SET VARIABLE name value``: stored, ``200 result=1``. Arguments are split the way Asterisk's
+  ``parse_args()`` does (double quotes group, a backslash escapes the next character).
+- ``VERBOSE`` -> ``200 result=1``; ``NOOP`` -> ``200 result=0`` (as recorded); ``ANSWER`` -> ``200
+  result=0``; ``CHANNEL STATUS`` -> ``200 result=6`` (up); ``HANGUP`` -> ``200 result=1``, then an
+  unsolicited ``HANGUP`` line; ``EXEC Set x=y`` / other applications; ``DATABASE GET|PUT|DEL``;
+  ``GOSUB`` -> ``100 result=0 Trying...`` then ``200 result=0 Gosub complete``.
+- ``STREAM FILE`` -> ``200 result=0 endpos=0``; ``GET DATA`` -> ``200 result= (timeout)``.
+- Wrong argument count -> the multi-line ``520-...`` / ``520 End of proper usage.`` answer.
+- Anything else -> ``510 Invalid or unknown command``.
+- Dead channel (after a hangup, or from the start in the ``h`` extension): only the commands
+  res_agi marks "dead" run (GET/SET VARIABLE, GET FULL VARIABLE, VERBOSE, NOOP, EXEC, DATABASE);
+  others get ``511 Command Not Permitted on a dead channel or intercept routine``.
+
+`run_session` plays one AGI() call against a server: connects, sends the block, answers commands,
+optionally pushes an unsolicited ``HANGUP`` line, and returns a `SessionTranscript` with every
+command, every reply, the variables the server set, and whether/when the server closed the socket.
+Asterisk's string rules live in `agi_rules`, the readers of the recordings in `agi_recordings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .agi_recordings import RecordedExchange, derive_variables, parse_capture, parse_responses
+from .agi_rules import expand, parse_agi_args
+
+__all__ = [
+    "AGI_DIR", "FIXTURES", "REPLY_510", "REPLY_511", "VICIDIAL_DIR", "FakeChannel", "RecordedExchange",
+    "SessionTranscript", "make_env_block", "parse_agi_args", "recorded_channels", "run_session",
+]  # fmt: skip
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "asterisk-22.10.1"
+VICIDIAL_DIR = FIXTURES / "vicidial"
+AGI_DIR = FIXTURES / "agi"
+
+REPLY_510 = "510 Invalid or unknown command"
+REPLY_511 = "511 Command Not Permitted on a dead channel or intercept routine"
+
+# Commands res_agi.c marks as allowed on a dead channel (the last field of its command table).
+_DEAD_OK = {
+    ("GET", "VARIABLE"), ("GET", "FULL"), ("SET", "VARIABLE"), ("VERBOSE",), ("NOOP",), ("EXEC",),
+    ("DATABASE", "GET"), ("DATABASE", "PUT"), ("DATABASE", "DEL"), ("DATABASE", "DELTREE"),
+    ("ASYNCAGI", "BREAK"),
+}  # fmt: skip
+
+_USAGE = {
+    ("GET", "VARIABLE"): " Usage: GET VARIABLE <variablename>\n   Returns 0 if <variablename> is not set.",
+    ("GET", "FULL"): " Usage: GET FULL VARIABLE <expression> [<channelname>]\n   Evaluates an expression.",
+    ("SET", "VARIABLE"): " Usage: SET VARIABLE <variablename> <value>\n   Sets a variable.",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The channel
+
+
+@dataclass
+class FakeChannel:
+    """A channel as Asterisk would present it to one AGI() call.
+
+    ``variables`` maps names as written in ``GET VARIABLE`` (``DIALSTATUS``, ``CALLERID(num)``,
+    ``HANGUPCAUSE(PJSIP/1011-00000002,tech)``) to values; a missing name is unset.
+    ``hangup_before_command`` is where the recording had its unsolicited ``HANGUP`` line: ``0``
+    right after the block, ``N`` before the reply of the Nth command (1-based), None: no hangup.
+    """
+
+    name: str
+    env_block: bytes
+    variables: dict[str, str] = field(default_factory=dict)
+    dead: bool = False
+    exchanges: list[RecordedExchange] = field(default_factory=list)
+    hangup_before_command: int | None = None
+    database: dict[tuple[str, str], str] = field(default_factory=dict)
+    hangup_requested: bool = False
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_recording(cls, path: str | Path) -> FakeChannel:
+        """A channel from a ``vicidial/NN_*_agiK_*.txt`` capture (block from its ``.env.raw``)."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        block_lines, exchanges, hangup_at = parse_capture(text)
+        raw = path.with_name(path.name.removesuffix(".txt") + ".env.raw")
+        if raw.exists():
+            env_block = raw.read_bytes()
+        else:
+            env_block = "".join(f"{line}\n" for line in block_lines).encode("utf-8") + b"\n"
+        return cls._from_parts(path.stem, env_block, exchanges, hangup_at)
+
+    @classmethod
+    def agi_sessions(cls, responses: str | Path = AGI_DIR / "agi_command_responses.txt") -> list[FakeChannel]:
+        """The sessions of ``agi/agi_command_responses.txt``, each with its ``agi_block_<name>.txt``."""
+        responses = Path(responses)
+        channels = []
+        for name, exchanges, hangup_at in parse_responses(responses.read_text(encoding="utf-8")):
+            env_block = (responses.parent / f"agi_block_{name}.txt").read_bytes()
+            channels.append(cls._from_parts(name, env_block, exchanges, hangup_at))
+        return channels
+
+    @classmethod
+    def synthetic(
+        cls,
+        variables: Mapping[str, str] | None = None,
+        *,
+        script: str = "call_log",
+        args: Iterable[str] = (),
+        uniqueid: str = "1795237838.1",
+        linkedid: str | None = None,
+        channel: str = "PJSIP/1010-00000001",
+        callerid: str = "1010",
+        calleridname: str = "Ext 1010",
+        extension: str = "915555550001",
+        context: str = "vicilab-out",
+        priority: str = "1",
+        dnid: str = "unknown",
+        server: str = "127.0.0.1:4573",
+        env: Mapping[str, str] | None = None,
+        dead: bool | None = None,
+        name: str = "synthetic",
+    ) -> FakeChannel:
+        """A channel for a scenario not in the recordings.
+
+        The block has Asterisk 22's fields and order; ``env`` overrides or adds fields (keys without
+        ``agi_``). Builtins (CHANNEL, UNIQUEID, EXTEN, CONTEXT, PRIORITY, CALLERID(num|name),
+        CHANNEL(linkedid), CDR(linkedid)) follow the block; ``variables`` add to or override them.
+        ``dead`` defaults to True in the ``h`` extension, where AGI runs on a hung-up channel.
+        """
+        fields = {
+            "network": "yes", "network_script": script, "request": f"agi://{server}/{script}",
+            "channel": channel, "language": "en", "type": channel.split("/", 1)[0],
+            "uniqueid": uniqueid, "version": "22.10.1", "callerid": callerid,
+            "calleridname": calleridname, "callingpres": "0", "callingani2": "0", "callington": "0",
+            "callingtns": "0", "dnid": dnid, "rdnis": "unknown", "context": context,
+            "extension": extension, "priority": priority, "enhanced": "0.0", "accountcode": "",
+            "threadid": "140408407586496",
+        }  # fmt: skip
+        for i, arg in enumerate(args, 1):
+            fields[f"arg_{i}"] = arg
+        fields.update(env or {})
+        fake = cls(name=name, env_block=make_env_block(fields))
+        fake.variables = _builtins(fake.env)
+        link = linkedid or uniqueid
+        fake.variables.update({"CHANNEL(linkedid)": link, "CDR(linkedid)": link})
+        fake.variables.update(variables or {})
+        fake.dead = extension == "h" if dead is None else dead
+        return fake
+
+    @classmethod
+    def _from_parts(
+        cls, name: str, env_block: bytes, exchanges: list[RecordedExchange], hangup_at: int | None
+    ) -> FakeChannel:
+        fake = cls(name=name, env_block=env_block, exchanges=exchanges, hangup_before_command=hangup_at)
+        fake.variables = derive_variables(exchanges, _builtins(fake.env))
+        fake.dead = fake.env.get("extension") == "h"
+        return fake
+
+    def copy(self) -> FakeChannel:
+        return copy.deepcopy(self)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The block as a dict, keys without the ``agi_`` prefix."""
+        env: dict[str, str] = {}
+        for line in self.env_block.decode("utf-8", "replace").split("\n"):
+            key, sep, value = line.partition(": ")
+            if sep and key.startswith("agi_"):
+                env[key[4:]] = value
+            elif line.endswith(":") and line.startswith("agi_"):
+                env[line[4:-1]] = ""
+        return env
+
+    # -- Asterisk's behaviour ------------------------------------------------------------------
+
+    def expand(self, text: str) -> str:
+        """``${...}`` substitution from this channel's variables (see `agi_rules.expand`)."""
+        return expand(text, self.variables)
+
+    def answer(self, line: str) -> list[str]:
+        """The reply lines (without ``\\n``) Asterisk sends for one command; updates the channel."""
+        argv = parse_agi_args(line)
+        words = [a.upper() for a in argv]
+        key = _command_key(words)
+        if key is None:
+            return [REPLY_510]
+        if self.dead and key not in _DEAD_OK:
+            return [REPLY_511]
+        return self._run(key, argv)
+
+    def _run(self, key: tuple[str, ...], argv: list[str]) -> list[str]:
+        argc = len(argv)
+        if key == ("GET", "VARIABLE"):
+            if argc != 3:
+                return _usage(key)
+            value = self.variables.get(argv[2])
+            return ["200 result=0" if value is None else f"200 result=1 ({value})"]
+        if key == ("GET", "FULL"):
+            if argc not in (4, 5):
+                return _usage(key)
+            if argc == 5 and argv[4] != self.env.get("channel"):
+                return ["200 result=0"]
+            return [f"200 result=1 ({self.expand(argv[3])})"]
+        if key == ("SET", "VARIABLE"):
+            if argc != 4:
+                return _usage(key)
+            self.variables[argv[2]] = argv[3]
+            return ["200 result=1"]
+        if key == ("VERBOSE",):
+            return ["200 result=1"]
+        if key == ("NOOP",):
+            return ["200 result=0"]
+        if key == ("ANSWER",):
+            return ["200 result=0"]
+        if key == ("CHANNEL", "STATUS"):
+            return ["200 result=6"]
+        if key == ("HANGUP",):
+            self.dead = self.hangup_requested = True
+            return ["200 result=1"]
+        if key == ("STREAM", "FILE"):
+            return ["200 result=0 endpos=0"]
+        if key == ("GET", "DATA"):
+            return ["200 result= (timeout)"]
+        if key == ("WAIT", "FOR", "DIGIT"):
+            return ["200 result=0"]
+        if key == ("GOSUB",):
+            return ["100 result=0 Trying...", "200 result=0 Gosub complete"]
+        if key == ("EXEC",):
+            return [self._exec(argv[1] if argc > 1 else "", argv[2] if argc > 2 else "")]
+        return self._database(key, argv)
+
+    def _exec(self, app: str, data: str) -> str:
+        app = app.lower()
+        if app == "set":
+            name, sep, value = data.partition("=")
+            if sep:
+                self.variables[name] = value
+            return "200 result=0"
+        return "200 result=0" if app in ("noop", "verbose", "log", "wait", "playback") else "200 result=-2"
+
+    def _database(self, key: tuple[str, ...], argv: list[str]) -> list[str]:
+        if key == ("DATABASE", "GET") and len(argv) == 4:
+            value = self.database.get((argv[2], argv[3]))
+            return ["200 result=0" if value is None else f"200 result=1 ({value})"]
+        if key == ("DATABASE", "PUT") and len(argv) == 5:
+            self.database[(argv[2], argv[3])] = argv[4]
+            return ["200 result=1"]
+        if key == ("DATABASE", "DEL") and len(argv) == 4:
+            return ["200 result=1" if self.database.pop((argv[2], argv[3]), None) is not None else "200 result=0"]
+        return ["520 Invalid command syntax.  Proper usage not available."]
+
+
+def _command_key(words: list[str]) -> tuple[str, ...] | None:
+    known = (
+        ("GET", "FULL", "VARIABLE"), ("GET", "VARIABLE"), ("SET", "VARIABLE"), ("VERBOSE",),
+        ("NOOP",), ("ANSWER",), ("CHANNEL", "STATUS"), ("HANGUP",), ("GOSUB",), ("EXEC",),
+        ("DATABASE", "GET"), ("DATABASE", "PUT"), ("DATABASE", "DEL"), ("DATABASE", "DELTREE"),
+        ("STREAM", "FILE"), ("GET", "DATA"), ("WAIT", "FOR", "DIGIT"), ("ASYNCAGI", "BREAK"),
+    )  # fmt: skip
+    for words_ in known:
+        if tuple(words[: len(words_)]) == words_:
+            return ("GET", "FULL") if words_ == ("GET", "FULL", "VARIABLE") else words_
+    return None
+
+
+def _usage(key: tuple[str, ...]) -> list[str]:
+    return ["520-Invalid command syntax.  Proper usage follows:", *_USAGE[key].split("\n"), "520 End of proper usage."]
+
+
+def make_env_block(fields: Mapping[str, str]) -> bytes:
+    """An ``agi_*`` block from fields (keys without ``agi_``), in the given order, ``\\n`` only."""
+    return "".join(f"agi_{k}: {v}\n" for k, v in fields.items()).encode("utf-8") + b"\n"
+
+
+def _builtins(env: Mapping[str, str]) -> dict[str, str]:
+    out = {
+        "CHANNEL": env.get("channel", ""),
+        "UNIQUEID": env.get("uniqueid", ""),
+        "EXTEN": env.get("extension", ""),
+        "CONTEXT": env.get("context", ""),
+        "PRIORITY": env.get("priority", ""),
+        "LANGUAGE()": env.get("language", ""),
+        "CHANNEL(language)": env.get("language", ""),
+    }
+    for var, key in (("CALLERID(num)", "callerid"), ("CALLERID(name)", "calleridname")):
+        if env.get(key, "unknown") != "unknown":
+            out[var] = env[key]
+    return {k: v for k, v in out.items() if v}
+
+
+# ---------------------------------------------------------------------------------------------
+# Recordings
+
+
+def recorded_channels() -> list[FakeChannel]:
+    """Every recorded AGI session: the VICIdial-style captures and the plain ``agi/`` sessions."""
+    captures = [FakeChannel.from_recording(p) for p in sorted(VICIDIAL_DIR.glob("*_agi*.txt"))]
+    return captures + FakeChannel.agi_sessions()
+
+
+# ---------------------------------------------------------------------------------------------
+# Playing a session against a server
+
+
+@dataclass
+class SessionTranscript:
+    """What happened on one connection, seen from the Asterisk side.
+
+    ``replies[i]`` answers ``commands[i]`` (multi-line replies joined with ``\\n``);
+    ``variables_set`` holds every ``SET VARIABLE`` in order of arrival (last value wins);
+    ``duration`` runs from connect to the server's close (or to the timeout / the fake's own
+    close when ``closed_by_server`` is False).
+    """
+
+    commands: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    variables_set: dict[str, str] = field(default_factory=dict)
+    closed_by_server: bool = False
+    duration: float = 0.0
+    hangup_sent: bool = False
+    error: str | None = None
+    channel: FakeChannel | None = None
+
+    @property
+    def result(self) -> str | None:
+        """The ``TELEPHONYD_RESULT`` the server set, if any."""
+        return self.variables_set.get("TELEPHONYD_RESULT")
+
+
+async def run_session(
+    host: str,
+    port: int,
+    channel: FakeChannel,
+    *,
+    hangup_before_command: int | None | Literal["recorded"] = "recorded",
+    block: bytes | None = None,
+    timeout: float = 10.0,
+    stop_after_commands: int | None = None,
+) -> SessionTranscript:
+    """Play one AGI() call of ``channel`` against the FastAGI server at ``host:port``.
+
+    ``hangup_before_command``: ``"recorded"`` (default) pushes ``HANGUP\\n`` where the recording had
+    it; ``0`` right after the block; ``N`` just before the reply of the Nth command (1-based);
+    None never. After the hangup the channel is dead (511 for most commands). ``block`` replaces
+    the channel's block bytes. ``stop_after_commands`` makes the fake close the socket itself after
+    answering that many commands (a channel that vanishes). The channel is copied: the caller's
+    object is not changed; the copy, with its final variables, is ``transcript.channel``.
+    """
+    chan = channel.copy()
+    hangup_at = chan.hangup_before_command if hangup_before_command == "recorded" else hangup_before_command
+    transcript = SessionTranscript(channel=chan)
+    started = time.monotonic()
+    deadline = started + timeout
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        writer.write(chan.env_block if block is None else block)
+        if hangup_at == 0:
+            _push_hangup(writer, chan, transcript)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            line = await asyncio.wait_for(reader.readline(), remaining)
+            if not line.endswith(b"\n"):
+                transcript.closed_by_server = True
+                if line:
+                    transcript.commands.append(line.decode("utf-8", "replace"))
+                break
+            command = line[:-1].decode("utf-8", "replace")
+            transcript.commands.append(command)
+            if hangup_at is not None and len(transcript.commands) == hangup_at:
+                _push_hangup(writer, chan, transcript)
+            lines = chan.answer(command)
+            writer.write(("\n".join(lines) + "\n").encode("utf-8"))
+            transcript.replies.append("\n".join(lines))
+            if chan.hangup_requested:  # the HANGUP command: Asterisk then sends its own HANGUP line
+                chan.hangup_requested = False
+                _push_hangup(writer, chan, transcript)
+            argv = parse_agi_args(command)
+            if [a.upper() for a in argv[:2]] == ["SET", "VARIABLE"] and len(argv) == 4:
+                transcript.variables_set[argv[2]] = argv[3]
+            if stop_after_commands is not None and len(transcript.commands) >= stop_after_commands:
+                break
+    except TimeoutError:
+        transcript.error = "timeout"
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        transcript.closed_by_server = True
+        transcript.error = type(exc).__name__
+    finally:
+        transcript.duration = time.monotonic() - started
+        writer.close()
+    return transcript
+
+
+def _push_hangup(writer: asyncio.StreamWriter, chan: FakeChannel, transcript: SessionTranscript) -> None:
+    writer.write(b"HANGUP\n")
+    chan.dead = True
+    transcript.hangup_sent = True
