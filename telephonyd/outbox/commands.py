@@ -1,0 +1,135 @@
+"""``telephonyd outbox ...``: look at the delivery queue and repair dead letters.
+
+Works on the store directly (the daemon need not run); a running daemon notices retried rows at
+its next poll (``outbox.poll_interval_s``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..cli import echo_json, run_async
+from .model import STATES
+from .service import Outbox
+
+T = TypeVar("T")
+
+
+def register(cli: click.Group) -> None:
+    """Add the ``outbox`` command group to ``cli``."""
+    cli.add_command(outbox)
+
+
+@click.group()
+def outbox() -> None:
+    """Inspect the outbox (rows waiting for or done with upstream delivery) and repair dead letters."""
+
+
+@outbox.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_obj
+def stats(obj: Any, as_json: bool) -> None:
+    """Rows by state and target, oldest pending age, dead letters, in-flight claims by node."""
+    data = _with_outbox(obj, lambda ob: ob.stats())
+    if as_json:
+        echo_json(data)
+        return
+    for state in STATES:
+        click.echo(f"{state:<10} {data['by_state'].get(state, 0):>9}")
+    age = data["oldest_pending_age_s"]
+    click.echo(f"oldest pending: {'-' if age is None else f'{age:.1f} s'}")
+    for target, counts in sorted(data["targets"].items()):
+        click.echo(f"target {target}: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STATES))
+    for claim in data["claims"]:
+        click.echo(
+            f"claims of {claim['node_id']}: {claim['rows']} rows, "
+            f"first lease ends in {claim['lease_expires_in_s']:.1f} s"
+        )
+
+
+@outbox.command("list")
+@click.option("--state", type=click.Choice(STATES), default=None, help="Only rows in this state.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows (with payloads) as JSON.")
+@click.pass_obj
+def list_rows(obj: Any, state: str | None, limit: int, as_json: bool) -> None:
+    """Rows, oldest first: state, attempts, who claimed them last, the last error."""
+    rows = _with_outbox(obj, lambda ob: ob.list_rows(state=state, limit=limit))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no rows")
+        return
+    click.echo(f"{'id':>8} {'target':<14} {'key':<24} {'state':<9} {'tries':>5} {'status':>6} {'claimed_by':<12} "
+               f"{'next attempt (UTC)':<19} last error")
+    for row in rows:
+        click.echo(
+            f"{row['id']:>8} {row['target']:<14.14} {row['key']:<24.24} {row['state']:<9} {row['attempts']:>5} "
+            f"{row['last_status'] or '-':>6} {row['claimed_by'] or '-':<12.12} "
+            f"{_utc(row['next_attempt_at']) if row['state'] == 'pending' else '-':<19} {(row['last_error'] or '')[:80]}"
+        )
+
+
+@outbox.command()
+@click.argument("row_id", metavar="ID", type=int, required=False)
+@click.option("--all-dead", is_flag=True, help="Retry every dead letter.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def retry(obj: Any, row_id: int | None, all_dead: bool, as_json: bool) -> None:
+    """Make dead row ID (or, with --all-dead, every dead row) due again with a fresh attempt count."""
+    if (row_id is None) == (not all_dead):
+        raise click.UsageError("give either a row ID or --all-dead")
+    if all_dead:
+        count = _with_outbox(obj, lambda ob: ob.retry_all_dead())
+        _report(as_json, {"retried": count}, f"{count} dead rows are due again")
+        return
+    assert row_id is not None
+    done = _with_outbox(obj, lambda ob: ob.retry(row_id))
+    if not done:
+        _fail(as_json, f"no dead or pending row {row_id}")
+    _report(as_json, {"retried": 1, "id": row_id}, f"row {row_id} is due again")
+
+
+@outbox.command()
+@click.argument("row_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def drop(obj: Any, row_id: int, as_json: bool) -> None:
+    """Delete row ID for good (it will never be delivered)."""
+    if not _with_outbox(obj, lambda ob: ob.drop(row_id)):
+        _fail(as_json, f"no row {row_id}")
+    _report(as_json, {"dropped": 1, "id": row_id}, f"row {row_id} dropped")
+
+
+def _with_outbox(obj: Any, action: Callable[[Outbox], Awaitable[T]]) -> T:
+    async def go() -> T:
+        store = await obj.open_store()
+        try:
+            return await action(Outbox(store, node_id=obj.config.node_id, config=obj.config.outbox))
+        finally:
+            await store.close()
+
+    return run_async(go())
+
+
+def _report(as_json: bool, data: dict[str, Any], text: str) -> None:
+    if as_json:
+        echo_json({"success": True, **data})
+    else:
+        click.echo(text)
+
+
+def _fail(as_json: bool, message: str) -> None:
+    if as_json:
+        echo_json({"success": False, "error": message})
+        click.get_current_context().exit(1)
+    raise click.ClickException(message)
+
+
+def _utc(epoch: float | None) -> str:
+    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))

@@ -1,0 +1,388 @@
+"""Every SQL statement of the outbox, for SQLite and MariaDB/MySQL alike.
+
+Times come from the database clock (`Store.now_expr`), so several instances sharing one MariaDB
+agree on leases and due times whatever their host clocks say. Callers add their own timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..errors import StoreError
+from .model import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, EnqueueResult, OutboxRow
+from .schema import outbox as t
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+#: What a store operation raises when the database is down, slow or refusing.
+STORE_ERRORS = (sa.exc.SQLAlchemyError, OSError, TimeoutError, StoreError)
+
+log = logging.getLogger(__name__)
+
+_KEY = t.c["key"]
+_ROW_COLUMNS = (t.c.id, t.c.target, _KEY, t.c.payload, t.c.attempts, t.c.created_at, t.c.log_context)
+_PRUNE_CHUNK = 1000
+_TRANSACTION_ATTEMPTS = 4
+#: MySQL errors that ask for the transaction to be restarted: deadlock, lock wait timeout.
+_RESTART_ERRORS = (1213, 1205)
+T = TypeVar("T")
+
+
+def _restartable(exc: sa.exc.OperationalError) -> bool:
+    args = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in _RESTART_ERRORS
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A row to insert: payload and log context already serialized as JSON text."""
+
+    target: str
+    key: str
+    payload: str
+    context: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One result write: the new column values of a claimed row."""
+
+    row_id: int
+    values: dict[str, Any]
+
+
+def to_row(record: Any) -> OutboxRow:
+    return OutboxRow(
+        id=int(record.id),
+        target=record.target,
+        key=record.key,
+        payload=json.loads(record.payload),
+        attempts=int(record.attempts),
+        created_at=float(record.created_at),
+        context=json.loads(record.log_context) if record.log_context else {},
+    )
+
+
+class OutboxQueries:
+    """The outbox's statements over one `Store`; ``node_id`` names this instance in claims."""
+
+    def __init__(self, store: Store, node_id: str) -> None:
+        self.store = store
+        self.node_id = node_id
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in a transaction, again (at once) when MariaDB picked it as a deadlock
+        victim or timed out on a row lock: those ask the client to restart the transaction."""
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self.store.begin() as conn:
+                    return await work(conn)
+            except sa.exc.OperationalError as exc:
+                if attempt == _TRANSACTION_ATTEMPTS or not _restartable(exc):
+                    raise
+                log.debug("outbox transaction restarted", extra={"error": short_error(exc), "attempt": attempt})
+        raise AssertionError("unreachable")
+
+    async def _write(self, statement: sa.Executable) -> int:
+        """One statement in its own transaction; returns the affected row count."""
+
+        async def work(conn: AsyncConnection) -> int:
+            return (await conn.execute(statement)).rowcount
+
+        return await self._transaction(work)
+
+    # -- writing new rows ------------------------------------------------------------------------
+
+    async def insert_batch(self, rows: Sequence[NewRow]) -> list[EnqueueResult]:
+        """Insert-or-ignore ``rows`` in one transaction; one result per input row, in order.
+
+        A (target, key) already stored, or repeated earlier in ``rows``, gives ``created=False``
+        and the id of the row that holds it.
+        """
+        batch = uuid.uuid4().hex
+        firsts: dict[tuple[str, str], NewRow] = {}
+        for row in rows:
+            firsts.setdefault((row.target, row.key), row)
+        # Sorted, so concurrent batches of several instances lock keys in one order.
+        ordered = sorted(firsts.values(), key=lambda r: (r.target, r.key))
+
+        async def work(conn: AsyncConnection) -> dict[tuple[str, str], tuple[int, bool]]:
+            now = await self.store.now(conn)
+            values = [
+                {
+                    "target": r.target, "key": r.key, "payload": r.payload, "state": PENDING,
+                    "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
+                    "node_id": self.node_id, "log_context": r.context, "enqueue_batch": batch,
+                }
+                for r in ordered
+            ]
+            await conn.execute(self.store.insert_ignore(t), values)
+            by_target: dict[str, list[str]] = {}
+            for r in ordered:
+                by_target.setdefault(r.target, []).append(r.key)
+            found: dict[tuple[str, str], tuple[int, bool]] = {}
+            for target, keys in by_target.items():
+                result = await conn.execute(
+                    sa.select(t.c.id, _KEY, t.c.enqueue_batch).where(t.c.target == target, _KEY.in_(keys))
+                )
+                for rec in result:
+                    found[(target, rec.key)] = (int(rec.id), rec.enqueue_batch == batch)
+            return found
+
+        found = await self._transaction(work)
+        results: list[EnqueueResult] = []
+        claimed_new: set[tuple[str, str]] = set()
+        for row in rows:
+            ident = (row.target, row.key)
+            if ident not in found:
+                # Cannot happen with a working store: the insert or an earlier row holds the key.
+                raise sa.exc.InvalidRequestError(f"outbox row {ident} neither inserted nor found")
+            row_id, created = found[ident]
+            first = created and ident not in claimed_new
+            claimed_new.add(ident)
+            results.append(EnqueueResult(row_id, first))
+        return results
+
+    async def add(self, conn: AsyncConnection, row: NewRow) -> bool:
+        """Insert-or-ignore one row inside the caller's transaction; True when it was created."""
+        now = self.store.now_expr()
+        result = await conn.execute(
+            self.store.insert_ignore(t).values(
+                target=row.target, key=row.key, payload=row.payload, state=PENDING, attempts=0,
+                next_attempt_at=now, created_at=now, updated_at=now, node_id=self.node_id,
+                log_context=row.context,
+            )
+        )
+        return result.rowcount == 1
+
+    # -- claiming and finishing ------------------------------------------------------------------
+
+    async def claim(self, target: str, limit: int, lease_s: float) -> list[OutboxRow]:
+        """Atomically take up to ``limit`` due pending rows of ``target`` for this node.
+
+        MariaDB/MySQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` then UPDATE, so concurrent instances
+        take disjoint rows without waiting on each other. SQLite: one conditional UPDATE ...
+        RETURNING (SQLite serializes writers).
+        """
+        now = self.store.now_expr()
+        due = sa.and_(t.c.state == PENDING, t.c.target == target, t.c.next_attempt_at <= now)
+        claim_values = {
+            "state": IN_FLIGHT, "claimed_by": self.node_id, "lease_until": now + lease_s, "updated_at": now,
+        }
+
+        async def work(conn: AsyncConnection) -> list[OutboxRow]:
+            if self.store.dialect == "sqlite":
+                ids = sa.select(t.c.id).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(limit)
+                result = await conn.execute(
+                    sa.update(t).where(t.c.id.in_(ids.scalar_subquery())).values(**claim_values).returning(*_ROW_COLUMNS)
+                )
+                return [to_row(rec) for rec in result]
+            result = await conn.execute(
+                sa.select(*_ROW_COLUMNS)
+                .where(due)
+                .order_by(t.c.next_attempt_at, t.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            rows = [to_row(rec) for rec in result]
+            if rows:
+                await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(**claim_values))
+            return rows
+
+        rows = await self._transaction(work)
+        rows.sort(key=lambda r: r.id)
+        return rows
+
+    def delivered(self, row_id: int, status: int | None) -> Finish:
+        """The result write of a confirmed delivery."""
+        now = self.store.now_expr()
+        return Finish(row_id, {"state": DELIVERED, "attempts": t.c.attempts + 1, "delivered_at": now,
+                               "last_status": status, "last_error": None, "lease_until": None, "updated_at": now})
+
+    def retry_later(self, row_id: int, delay_s: float, error: str | None, status: int | None) -> Finish:
+        """The result write of a failed attempt: pending again in ``delay_s`` (database clock)."""
+        now = self.store.now_expr()
+        return Finish(row_id, {"state": PENDING, "attempts": t.c.attempts + 1, "next_attempt_at": now + delay_s,
+                               "last_status": status, "last_error": error, "lease_until": None, "updated_at": now})
+
+    def dead_letter(self, row_id: int, error: str | None, status: int | None) -> Finish:
+        """The result write of a refusal: the row becomes a dead letter."""
+        now = self.store.now_expr()
+        return Finish(row_id, {"state": DEAD, "attempts": t.c.attempts + 1, "last_status": status,
+                               "last_error": error, "lease_until": None, "updated_at": now})
+
+    async def finish_batch(self, results: Sequence[Finish]) -> list[bool]:
+        """Write several results in one transaction, each only while this node still holds the
+        row's claim (``claimed_by`` = this node and ``in_flight``). True per row where it held."""
+
+        async def work(conn: AsyncConnection) -> list[bool]:
+            held = []
+            for result in results:
+                mine = sa.and_(t.c.id == result.row_id, t.c.claimed_by == self.node_id, t.c.state == IN_FLIGHT)
+                held.append((await conn.execute(sa.update(t).where(mine).values(**result.values))).rowcount == 1)
+            return held
+
+        return await self._transaction(work)
+
+    async def mark_delivered(self, row_id: int, status: int | None) -> bool:
+        return (await self.finish_batch([self.delivered(row_id, status)]))[0]
+
+    async def mark_retry(self, row_id: int, delay_s: float, error: str | None, status: int | None) -> bool:
+        return (await self.finish_batch([self.retry_later(row_id, delay_s, error, status)]))[0]
+
+    async def mark_dead(self, row_id: int, error: str | None, status: int | None) -> bool:
+        return (await self.finish_batch([self.dead_letter(row_id, error, status)]))[0]
+
+    async def release(self, row_ids: Iterable[int]) -> int:
+        """Give back claims this node will not finish (shutdown): the rows are due again at once."""
+        ids = list(row_ids)
+        if not ids:
+            return 0
+        now = self.store.now_expr()
+        return await self._write(
+            sa.update(t)
+            .where(t.c.id.in_(ids), t.c.claimed_by == self.node_id, t.c.state == IN_FLIGHT)
+            .values(state=PENDING, lease_until=None, next_attempt_at=now, updated_at=now)
+        )
+
+    async def expire_leases(self, max_attempts: int) -> int:
+        """Turn in-flight rows whose lease ran out (their node died or stalled) back to pending.
+
+        The lost attempt counts; with ``max_attempts`` (> 0) reached the row becomes a dead letter
+        instead, so a row that kills its sender every time cannot loop forever.
+        """
+        now = self.store.now_expr()
+        expired = sa.and_(t.c.state == IN_FLIGHT, t.c.lease_until <= now)
+        # String "+" renders as || on SQLite and concat() on MySQL.
+        error = sa.literal("lease of ") + sa.func.coalesce(t.c.claimed_by, "?") + " expired before a result"
+        state: Any = PENDING
+        if max_attempts > 0:
+            state = sa.case((t.c.attempts + 1 >= max_attempts, DEAD), else_=PENDING)
+        return await self._write(
+            sa.update(t)
+            .where(expired)
+            .values(state=state, attempts=t.c.attempts + 1, lease_until=None, last_error=error, updated_at=now)
+        )
+
+    async def next_due_in(self, targets: Sequence[str]) -> float | None:
+        """Seconds until the earliest pending row of ``targets`` or lease expiry (None: nothing)."""
+        now = self.store.now_expr()
+        pending = sa.select(sa.func.min(t.c.next_attempt_at)).where(t.c.state == PENDING, t.c.target.in_(list(targets)))
+        leases = sa.select(sa.func.min(t.c.lease_until)).where(t.c.state == IN_FLIGHT)
+        async with self.store.connect() as conn:
+            rec = (await conn.execute(sa.select(now, pending.scalar_subquery(), leases.scalar_subquery()))).one()
+        times = [float(v) for v in rec[1:] if v is not None]
+        return max(0.0, min(times) - float(rec[0])) if times else None
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    async def open_counts(self) -> dict[str, dict[str, int]]:
+        """Counts of pending, in-flight and dead rows by target (cheap: index only)."""
+        stmt = (
+            sa.select(t.c.state, t.c.target, sa.func.count())
+            .where(t.c.state.in_([PENDING, IN_FLIGHT, DEAD]))
+            .group_by(t.c.state, t.c.target)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        async with self.store.connect() as conn:
+            for state, target, n in await conn.execute(stmt):
+                counts.setdefault(target, {})[state] = int(n)
+        return counts
+
+    async def prune_delivered(self, retention_s: float, max_rounds: int = 20) -> int:
+        """Delete delivered rows older than ``retention_s``, in chunks; returns how many."""
+        total = 0
+        cutoff = self.store.now_expr() - retention_s
+        chunk = (
+            sa.select(t.c.id)
+            .where(t.c.state == DELIVERED, t.c.delivered_at < cutoff)
+            .order_by(t.c.delivered_at)
+            .limit(_PRUNE_CHUNK)
+        )
+        for _ in range(max_rounds):
+            async with self.store.connect() as conn:
+                ids = (await conn.execute(chunk)).scalars().all()
+            if ids:
+                total += await self._write(sa.delete(t).where(t.c.id.in_(ids), t.c.state == DELIVERED))
+            if len(ids) < _PRUNE_CHUNK:
+                break
+        return total
+
+    # -- administration --------------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.store.connect() as conn:
+            now = await self.store.now(conn)
+            per_target: dict[str, dict[str, int]] = {}
+            by_state = dict.fromkeys(STATES, 0)
+            for state, target, n in await conn.execute(
+                sa.select(t.c.state, t.c.target, sa.func.count()).group_by(t.c.state, t.c.target)
+            ):
+                per_target.setdefault(target, dict.fromkeys(STATES, 0))[state] = int(n)
+                by_state[state] = by_state.get(state, 0) + int(n)
+            oldest = (
+                await conn.execute(sa.select(sa.func.min(t.c.created_at)).where(t.c.state == PENDING))
+            ).scalar_one()
+            claims = [
+                {
+                    "node_id": node,
+                    "rows": int(n),
+                    "lease_expires_in_s": round(float(first) - now, 3),
+                    "last_lease_expires_in_s": round(float(last) - now, 3),
+                }
+                for node, n, first, last in await conn.execute(
+                    sa.select(t.c.claimed_by, sa.func.count(), sa.func.min(t.c.lease_until), sa.func.max(t.c.lease_until))
+                    .where(t.c.state == IN_FLIGHT)
+                    .group_by(t.c.claimed_by)
+                    .order_by(t.c.claimed_by)
+                )
+            ]
+        return {
+            "by_state": by_state,
+            "oldest_pending_age_s": None if oldest is None else round(max(0.0, now - float(oldest)), 3),
+            "dead": by_state[DEAD],
+            "targets": per_target,
+            "claims": claims,
+            "db_now": now,
+        }
+
+    async def list_rows(self, state: str | None, limit: int) -> list[dict[str, Any]]:
+        stmt = sa.select(t).order_by(t.c.id).limit(limit)
+        if state is not None:
+            stmt = stmt.where(t.c.state == state)
+        async with self.store.connect() as conn:
+            records = (await conn.execute(stmt)).mappings().all()
+        rows = []
+        for rec in records:
+            row = {k: v for k, v in rec.items() if k not in ("log_context", "enqueue_batch")}
+            row["payload"] = json.loads(rec["payload"])
+            rows.append(row)
+        return rows
+
+    async def retry(self, row_id: int | None) -> int:
+        """Make a dead or pending row due now with a fresh attempt count (all dead rows when None)."""
+        now = self.store.now_expr()
+        where = t.c.state == DEAD if row_id is None else sa.and_(t.c.id == row_id, t.c.state.in_([DEAD, PENDING]))
+        return await self._write(
+            sa.update(t).where(where).values(state=PENDING, attempts=0, next_attempt_at=now, updated_at=now)
+        )
+
+    async def drop(self, row_id: int) -> bool:
+        return await self._write(sa.delete(t).where(t.c.id == row_id)) == 1
+
+
+def short_error(exc: BaseException) -> str:
+    """One line about a store error, without the SQL statement."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    lines = str(getattr(exc, "orig", None) or exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
