@@ -153,12 +153,12 @@ class App:
 
     def _build_outbox(self) -> None:
         from .outbox import Outbox
-        from .upstream.did_optimizer import DIDOptimizerSender
+        from .upstream.did_optimizer import DID_OPTIMIZER_TARGET, DIDOptimizerSender
 
         outbox = Outbox(self.store, node_id=self.config.node_id, config=self.config.outbox)
         assert self._session is not None
         self.did_sender = DIDOptimizerSender(self.config.did_optimizer, self._session)
-        outbox.register_sender("did_optimizer", self.did_sender, enabled=self.config.did_optimizer.enabled)
+        outbox.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=self.config.did_optimizer.enabled)
         self.outbox = outbox
         self.components["outbox"] = outbox
 
@@ -170,8 +170,8 @@ class App:
         from .calllog import CallLogHandler
         from .fastagi import FastAGIServer
 
-        handler = CallLogHandler(self.config.call_log, self.outbox.enqueue, target="did_optimizer")
-        self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": handler})
+        self.calllog_handler = CallLogHandler(self.config.call_log, self.outbox.enqueue, target="did_optimizer")
+        self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": self.calllog_handler})
         self.components["fastagi"] = self.fastagi
 
     def _build_ameyo(self) -> None:
@@ -181,10 +181,12 @@ class App:
         from .upstream.tops import TopsSender
 
         assert self._session is not None and self.http is not None
-        self.tops_sender = TopsSender(self.config.tops, self._session, self.store)
+        service = AmeyoService(self.config.ameyo, self.config.tops, self.store, self.outbox, node_id=self.config.node_id)
+        self.tops_sender = TopsSender(self.config.tops, self._session, on_result=service.record_upstream)
         self.outbox.register_sender("tops", self.tops_sender, enabled=True)
-        service = AmeyoService(self.config.ameyo, self.config.tops, self.store, self.outbox)
         self.http.add_routes(service.routes(), auth="none")
+        self.http.add_routes(service.admin_routes(), auth="admin")
+        self.ameyo_service = service
         self.components["ameyo"] = service
 
     async def _build_ami(self) -> None:
@@ -197,6 +199,7 @@ class App:
     # -- running ---------------------------------------------------------------------------------
 
     async def _main_loop(self) -> int:
+        failures: list[BaseException] = []
         try:
             async with asyncio.TaskGroup() as tg:
                 for name, component in self.components.items():
@@ -208,9 +211,12 @@ class App:
                 log.info("stopping")
                 await self._stop_components()
         except* Exception as group:
-            for exc in group.exceptions:
+            failures.extend(group.exceptions)
+        if failures:
+            for exc in failures:
                 log.error("component failed, exiting", exc_info=exc)
             self._stopping.set()
+            await self._stop_components()
             return 1
         return 0
 

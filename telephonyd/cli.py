@@ -199,7 +199,7 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(f"  [{mark}] {name:<14} {health.get('state', '')}  {detail}")
     outbox = data.get("outbox") or {}
     if outbox:
-        counts = outbox.get("counts") or {}
+        counts = outbox.get("by_state") or {}
         lines.append("outbox: " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
                      + f"  oldest_pending_age_s={outbox.get('oldest_pending_age_s')}")
         for claim in outbox.get("claims") or []:

@@ -105,17 +105,26 @@ class StoreConfig(Section):
 
 
 class FastAGIConfig(Section):
-    """The FastAGI listener (Asterisk's default port is 4573; VICIdial's FastAGI_log uses 4577)."""
+    """The FastAGI listener (Asterisk's default port is 4573; VICIdial's FastAGI_log uses 4577).
+
+    ``max_line_bytes``/``max_block_bytes`` bound the ``agi_*`` block, ``max_reply_bytes`` one reply
+    line from Asterisk. ``session_timeout_s`` runs from connect to the handler's end;
+    ``result_timeout_s`` bounds the final ``SET VARIABLE TELEPHONYD_RESULT`` after it.
+    ``backlog`` is the listen queue length (bursts of AGI() calls arrive together).
+    """
 
     listen: AddressList = [HostPort(host="127.0.0.1", port=4573)]
     allowed_clients: Networks = LOOPBACK
     max_line_bytes: int = Field(8192, ge=256)
     max_block_bytes: int = Field(64 * 1024, ge=1024)
+    max_reply_bytes: int = Field(64 * 1024, ge=1024)
     block_timeout_s: float = Field(5.0, gt=0)
     command_timeout_s: float = Field(10.0, gt=0)
     session_timeout_s: float = Field(30.0, gt=0)
+    result_timeout_s: float = Field(2.0, gt=0)
     max_sessions: int = Field(2000, ge=1)
     drain_timeout_s: float = Field(10.0, ge=0)
+    backlog: int = Field(1024, ge=16, le=65535)
 
 
 class CallLogVariables(Section):
@@ -131,15 +140,32 @@ class CallLogVariables(Section):
     did: list[str] = ["OPTIMIZER_DID"]
     customer_phone: list[str] = ["CUSTOMER_PHONE", "phone_number"]
 
+    @field_validator("campaign", "agent", "lead", "list_id", "did", "customer_phone")
+    @classmethod
+    def _plain_names(cls, v: list[str]) -> list[str]:
+        # Names go inside one quoted GET FULL VARIABLE expression: Asterisk splits AGI arguments on
+        # blanks and treats '"' and '\\' specially; '$', '{', '}' would change the expression.
+        for name in v:
+            if not name or any(ch in name for ch in ' \t"\\${}') or not name.isprintable():
+                raise ValueError(f"{name!r} is not a plain variable or function name")
+        return v
+
 
 class CallLogConfig(Section):
-    """The ``call_log`` AGI handler."""
+    """The ``call_log`` AGI handler.
+
+    ``start_ttl_s``/``start_cache_max`` bound the in-memory start-stage records; ``source`` is the
+    payload's ``source``; ``default_campaign`` the ``campaignId`` when no campaign variable is set;
+    ``enqueue_timeout_s`` how long a hangup session waits for the outbox commit before answering
+    ``ERROR``.
+    """
 
     variables: CallLogVariables = CallLogVariables()
     start_ttl_s: float = Field(4 * 3600.0, gt=0)
     start_cache_max: int = Field(100_000, ge=100)
     source: str = "telephonyd"
     default_campaign: str = "DEFAULT"
+    enqueue_timeout_s: float = Field(5.0, gt=0)
 
 
 class HTTPConfig(Section):
@@ -161,7 +187,15 @@ class DIDOptimizerConfig(Section):
 
 
 class OutboxConfig(Section):
-    """Delivery of outbox rows: batching, concurrency, retry schedule, claim lease."""
+    """Delivery of outbox rows: batching, concurrency, retry schedule, claim lease.
+
+    ``write_batch_max`` rows at most per group commit; ``claim_batch`` rows per claim query;
+    ``concurrency`` sends at once; retries wait ``backoff_base_s`` doubling up to ``backoff_max_s``
+    (full jitter); a claim lasts ``lease_s`` (a send is cut off at 80 % of it); delivered rows are
+    deleted after ``delivered_retention_s`` (checked every ``prune_interval_s``); every store
+    operation is bounded by ``store_timeout_s``; ``max_attempts`` > 0 dead-letters a row after that
+    many failed attempts.
+    """
 
     write_batch_max: int = Field(256, ge=1)
     claim_batch: int = Field(64, ge=1)
@@ -171,6 +205,9 @@ class OutboxConfig(Section):
     backoff_max_s: float = Field(300.0, gt=0)
     lease_s: float = Field(60.0, gt=0)
     delivered_retention_s: float = Field(7 * 86400.0, gt=0)
+    prune_interval_s: float = Field(300.0, gt=0)
+    store_timeout_s: float = Field(15.0, gt=0)
+    max_attempts: int = Field(0, ge=0, description="0: retry until delivered or dead-lettered by the peer")
 
 
 class LoggingConfig(Section):
@@ -199,6 +236,12 @@ class AMIConfig(Section):
     backoff_max_s: float = Field(60.0, gt=0)
     max_line_bytes: int = Field(16 * 1024, ge=256)
     max_message_bytes: int = Field(256 * 1024, ge=1024)
+    #: The login's ``Events`` header: ``on``, ``off`` or event classes. ``system`` carries
+    #: ContactStatus/PeerStatus/FullyBooted/Shutdown/Reload, ``call`` DeviceStateChange/Newchannel/
+    #: Hangup/Dial*, ``agent`` queue member events. Asterisk also filters by the user's ``read=``.
+    events: str = Field("system,call,agent", pattern=r"^(on|off|[a-z]+(,[a-z]+)*)$")
+    #: ActionIDs are ``<prefix>-<counter>`` (deterministic, so recorded traffic can be replayed).
+    action_id_prefix: str = Field("telephonyd", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
 
 class PSContactsConfig(Section):
@@ -209,13 +252,59 @@ class PSContactsConfig(Section):
     reg_server: str | None = None
     coalesce_s: float = Field(0.05, ge=0)
     expiry_check_s: float = Field(30.0, gt=0)
+    #: New or expired-looking contacts are checked with one PJSIPShowEndpoint per endpoint; more
+    #: endpoints than this at once (a registration storm) make one full resync instead.
+    verify_max_endpoints: int = Field(50, ge=0)
+    #: Bound on one database batch (a resync included); a failed batch is retried with backoff.
+    store_timeout_s: float = Field(30.0, gt=0)
+    #: Events waiting for the writer beyond this are dropped and a full resync is run instead.
+    max_queue: int = Field(200_000, ge=1000)
 
 
 class PresenceConfig(Section):
+    """Agent presence from AMI device states, contacts and channels; the ``/ws/agents`` stream.
+
+    ``technologies`` are the channel technologies whose devices are agents' phones;
+    ``endpoint_pattern`` (a regular expression matched against the whole endpoint name) narrows them,
+    e.g. ``"[0-9]{3,6}"`` to leave trunks out. ``wrap_up_s`` > 0 shows ``wrap_up`` for that long after
+    a call. ``ws_queue_size`` messages may wait for one WebSocket client before it is dropped.
+    """
+
     wrap_up_s: float = Field(0.0, ge=0)
+    technologies: list[str] = Field(["PJSIP", "SIP", "IAX2"], min_length=1)
+    endpoint_pattern: str | None = None
+    seed_timeout_s: float = Field(30.0, gt=0)
+    ws_queue_size: int = Field(256, ge=2)
+    ws_heartbeat_s: float = Field(30.0, gt=0)
+    ws_send_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("technologies")
+    @classmethod
+    def _upper_technologies(cls, v: list[str]) -> list[str]:
+        return [t.strip().upper() for t in v if t.strip()]
+
+    @field_validator("endpoint_pattern")
+    @classmethod
+    def _valid_pattern(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return v
 
 
 class MQTTConfig(Section):
+    """The MQTT publisher of agent presence.
+
+    ``url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` (TLS, verified against the system CAs
+    or ``ca_file``); credentials go in ``username``/``password``, never in the URL. Topics live under
+    ``<base_topic>/<node_id>/``. ``queue_size`` bounds the changes waiting for the broker; past it,
+    only the latest state of each agent is kept.
+    """
+
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
     base_topic: str = "telephonyd"
@@ -223,6 +312,35 @@ class MQTTConfig(Section):
     password: SecretStr | None = None
     keepalive_s: int = Field(30, ge=5)
     backoff_max_s: float = Field(30.0, gt=0)
+    client_id: str | None = None
+    ca_file: str | None = None
+    qos: Literal[0, 1, 2] = 1
+    queue_size: int = Field(10_000, ge=10)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    publish_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("put credentials in mqtt.username and mqtt.password, not in the URL")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("bad port") from None
+        return v
+
+    @field_validator("base_topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#\x00"):
+            raise ValueError("must be a topic without wildcards and without a leading or trailing '/'")
+        return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +348,13 @@ class MQTTConfig(Section):
 
 
 class AmeyoConfig(Section):
-    """The Ameyo dialer callback listener (the routes live on the HTTP listener)."""
+    """The Ameyo dialer callback listener (the routes live on the HTTP listener).
+
+    Access: ``token`` (query ``token``, header ``X-Ameyo-Token`` or ``Authorization: Bearer``) and/or
+    ``allowed_networks`` (CIDRs of the peer address); with neither, the callbacks are open. TTLs are
+    judged on the database clock. ``phone1_final_dispositions`` are phone-1 statuses sent at once
+    instead of waiting for phone 2 (compared case-insensitively).
+    """
 
     enabled: bool = True
     token: SecretStr | None = None
@@ -242,6 +366,25 @@ class AmeyoConfig(Section):
     send_phone1_on_expiry: bool = True
     timezone: str = "Asia/Tokyo"
     request_log_retention_s: float = Field(30 * 86400.0, gt=0)
+    sweep_interval_s: float = Field(5.0, gt=0)
+    write_batch_max: int = Field(256, ge=1)
+    record_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @field_validator("phone1_final_dispositions")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        return [d.strip().upper() for d in v if d.strip()]
 
 
 class TopsTarget(Section):
@@ -250,7 +393,12 @@ class TopsTarget(Section):
 
 
 class TopsConfig(Section):
-    """The TopS.II (FastHelp) predictive-call Web API."""
+    """The TopS.II (FastHelp) predictive-call Web API.
+
+    ``env`` PROD selects ``prod``, anything else ``test`` (the relay's INDEX_ENV rule). TLS is verified
+    against the system CAs, plus ``ca_file`` when set. ``call_missing_retries``: how many times a
+    reply WPRDEXTC3201 (call does not exist) is retried before the send becomes a dead letter.
+    """
 
     env: str = "TEST"
     test: TopsTarget = TopsTarget()
@@ -258,6 +406,12 @@ class TopsConfig(Section):
     real_send: bool = False
     timeout_s: float = Field(10.0, gt=0)
     call_missing_retries: int = Field(3, ge=0)
+    ca_file: str | None = None
+
+    @property
+    def target(self) -> TopsTarget:
+        """The environment in use: ``prod`` when ``env`` is PROD (any case), else ``test``."""
+        return self.prod if self.env.strip().upper() == "PROD" else self.test
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +448,10 @@ class Config(Section):
         """Every configured secret value (for log and response scrubbing tests and filters)."""
         found: list[str] = []
         _collect_secrets(self, found)
+        for url in (self.store.url, self.ps_contacts.url):
+            if url is not None:
+                found.remove(url.get_secret_value())
+                found.append(_url_password(url.get_secret_value()))
         return [s for s in found if s]
 
 
@@ -304,6 +462,12 @@ def _redact_url(url: str) -> str:
     userinfo, _, hostpart = rest.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:********@{hostpart}" if ":" in userinfo else url
+
+
+def _url_password(url: str) -> str:
+    rest = url.partition("://")[2]
+    userinfo = rest.rpartition("@")[0]
+    return userinfo.partition(":")[2] if userinfo else ""
 
 
 def _collect_secrets(model: BaseModel, out: list[str]) -> None:

@@ -56,7 +56,7 @@ def apply_reload(app: Any, new: Config) -> list[str]:
     if app.http is not None:
         app.http.set_admin_token(new.http.admin_token.get_secret_value() if new.http.admin_token else None)
     logging.getLogger().setLevel(new.logging.level)
-    for name in ("did_sender", "tops_sender", "calllog_handler", "ameyo_service"):
+    for name in ("did_sender", "tops_sender", "calllog_handler", "ameyo_service", "presence_service"):
         target = getattr(app, name, None)
         reconfigure = getattr(target, "reconfigure", None)
         if reconfigure is not None:

@@ -59,6 +59,7 @@ class Daemon:
             self._notify.bind(self.notify_path)
             self._notify.setblocking(False)
         env = dict(self.env, NOTIFY_SOCKET=self.notify_path)
+        since = len(self.drain_notifications())
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "telephonyd", "run", "-c", str(self.config_path)],
@@ -66,7 +67,7 @@ class Daemon:
         )
         log.close()
         if wait_ready:
-            self.wait_for_notification("READY=1", timeout)
+            self.wait_for_notification("READY=1", timeout, since=since)
 
     def drain_notifications(self) -> list[str]:
         while self._notify is not None:
@@ -76,9 +77,10 @@ class Daemon:
                 break
         return self.notifications
 
-    def wait_for_notification(self, needle: str, timeout: float) -> str:
+    def wait_for_notification(self, needle: str, timeout: float, since: int = 0) -> str:
+        """Wait for a notification line ``needle`` among those received after index ``since``."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         while time.monotonic() < deadline:
             messages = self.drain_notifications()
             for message in messages[seen:]:

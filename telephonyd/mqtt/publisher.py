@@ -1,0 +1,327 @@
+"""`MQTTPublisher`: agent presence to an MQTT broker (aiomqtt >= 2.5), in the zigbee2mqtt style.
+
+Connection life, top to bottom:
+1. connect with a fixed client id (``telephonyd-<node_id>`` unless ``mqtt.client_id``) and a last will
+   of retained ``offline`` on ``<base>/<node_id>/status`` (so a dead daemon reads as offline);
+2. read the agent topics the broker retains for this node (a subscription ended by a marker message
+   we publish to ourselves), publish retained ``online``, republish every agent's current state, and,
+   once presence has completed a resync, clear the retained topic of every endpoint it no longer knows;
+3. publish changes as they come: retained ``agents/<endpoint>`` plus a delta on
+   ``events/agent_status``; an `AgentRetired` clears the endpoint's retained topic (empty payload);
+4. on a clean stop, publish what is queued (within the stop timeout), then retained ``offline``, then
+   DISCONNECT (the broker drops the will). A lost broker means reconnecting with capped exponential
+   backoff and jitter; changes queued meanwhile are superseded by the full republish.
+
+Presence pushes through `publish_event` (synchronous, never blocks): a `LatestStateBuffer` bounded by
+``mqtt.queue_size`` sits in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from ..config import MQTTConfig
+from ..errors import ConfigError
+from .buffer import LatestStateBuffer
+from .topics import OFFLINE, ONLINE, Topics, agent_payload
+
+log = logging.getLogger(__name__)
+
+
+class PresenceEvent(Protocol):
+    """What presence emits: ``kind`` 'status' | 'retired' | 'resynced'; see telephonyd.presence.state."""
+
+    kind: str
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class PresenceSource(Protocol):
+    """The presence side as the publisher sees it (the presence service satisfies it)."""
+
+    @property
+    def seeded(self) -> bool: ...
+
+    def agents(self) -> Iterable[Any]: ...
+
+
+class MQTTPublisher:
+    """Publish presence to MQTT. Component shape: `start`, `run`, `stop`, `health`.
+
+    ``config``: the ``mqtt`` section. ``node_id``: the topic level after the base topic.
+    ``presence``: `PresenceSource` (``agents()`` yields objects with ``endpoint`` and ``as_dict()``,
+    ``seeded`` is True once a complete resync has happened). Connect it as a presence listener:
+    ``presence.add_listener(publisher.publish_event)``.
+    """
+
+    def __init__(self, config: MQTTConfig, *, node_id: str, presence: PresenceSource) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.presence = presence
+        self.topics = Topics(config.base_topic, node_id)
+        url = urlsplit(config.url)
+        self.host = url.hostname or "127.0.0.1"
+        self.tls = url.scheme == "mqtts"
+        self.port = url.port or (8883 if self.tls else 1883)
+        self.client_id = config.client_id or f"telephonyd-{node_id}"
+        self._buffer = LatestStateBuffer(config.queue_size)
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._tls_context: ssl.SSLContext | None = None
+        self._client: aiomqtt.Client | None = None
+        self._retained: set[str] = set()
+        self._drain_deadline: float | None = None
+        self._running = False
+        self.state = "new"
+        self.connects = 0
+        self.published = 0
+        self.last_error: str | None = None
+        self.connected_since: float | None = None
+
+    # -- presence side ---------------------------------------------------------------------------
+
+    def publish_event(self, event: PresenceEvent) -> None:
+        """Queue a presence event for the broker; never blocks, never raises on a full queue."""
+        if not self.config.enabled:
+            return
+        self._buffer.push(event)
+        self._wakeup.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the TLS setup (raises `ConfigError`); the broker is reached in `run`."""
+        if self.tls:
+            try:
+                self._tls_context = ssl.create_default_context(cafile=self.config.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot load the CA file: {exc}", "mqtt.ca_file") from None
+        self.state = "disabled" if not self.config.enabled else "connecting"
+
+    async def run(self) -> None:
+        """Stay connected until `stop`; reconnects with capped exponential backoff and jitter."""
+        if not self.config.enabled:
+            await self._stopping.wait()
+            return
+        self._running = True
+        delay = 0.5
+        try:
+            while not self._stopping.is_set():
+                started, connects = time.monotonic(), self.connects
+                try:
+                    await self._session()
+                except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                    self.last_error = str(exc) or type(exc).__name__
+                    log.warning("MQTT broker connection lost", extra={
+                        "broker": f"{self.host}:{self.port}", "error": self.last_error})
+                finally:
+                    self._client = None
+                    self.connected_since = None
+                if self._stopping.is_set():
+                    break
+                self.state = "disconnected"
+                if self.connects > connects and time.monotonic() - started > 10:
+                    delay = 0.5  # the link held for a while: start the backoff over
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.config.backoff_max_s)
+        finally:
+            self._running = False
+            self.state = "stopped"
+            self._stopped.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Publish what is queued and a retained ``offline``, then disconnect cleanly."""
+        self._drain_deadline = time.monotonic() + max(0.0, timeout * 0.8)
+        self._stopping.set()
+        self._wakeup.set()
+        if not self._running:
+            self.state = "stopped"
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stopped.wait()
+        except TimeoutError:
+            log.warning("MQTT publisher did not stop in time")
+
+    def health(self) -> dict[str, Any]:
+        connected = self.state == "connected"
+        return {
+            "ok": connected or self.state in ("disabled", "stopped"),
+            "state": self.state,
+            "broker": f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}",
+            "queued": len(self._buffer),
+            "dropped": self._buffer.dropped,
+            "published": self.published,
+            "connects": self.connects,
+            "last_error": self.last_error,
+        }
+
+    # -- one broker connection -------------------------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        password = self.config.password.get_secret_value() if self.config.password else None
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.config.username,
+            password=password,
+            identifier=self.client_id,
+            will=aiomqtt.Will(self.topics.status, OFFLINE, qos=1, retain=True),
+            keepalive=self.config.keepalive_s,
+            timeout=self.config.publish_timeout_s,
+            tls_context=self._tls_context,
+            clean_session=True,
+        )
+
+    async def _session(self) -> None:
+        client = self._make_client()
+        async with asyncio.timeout(self.config.connect_timeout_s + 5):
+            await client.__aenter__()
+        self._client = client
+        clean_exit = False
+        try:
+            self.connects += 1
+            self.connected_since = time.time()
+            await self._on_connected(client)
+            self.state = "connected"
+            log.info("MQTT broker connected", extra={"broker": f"{self.host}:{self.port}",
+                                                    "client_id": self.client_id})
+            await self._publish_loop(client)
+            await self._publish(client, self.topics.status, OFFLINE, retain=True)
+            clean_exit = True
+        finally:
+            if not clean_exit:
+                # Leaving on an error or a cancellation: say offline ourselves if the link still
+                # works (a DISCONNECT below makes the broker drop the will).
+                with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await self._publish(client, self.topics.status, OFFLINE, retain=True)
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                async with asyncio.timeout(self.config.publish_timeout_s):
+                    await client.__aexit__(None, None, None)
+
+    async def _on_connected(self, client: aiomqtt.Client) -> None:
+        self._retained |= await self._retained_on_broker(client)
+        await self._publish(client, self.topics.status, ONLINE, retain=True)
+        await self._republish_all(client)
+
+    async def _retained_on_broker(self, client: aiomqtt.Client) -> set[str]:
+        """Endpoints whose agent topic the broker retains for this node (best effort)."""
+        found: set[str] = set()
+        marker = uuid.uuid4().hex.encode()
+        try:
+            granted = [*await client.subscribe(self.topics.agents_filter, qos=1),
+                       *await client.subscribe(self.topics.sweep_marker, qos=1)]
+            if any(_refused(code) for code in granted):
+                log.warning("MQTT broker refused the subscription; retained agent topics not read")
+                return found
+            await client.publish(self.topics.sweep_marker, marker, qos=1)
+            async with asyncio.timeout(self.config.publish_timeout_s):
+                async for message in client.messages:
+                    topic = str(message.topic)
+                    if topic == self.topics.sweep_marker and message.payload == marker:
+                        break
+                    endpoint = self.topics.endpoint_of(topic)
+                    if endpoint is not None and message.payload:
+                        found.add(endpoint)
+        except TimeoutError:
+            log.warning("MQTT retained agent topics not fully read", extra={"found": len(found)})
+        finally:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(self.topics.sweep_marker)
+                await client.unsubscribe(self.topics.agents_filter)
+        return found
+
+    async def _republish_all(self, client: aiomqtt.Client) -> None:
+        """Every agent's current state (retained), then clear endpoints presence no longer knows."""
+        self._buffer.clear()
+        agents = [agent.as_dict() for agent in self.presence.agents()]
+        for agent in agents:
+            await self._publish(client, self.topics.agent(agent["endpoint"]), agent_payload(agent), retain=True)
+            self._retained.add(agent["endpoint"])
+        if self.presence.seeded:
+            await self._clear_unknown(client, {agent["endpoint"] for agent in agents})
+
+    async def _clear_unknown(self, client: aiomqtt.Client, known: set[str]) -> None:
+        for endpoint in sorted(self._retained - known):
+            await self._clear(client, endpoint)
+
+    async def _clear(self, client: aiomqtt.Client, endpoint: str) -> None:
+        await self._publish(client, self.topics.agent(endpoint), b"", retain=True)
+        self._retained.discard(endpoint)
+        log.info("MQTT agent topic cleared", extra={"endpoint": endpoint})
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        watcher = asyncio.create_task(self._watch(client), name="mqtt-watch")
+        try:
+            while True:
+                if self._buffer.resync_needed:
+                    await self._republish_all(client)
+                    continue
+                event = self._buffer.pop()
+                if event is not None:
+                    await self._publish_event(client, event)
+                    if self._stopping.is_set() and self._past_drain_deadline():
+                        return
+                    continue
+                if self._stopping.is_set():
+                    return
+                self._wakeup.clear()
+                waiter = asyncio.create_task(self._wakeup.wait())
+                try:
+                    await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                if watcher.done():
+                    watcher.result()
+                    raise aiomqtt.MqttError("broker connection closed")
+        finally:
+            if not watcher.done():
+                watcher.cancel()
+                await asyncio.wait({watcher})
+            if not watcher.cancelled():
+                watcher.exception()  # retrieved: the loop above already acted on it
+
+    def _past_drain_deadline(self) -> bool:
+        return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Returns or raises `aiomqtt.MqttError` when the connection goes away."""
+        async for _message in client.messages:
+            pass
+
+    async def _publish_event(self, client: aiomqtt.Client, event: Any) -> None:
+        if event.kind == "status":
+            agent = event.as_dict()
+            payload = agent_payload(agent)
+            await self._publish(client, self.topics.agent(agent["endpoint"]), payload, retain=True)
+            self._retained.add(agent["endpoint"])
+            await self._publish(client, self.topics.agent_events, payload, retain=False)
+        elif event.kind == "retired":
+            await self._clear(client, event.endpoint)
+        elif event.kind == "resynced":
+            await self._clear_unknown(client, set(event.endpoints))
+
+    async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool) -> None:
+        await client.publish(topic, payload, qos=self.config.qos, retain=retain,
+                             timeout=self.config.publish_timeout_s)
+        self.published += 1
+
+
+def _refused(code: Any) -> bool:
+    """A SUBACK entry that refuses the subscription (0x80 and above; paho ReasonCode or int)."""
+    failure = getattr(code, "is_failure", None)
+    return bool(failure) if failure is not None else int(code) >= 0x80

@@ -1,0 +1,399 @@
+"""`PresenceService`: feeds the presence state machine from AMI and the contacts provider.
+
+Event subscriptions (AMI ``call`` class unless noted; Asterisk 22.10.1 field names):
+
+| AMI event           | fields used                      | effect                                        |
+|---------------------|----------------------------------|-----------------------------------------------|
+| DeviceStateChange   | Device (PJSIP/1010), State       | device state of the endpoint                  |
+| Newchannel          | Channel (PJSIP/1010-00000003)    | channel tracked for the Hangup cross-check    |
+| Hangup              | Channel                          | channel gone; last one may end the call state |
+
+Contacts (and so ``online``) come from the contacts provider (PJSIP contacts, and one contact per
+registered chan_sip/IAX2 peer): its change callback re-reads that endpoint's contacts.
+``DeviceStateChange`` events that carry an ActionID are items of our own ``DeviceStateList`` and
+are handled by the seed, not as live events.
+
+Seed (each AMI (re)connect, and `refresh`): ``DeviceStateList`` (Asterisk 13+; on error
+``PJSIPShowEndpoints`` and its ``DeviceState`` text), ``CoreShowChannels`` for the live channels, and
+the provider's contacts. Live events that arrive while the listings run win over the listings. A
+complete listing retires the endpoints that are gone and emits `AgentsResynced`.
+
+Listeners (`add_listener`) are synchronous callables receiving `AgentStatus`, `AgentRetired` and
+`AgentsResynced`; they must not block (the MQTT publisher and the WebSocket stream only enqueue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from ..config import Config, PresenceConfig
+from ..errors import TelephonydError
+from . import contacts_view, listings
+from .devices import EndpointFilter, normalize_device_state
+from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[PresenceEvent], None]
+
+
+class PresenceUnavailable(TelephonydError):
+    """A resync cannot run now (AMI not connected); retrying later may work."""
+
+    retryable = True
+
+
+class AMIMessageLike(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+class AMIClientLike(Protocol):
+    connected: bool
+    last_event_at: float | None
+
+    def subscribe(self, pattern: str, callback: Callable[[Any], None]) -> Any: ...
+    def on_connect(self, callback: Callable[[Any], Awaitable[None]]) -> Any: ...
+    async def list_action(self, fields: dict[str, str]) -> tuple[Any, list[Any]]: ...
+
+
+class ContactsProvider(Protocol):
+    def contacts_by_endpoint(self) -> Mapping[str, Iterable[Any]]: ...
+    def subscribe(self, callback: Callable[[Any], None]) -> Any: ...
+    async def resync(self) -> dict[str, Any]: ...
+
+
+class PresenceService:
+    """Agent presence. Component shape: `start`, `run`, `stop`, `health`.
+
+    ``config``: the ``presence`` section. ``ami``: the AMI client (``subscribe(event, callback)``,
+    ``on_connect(async callback(client))``, ``list_action({...}) -> (response, items)``,
+    ``connected``, ``last_event_at`` epoch seconds). ``contacts``: the contacts provider
+    (``contacts_by_endpoint()``, ``subscribe(callback(change))``, ``async resync() -> dict``).
+    ``node_id``: reported by `status`. ``clock``: epoch seconds (tests inject one).
+    """
+
+    def __init__(
+        self,
+        config: PresenceConfig,
+        *,
+        ami: AMIClientLike,
+        contacts: ContactsProvider,
+        node_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.ami = ami
+        self.contacts = contacts
+        self.node_id = node_id
+        self._clock = clock
+        # seq starts above anything an earlier run can have published (ms since the epoch).
+        self.machine = PresenceMachine(wrap_up_s=config.wrap_up_s, clock=clock, seq_origin=int(clock() * 1000))
+        self.filter = EndpointFilter.build(config.technologies, config.endpoint_pattern)
+        self._listeners: list[Listener] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._seed_lock = asyncio.Lock()
+        self._seed_tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = asyncio.Event()
+        self._started = False
+        self.seeded = False
+        self.seeds = 0
+        self.last_seed: dict[str, Any] | None = None
+        self.last_seed_error: str | None = None
+        self.events_handled = 0
+
+    # -- listeners -------------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` for every change; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, events: Iterable[PresenceEvent]) -> None:
+        for event in events:
+            if event.kind == "status":
+                log.debug("agent status", extra=event.as_dict())
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("presence listener failed", extra={"listener": repr(listener)})
+        self._reschedule()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to AMI events and contact changes; take the contacts known now."""
+        self.ami.subscribe("DeviceStateChange", self._on_device_state)
+        self.ami.subscribe("Newchannel", self._on_newchannel)
+        self.ami.subscribe("Hangup", self._on_hangup)
+        self.ami.on_connect(self._on_ami_connect)
+        self.contacts.subscribe(self._on_contacts_change)
+        self._sync_contacts(None)
+        self._started = True
+        if getattr(self.ami, "connected", False):
+            self._spawn_seed()
+
+    async def run(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self, timeout: float) -> None:
+        self._stopped.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tasks = list(self._seed_tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration (SIGHUP): ``presence.wrap_up_s`` and ``seed_timeout_s``
+        change live; technologies and the endpoint pattern need a restart."""
+        self.config = self.config.model_copy(update={"wrap_up_s": config.presence.wrap_up_s,
+                                                     "seed_timeout_s": config.presence.seed_timeout_s})
+        if config.presence.wrap_up_s != self.machine.wrap_up_s:
+            self._emit(self.machine.set_wrap_up(config.presence.wrap_up_s))
+
+    def health(self) -> dict[str, Any]:
+        if self._stopped.is_set():
+            state = "stopped"
+        elif self._seed_lock.locked():
+            state = "seeding"
+        elif not getattr(self.ami, "connected", False):
+            state = "waiting_for_ami"
+        else:
+            state = "seeded" if self.seeded else "not_seeded"
+        agents = self.machine.agents()
+        return {
+            "ok": self._started and state in ("seeded", "seeding", "waiting_for_ami"),
+            "state": state,
+            "agents": len(agents),
+            "online": sum(1 for a in agents if a.online),
+            "seeds": self.seeds,
+            "last_seed_error": self.last_seed_error,
+        }
+
+    # -- queries for the API and the listeners ---------------------------------------------------
+
+    def agents(self) -> list[AgentStatus]:
+        return self.machine.agents()
+
+    def agent(self, endpoint: str) -> AgentStatus | None:
+        return self.machine.get(endpoint)
+
+    def extension(self, endpoint: str) -> dict[str, Any] | None:
+        """One agent with its contacts, device state and live channels; None when unknown."""
+        status = self.machine.get(endpoint)
+        if status is None:
+            return None
+        contacts = self.contacts.contacts_by_endpoint().get(endpoint) or []
+        return self._extension_document(status, contacts)
+
+    def extensions(self) -> list[dict[str, Any]]:
+        by_endpoint = self.contacts.contacts_by_endpoint()
+        return [self._extension_document(s, by_endpoint.get(s.endpoint) or []) for s in self.machine.agents()]
+
+    def _extension_document(self, status: AgentStatus, contacts: Iterable[Any]) -> dict[str, Any]:
+        return {
+            **status.as_dict(),
+            "device_state": self.machine.device_state_of(status.endpoint),
+            "channels": self.machine.channels_of(status.endpoint),
+            "contacts": [contacts_view.contact_document(c) for c in contacts],
+        }
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /api/ami/status`` answers."""
+        agents = self.machine.agents()
+        last_event = getattr(self.ami, "last_event_at", None)
+        states: dict[str, int] = {}
+        for agent in agents:
+            states[agent.state] = states.get(agent.state, 0) + 1
+        return {
+            "node_id": self.node_id,
+            "connected": bool(getattr(self.ami, "connected", False)),
+            "last_event_at": iso_utc(last_event) if isinstance(last_event, (int, float)) else None,
+            "contacts": sum(len(list(c)) for c in self.contacts.contacts_by_endpoint().values()),
+            "agents": len(agents),
+            "online": sum(1 for a in agents if a.online),
+            "states": states,
+            "seeded": self.seeded,
+            "last_seed": self.last_seed,
+        }
+
+    async def refresh(self) -> dict[str, Any]:
+        """Force a resync: the contacts provider's, then the presence seed. Raises `PresenceUnavailable`."""
+        if not getattr(self.ami, "connected", False):
+            raise PresenceUnavailable("AMI is not connected")
+        async with asyncio.timeout(self.config.seed_timeout_s * 2):
+            contacts = await self.contacts.resync()
+        presence = await self.seed()
+        return {"contacts": contacts, "presence": presence}
+
+    # -- seeding ---------------------------------------------------------------------------------
+
+    async def _on_ami_connect(self, _client: Any) -> None:
+        """After each AMI login, FullyBooted and res_pjsip reload (the AMI client coalesces them)."""
+        await self._seed_in_background()
+
+    def _spawn_seed(self) -> None:
+        if self._stopped.is_set():
+            return
+        task = asyncio.get_running_loop().create_task(self._seed_in_background(), name="presence-seed")
+        self._seed_tasks.add(task)
+        task.add_done_callback(self._seed_tasks.discard)
+
+    async def _seed_in_background(self) -> None:
+        try:
+            await self.seed()
+        except (TelephonydError, TimeoutError, OSError) as exc:
+            log.warning("presence seed failed", extra={"error": str(exc) or type(exc).__name__})
+
+    async def seed(self) -> dict[str, Any]:
+        """Seed from AMI listings (see the module doc); returns a summary of what changed."""
+        async with self._seed_lock:
+            token = self.machine.begin_seed()
+            listed = False
+            try:
+                device_states, source = await self._list_device_states()
+                channels = await self._list_channels()
+                listed = True
+            except (TelephonydError, TimeoutError, OSError) as exc:
+                self.last_seed_error = str(exc) or type(exc).__name__
+                raise
+            finally:
+                if not listed:
+                    self.machine.abort_seed()
+            contacts = self._contacts_snapshot()
+            complete = device_states is not None
+            events = self.machine.apply_seed(
+                token, device_states=device_states, contacts=contacts, channels=channels, retire=complete
+            )
+            changed = [e.endpoint for e in events if e.kind == "status"]
+            retired = [e.endpoint for e in events if e.kind == "retired"]
+            known = tuple(a.endpoint for a in self.machine.agents())
+            if complete:
+                self.seeded = True
+                events.append(AgentsResynced(known))
+            self._emit(events)
+            self.seeds += 1
+            self.last_seed_error = None if complete else "no device state listing answered"
+            self.last_seed = {
+                "at": iso_utc(self._clock()),
+                "source": source,
+                "agents": len(known),
+                "changed": changed,
+                "retired": retired,
+                "channels": sum(len(v) for v in (channels or {}).values()) if channels is not None else None,
+            }
+            log.info("presence seeded", extra={k: v for k, v in self.last_seed.items() if k != "changed"})
+            return self.last_seed
+
+    async def _list(self, action: str) -> list[Any] | None:
+        """Items of a list action, or None when Asterisk answers ``Response: Error``.
+
+        A lost connection or a timeout raises (AMI client errors, `TimeoutError`): the seed fails.
+        """
+        async with asyncio.timeout(self.config.seed_timeout_s):
+            response, items = await self.ami.list_action({"Action": action})
+        if str(response.get("Response", "Success")).lower() != "success":
+            log.info("AMI list action refused", extra={"action": action, "reply": response.get("Message")})
+            return None
+        return list(items)
+
+    async def _list_device_states(self) -> tuple[dict[str, str] | None, str | None]:
+        items = await self._list("DeviceStateList")
+        if items is not None:
+            return listings.device_states_from_list(items, self.filter), "DeviceStateList"
+        items = await self._list("PJSIPShowEndpoints")
+        if items is None:
+            return None, None
+        return listings.device_states_from_endpoints(items, self.filter), "PJSIPShowEndpoints"
+
+    async def _list_channels(self) -> dict[str, list[str]] | None:
+        items = await self._list("CoreShowChannels")
+        return None if items is None else listings.channels_from_list(items, self.filter)
+
+    def _agent_contacts(self, endpoint: str, contacts: Iterable[Any]) -> dict[str, str]:
+        """{contact id: status} of the endpoint's contacts whose technology counts for agents."""
+        return contacts_view.statuses(c for c in contacts if self.filter.accepts(contacts_view.contact_tech(c), endpoint))
+
+    def _contacts_snapshot(self) -> dict[str, dict[str, str]]:
+        snapshot = {e: self._agent_contacts(e, c) for e, c in self.contacts.contacts_by_endpoint().items()}
+        return {e: c for e, c in snapshot.items() if c}
+
+    # -- live events (synchronous callbacks from the AMI reader) ---------------------------------
+
+    def _on_device_state(self, message: AMIMessageLike) -> None:
+        if message.get("ActionID"):
+            return
+        endpoint = self.filter.device_endpoint(message.get("Device"))
+        state = normalize_device_state(message.get("State"))
+        if endpoint is None or state is None:
+            return
+        self.events_handled += 1
+        self._emit(self.machine.device_state(endpoint, state))
+
+    def _on_newchannel(self, message: AMIMessageLike) -> None:
+        channel = message.get("Channel")
+        endpoint = self.filter.channel_endpoint(channel)
+        if endpoint is not None:
+            self.events_handled += 1
+            self._emit(self.machine.channel_created(endpoint, channel))
+
+    def _on_hangup(self, message: AMIMessageLike) -> None:
+        channel = message.get("Channel")
+        endpoint = self.filter.channel_endpoint(channel)
+        if endpoint is not None:
+            self.events_handled += 1
+            self._emit(self.machine.channel_hungup(endpoint, channel))
+
+    def _on_contacts_change(self, change: Any) -> None:
+        endpoint = _change_endpoint(change)
+        self._sync_contacts(endpoint)
+
+    def _sync_contacts(self, endpoint: str | None) -> None:
+        """Re-read one endpoint's contacts (or every endpoint's when None) from the provider."""
+        by_endpoint = self.contacts.contacts_by_endpoint()
+        if endpoint is not None:
+            names: Iterable[str] = [endpoint]
+        else:
+            names = sorted(set(by_endpoint) | {a.endpoint for a in self.machine.agents()})
+        events: list[PresenceEvent] = []
+        for name in names:
+            events += self.machine.set_contacts(name, self._agent_contacts(name, by_endpoint.get(name) or []))
+        self._emit(events)
+
+    # -- wrap-up timer ---------------------------------------------------------------------------
+
+    def _reschedule(self) -> None:
+        deadline = self.machine.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is None or self._stopped.is_set():
+            return
+        delay = max(0.0, deadline - self._clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._emit(self.machine.expire())
+
+
+def _change_endpoint(change: Any) -> str | None:
+    """The endpoint a contacts change is about, when it says so (mapping or attribute)."""
+    if isinstance(change, Mapping):
+        value = change.get("endpoint")
+    else:
+        value = getattr(change, "endpoint", None)
+    return str(value) if value else None

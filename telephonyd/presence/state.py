@@ -1,0 +1,352 @@
+"""The agent presence state machine (pure: no sockets, no timers, an injectable clock).
+
+Per endpoint (the agent's extension, ``1010`` for ``PJSIP/1010``) it keeps the last device state, the
+endpoint's contacts (id -> ContactStatus), the endpoint's live channels and a wrap-up deadline, and
+derives two published facts:
+
+- ``online``: at least one contact whose status is not ``Unreachable`` or ``Removed`` (``NonQualified``,
+  ``Reachable``, ``Unknown`` count; compared exactly). The contacts provider also stands a
+  registered chan_sip/IAX2 peer for one contact, so this holds for every technology.
+- ``state``: ``offline`` whenever not online, even if the device state is stale; otherwise from the
+  device state: NOT_INUSE available; INUSE/BUSY on_call; RINGING/RINGINUSE ringing; ONHOLD on_hold;
+  UNAVAILABLE/INVALID offline; UNKNOWN (or none seen yet) unknown. During a register the contact
+  arrives before ``DeviceStateChange NOT_INUSE``, so ``online: true`` with ``state: offline`` is a
+  normal, short-lived combination.
+
+Rules on top of the device state:
+- Hangup cross-check: channels are tracked from ``Newchannel``/``Hangup`` (and a seed listing). When the
+  last channel of an endpoint hangs up while its device state is a call state (INUSE, BUSY, RINGING,
+  RINGINUSE, ONHOLD), the device state is taken as NOT_INUSE. The newest fact wins: a
+  ``DeviceStateChange`` arriving after the Hangup replaces the inferred value (the usual
+  ``NOT_INUSE`` then changes nothing and emits nothing).
+- Wrap-up (only when ``wrap_up_s > 0``): when an agent leaves on_call/on_hold for available, it shows
+  ``wrap_up`` until ``wrap_up_s`` has passed (`expire` ends it; the caller runs the timer from
+  `next_deadline`). Any state other than available (a new call ringing or answered, offline) cancels
+  the wrap-up at once. A call that only rang (ringing -> available) starts no wrap-up.
+
+Every change of (state, online) yields an `AgentStatus` with ``since`` (UTC ISO-8601, when this
+state began) and ``seq``, a per-endpoint counter that only grows: it continues across seeds and
+retirements and is never reset while the process runs (``seq_origin`` lets the owner start above a
+previous run's values). An update that changes neither field yields nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up")
+
+DEVICE_STATE_TO_STATE = {
+    "NOT_INUSE": "available",
+    "INUSE": "on_call",
+    "BUSY": "on_call",
+    "RINGING": "ringing",
+    "RINGINUSE": "ringing",
+    "ONHOLD": "on_hold",
+    "UNAVAILABLE": "offline",
+    "INVALID": "offline",
+    "UNKNOWN": "unknown",
+}
+
+#: ContactStatus values that do not make an endpoint online (compare exactly, never by substring).
+UNUSABLE_CONTACT_STATUSES = frozenset({"Unreachable", "Removed"})
+
+_CALL_DEVICE_STATES = frozenset({"INUSE", "BUSY", "RINGING", "RINGINUSE", "ONHOLD"})
+_WRAP_UP_AFTER = frozenset({"on_call", "on_hold"})
+
+
+def iso_utc(epoch_s: float) -> str:
+    """``2026-11-21T04:52:23.627Z`` for an epoch time."""
+    moment = datetime.fromtimestamp(epoch_s, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """One agent's published presence: what MQTT, the WebSocket and the API carry."""
+
+    kind: ClassVar[str] = "status"
+    endpoint: str
+    state: str
+    online: bool
+    since: str
+    seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "state": self.state, "online": self.online,
+                "since": self.since, "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRetired:
+    """The endpoint is no longer known to Asterisk (absent after a resync); ``seq`` continues."""
+
+    kind: ClassVar[str] = "retired"
+    endpoint: str
+    seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentsResynced:
+    """A complete resync finished; ``endpoints`` are every agent known now (others are gone)."""
+
+    kind: ClassVar[str] = "resynced"
+    endpoints: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoints": list(self.endpoints)}
+
+
+PresenceEvent = AgentStatus | AgentRetired | AgentsResynced
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    device_state: str | None = None
+    device_state_gen: int = -1
+    contacts: dict[str, str] = field(default_factory=dict)
+    channels: dict[str, int] = field(default_factory=dict)  # channel -> generation it was seen
+    wrap_up_until: float | None = None
+    status: AgentStatus | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.device_state is not None or bool(self.contacts)
+
+    @property
+    def online(self) -> bool:
+        return any(status not in UNUSABLE_CONTACT_STATUSES for status in self.contacts.values())
+
+
+class PresenceMachine:
+    """The presence of every known endpoint. Every mutator returns the events it caused, in order.
+
+    ``wrap_up_s``: seconds of wrap-up after a call (0 disables it). ``clock``: epoch seconds, used
+    for ``since`` and wrap-up deadlines. ``seq_origin``: the first event of an endpoint gets
+    ``seq_origin + 1``.
+    """
+
+    def __init__(self, *, wrap_up_s: float = 0.0, clock: Callable[[], float] = time.time, seq_origin: int = 0) -> None:
+        self.wrap_up_s = wrap_up_s
+        self._clock = clock
+        self._seq_origin = seq_origin
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._seq: dict[str, int] = {}
+        self._generation = 0
+        self._seed_from: int | None = None
+        self._hangups_during_seed: dict[str, int] = {}
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def agents(self) -> list[AgentStatus]:
+        """Every known agent's current status, sorted by endpoint."""
+        return [ep.status for _, ep in sorted(self._endpoints.items()) if ep.status is not None]
+
+    def get(self, endpoint: str) -> AgentStatus | None:
+        ep = self._endpoints.get(endpoint)
+        return ep.status if ep is not None else None
+
+    def device_state_of(self, endpoint: str) -> str | None:
+        ep = self._endpoints.get(endpoint)
+        return ep.device_state if ep is not None else None
+
+    def channels_of(self, endpoint: str) -> list[str]:
+        ep = self._endpoints.get(endpoint)
+        return sorted(ep.channels) if ep is not None else []
+
+    def next_deadline(self) -> float | None:
+        """The earliest wrap-up end (clock time), or None."""
+        deadlines = [ep.wrap_up_until for ep in self._endpoints.values() if ep.wrap_up_until is not None]
+        return min(deadlines) if deadlines else None
+
+    # -- live facts ------------------------------------------------------------------------------
+
+    def device_state(self, endpoint: str, device_state: str) -> list[PresenceEvent]:
+        """A ``DeviceStateChange`` (canonical state, see `devices.normalize_device_state`)."""
+        self._generation += 1
+        ep = self._endpoint(endpoint)
+        ep.device_state, ep.device_state_gen = device_state, self._generation
+        return self._update(endpoint, ep)
+
+    def set_contacts(self, endpoint: str, contacts: Mapping[str, str]) -> list[PresenceEvent]:
+        """Replace the endpoint's contacts (contact id or URI -> ContactStatus)."""
+        ep = self._endpoints.get(endpoint)
+        if ep is None:
+            if not contacts:
+                return []
+            ep = self._endpoint(endpoint)
+        ep.contacts = dict(contacts)
+        return self._update(endpoint, ep)
+
+    def channel_created(self, endpoint: str, channel: str) -> list[PresenceEvent]:
+        """A ``Newchannel`` of the endpoint: tracked for the Hangup cross-check; emits nothing."""
+        self._generation += 1
+        self._endpoint(endpoint).channels[channel] = self._generation
+        return []
+
+    def channel_hungup(self, endpoint: str, channel: str) -> list[PresenceEvent]:
+        """A ``Hangup`` of the endpoint's channel (see the cross-check rule in the module doc)."""
+        self._generation += 1
+        if self._seed_from is not None:
+            self._hangups_during_seed[channel] = self._generation
+        ep = self._endpoints.get(endpoint)
+        if ep is None:
+            return []
+        ep.channels.pop(channel, None)
+        if ep.channels or ep.device_state not in _CALL_DEVICE_STATES:
+            return []
+        ep.device_state, ep.device_state_gen = "NOT_INUSE", self._generation
+        return self._update(endpoint, ep)
+
+    def expire(self) -> list[PresenceEvent]:
+        """End every wrap-up whose deadline has passed."""
+        now = self._clock()
+        events: list[PresenceEvent] = []
+        for endpoint, ep in sorted(self._endpoints.items()):
+            if ep.wrap_up_until is not None and ep.wrap_up_until <= now:
+                events += self._update(endpoint, ep)
+        return events
+
+    def set_wrap_up(self, wrap_up_s: float) -> list[PresenceEvent]:
+        """Change the wrap-up length (a config reload); 0 ends every running wrap-up now."""
+        self.wrap_up_s = wrap_up_s
+        events: list[PresenceEvent] = []
+        for endpoint, ep in sorted(self._endpoints.items()):
+            if ep.wrap_up_until is not None:
+                ep.wrap_up_until = None if wrap_up_s <= 0 else ep.wrap_up_until
+                events += self._update(endpoint, ep)
+        return events
+
+    # -- seeding (after an AMI connect, or a forced refresh) ------------------------------------
+
+    def begin_seed(self) -> int:
+        """Mark the start of a seed; live facts from now on win over the seed's older snapshot."""
+        self._seed_from = self._generation
+        self._hangups_during_seed = {}
+        return self._generation
+
+    def abort_seed(self) -> None:
+        """The seed's listings failed; nothing of it is applied."""
+        self._seed_from = None
+        self._hangups_during_seed = {}
+
+    def apply_seed(
+        self,
+        token: int,
+        *,
+        device_states: Mapping[str, str] | None = None,
+        contacts: Mapping[str, Mapping[str, str]] | None = None,
+        channels: Mapping[str, Iterable[str]] | None = None,
+        retire: bool = False,
+    ) -> list[PresenceEvent]:
+        """Apply a snapshot taken after `begin_seed` returned ``token``.
+
+        ``device_states``: endpoint -> canonical device state, from DeviceStateList (or
+        PJSIPShowEndpoints). An endpoint whose device state changed live since ``token`` keeps it.
+        ``contacts``: endpoint -> {contact id: ContactStatus} for every endpoint (absent = none).
+        ``channels``: endpoint -> live channel names (CoreShowChannels); channels created live since
+        ``token`` are kept and channels hung up since then are dropped.
+        ``retire``: the listing was complete, so endpoints now unknown are retired (INVALID device
+        states do not make an endpoint known). Returns status changes, then retirements.
+        """
+        self._seed_from = None
+        hungup, self._hangups_during_seed = self._hangups_during_seed, {}
+        touched: set[str] = set()
+        if device_states is not None:
+            for endpoint, state in device_states.items():
+                if state == "INVALID" and endpoint not in self._endpoints:
+                    continue
+                ep = self._endpoint(endpoint)
+                if ep.device_state_gen <= token:
+                    ep.device_state = state
+                touched.add(endpoint)
+        if contacts is not None:
+            for endpoint, ep in self._endpoints.items():
+                if endpoint not in contacts:
+                    ep.contacts = {}
+            for endpoint, entries in contacts.items():
+                if entries:
+                    self._endpoint(endpoint).contacts = dict(entries)
+                    touched.add(endpoint)
+        if channels is not None:
+            for endpoint in set(channels) | set(self._endpoints):
+                names = set(channels.get(endpoint, ()))
+                if endpoint not in self._endpoints and not names:
+                    continue
+                ep = self._endpoint(endpoint)
+                kept = {c: g for c, g in ep.channels.items() if g > token}
+                kept.update({c: token for c in names if c not in hungup and c not in kept})
+                ep.channels = kept
+        gone: list[str] = []
+        if retire and device_states is not None:
+            gone = [
+                endpoint
+                for endpoint, ep in sorted(self._endpoints.items())
+                if not (
+                    (endpoint in touched and (ep.device_state != "INVALID" or ep.online))
+                    or ep.device_state_gen > token
+                    or any(g > token for g in ep.channels.values())
+                )
+            ]
+        events: list[PresenceEvent] = []
+        for endpoint, ep in sorted(self._endpoints.items()):
+            if endpoint not in gone:
+                events += self._update(endpoint, ep)
+        for endpoint in gone:
+            events += self.retire(endpoint)
+        return events
+
+    def retire(self, endpoint: str) -> list[PresenceEvent]:
+        """Forget an endpoint; its ``seq`` keeps counting if it comes back."""
+        ep = self._endpoints.pop(endpoint, None)
+        if ep is None or ep.status is None:
+            return []
+        return [AgentRetired(endpoint, self._next_seq(endpoint))]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _endpoint(self, endpoint: str) -> _Endpoint:
+        ep = self._endpoints.get(endpoint)
+        if ep is None:
+            ep = self._endpoints[endpoint] = _Endpoint()
+        return ep
+
+    def _next_seq(self, endpoint: str) -> int:
+        seq = self._seq.get(endpoint, self._seq_origin) + 1
+        self._seq[endpoint] = seq
+        return seq
+
+    def _update(self, endpoint: str, ep: _Endpoint) -> list[PresenceEvent]:
+        if not ep.known and ep.status is None:
+            return []  # only channels seen so far: not an agent yet
+        now = self._clock()
+        online = ep.online
+        if not online:
+            state = "offline"
+        elif ep.device_state is None:
+            state = "unknown"
+        else:
+            state = DEVICE_STATE_TO_STATE.get(ep.device_state, "unknown")
+        if state == "available" and self.wrap_up_s > 0:
+            previous = ep.status.state if ep.status is not None else None
+            if ep.wrap_up_until is None and previous in _WRAP_UP_AFTER:
+                ep.wrap_up_until = now + self.wrap_up_s
+            if ep.wrap_up_until is not None:
+                if now < ep.wrap_up_until:
+                    state = "wrap_up"
+                else:
+                    ep.wrap_up_until = None
+        else:
+            ep.wrap_up_until = None
+        current = ep.status
+        if current is not None and current.state == state and current.online == online:
+            return []
+        ep.status = AgentStatus(endpoint, state, online, iso_utc(now), self._next_seq(endpoint))
+        return [ep.status]
