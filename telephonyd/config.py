@@ -220,7 +220,14 @@ class LoggingConfig(Section):
 
 
 class AMIConfig(Section):
-    """The AMI client (Asterisk manager, port 5038)."""
+    """The AMI client (Asterisk manager, port 5038).
+
+    ``auth``: ``plain`` (Secret in the Login) or ``md5`` (Challenge, then the md5 of challenge +
+    secret). ``action_timeout_s`` bounds a reply (and each gap in a list); a ``Ping`` every
+    ``ping_interval_s`` must be answered within ``ping_timeout_s``; reconnects wait
+    ``backoff_base_s`` doubling up to ``backoff_max_s`` (with jitter). A line or message over
+    ``max_line_bytes``/``max_message_bytes`` ends the session.
+    """
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -245,7 +252,17 @@ class AMIConfig(Section):
 
 
 class PSContactsConfig(Section):
-    """The realtime ``ps_contacts`` table kept in step with Asterisk's contacts."""
+    """The realtime ``ps_contacts`` table kept in step with Asterisk's contacts.
+
+    ``mode``: ``owned`` (Asterisk keeps contacts in AstDB; telephonyd inserts, updates and deletes
+    the rows) or ``asterisk`` (``contact=realtime,ps_contacts`` in sorcery.conf: Asterisk writes the
+    rows, telephonyd only fills its status columns). ``url``: another database for the table (default:
+    the store's). ``reg_server``: the value this instance's rows carry and the only rows a resync
+    touches (default ``node_id``), so several Asterisk servers can share one table.
+    ``coalesce_s``: events for one contact within this window become one write.
+    ``expiry_check_s``: how often contacts past their expiration are checked (owned) or status
+    columns are compared with Asterisk's view (asterisk).
+    """
 
     mode: Literal["owned", "asterisk"] = "owned"
     url: SecretStr | None = None

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 def ensure_schema(conn: sa.Connection, metadata: sa.MetaData) -> list[str]:
     """Create ``metadata``'s missing tables and add missing columns. Returns what it changed.
 
+    Columns tagged ``info={"owner": "asterisk"}`` are created with a new table but never added to an
+    existing one: that table is Asterisk's, upgraded by Asterisk's own migrations.
+
     Runs inside a sync connection (``AsyncConnection.run_sync``). Added columns must be nullable or
     carry a ``server_default``; indexes of existing tables are created when missing.
     """
@@ -30,6 +33,10 @@ def ensure_schema(conn: sa.Connection, metadata: sa.MetaData) -> list[str]:
         have = {c["name"].lower() for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name.lower() in have:
+                continue
+            if column.info.get("owner") == "asterisk":
+                # A column of a table Asterisk owns (ps_contacts): its own alembic adds it, and
+                # would fail on a duplicate if we had added it first.
                 continue
             ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
             conn.execute(sa.text(f"ALTER TABLE {conn.dialect.identifier_preparer.quote(table.name)} ADD COLUMN {ddl}"))

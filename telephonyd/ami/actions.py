@@ -1,0 +1,66 @@
+"""Builders and predicates for the actions the client itself sends (pure).
+
+Facts (Asterisk 22.10.1 recordings 01/01b, main/manager.c):
+- Plain login: ``Action: Login``, ``Username``, ``Secret``, ``Events``. MD5 login: ``Action:
+  Challenge`` + ``AuthType: MD5`` answers ``Challenge: <n>``; then ``Login`` with ``AuthType: MD5``
+  and ``Key: md5hex(challenge + secret)``. A bad secret: Asterisk waits 1 s, answers ``Response:
+  Error`` / ``Message: Authentication failed`` and closes.
+- ``Ping`` answers ``Response: Success`` / ``Ping: Pong``.
+- An action Asterisk does not know answers ``Response: Error`` / ``Message: Invalid/unknown command``
+  (how a 13-15 server answers ``PJSIPShowContacts``).
+- List actions answer ``EventList: start``, one event per item, then ``<Name>Complete`` with
+  ``EventList: Complete`` (compared case-insensitively).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .message import AMIMessage
+
+UNKNOWN_COMMAND = "invalid/unknown command"
+
+
+def login_plain(username: str, secret: str, events: str) -> dict[str, str]:
+    return {"Action": "Login", "Username": username, "Secret": secret, "Events": events}
+
+
+def challenge() -> dict[str, str]:
+    return {"Action": "Challenge", "AuthType": "MD5"}
+
+
+def md5_key(challenge_value: str, secret: str) -> str:
+    """The ``Key`` of an MD5 login: md5 hex of the challenge followed by the secret."""
+    return hashlib.md5((challenge_value + secret).encode("utf-8")).hexdigest()
+
+
+def login_md5(username: str, key: str, events: str) -> dict[str, str]:
+    return {"Action": "Login", "AuthType": "MD5", "Username": username, "Key": key, "Events": events}
+
+
+def ping() -> dict[str, str]:
+    return {"Action": "Ping"}
+
+
+def logoff() -> dict[str, str]:
+    return {"Action": "Logoff"}
+
+
+def core_settings() -> dict[str, str]:
+    return {"Action": "CoreSettings"}
+
+
+def is_unknown_command(reply: AMIMessage) -> bool:
+    """True when Asterisk does not know the action (module not loaded, older version)."""
+    message = (reply.get("Message") or "").strip().lower()
+    return reply.is_error and message == UNKNOWN_COMMAND
+
+
+def starts_list(reply: AMIMessage) -> bool:
+    """True for a response that announces list items (``EventList: start``)."""
+    return (reply.get("EventList") or "").lower() == "start"
+
+
+def ends_list(message: AMIMessage) -> bool:
+    """True for the ``...Complete`` event closing a list (``EventList: Complete``)."""
+    return (message.get("EventList") or "").lower() == "complete"

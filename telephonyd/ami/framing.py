@@ -1,0 +1,148 @@
+"""AMI framing: pure functions over bytes (no sockets), so they are tested on recorded traffic.
+
+Wire facts (Asterisk 22.10.1 recordings, main/manager.c):
+- On connect Asterisk sends one line, ``Asterisk Call Manager/<ami version>\\r\\n``, and no blank line.
+  Forks send other versions: only the prefix is checked.
+- A message is ``Key: Value\\r\\n`` lines ended by an empty line. Keys are case-insensitive and may
+  repeat; a value may be empty (``RegServer: ``); split on the first ``": "``.
+- Asterisk sometimes ends a line with a bare ``\\n`` (``Message: No Contacts found\\n\\r\\n\\r\\n``), so a
+  line ends at ``\\n`` with an optional ``\\r`` before it, and empty messages are skipped.
+- Before Asterisk 14 the ``Command`` action answered ``Response: Follows`` followed by raw output
+  lines with no colon; inside such a response they are kept as ``Output`` values. Anywhere else a
+  line with no colon is garbage and the peer is not trusted (`ProtocolError`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from .errors import LimitExceeded, ProtocolError
+from .message import AMIMessage
+
+BANNER_PREFIX = "Asterisk Call Manager/"
+
+_BLOCK_END = re.compile(r"\n\r?\n")
+#: One ``Key: Value`` line: the key up to the first ": " (no control characters), the value to the
+#: line end (a CR before the LF is not part of it).
+_LINE = re.compile(r"^([^\x00-\x1f\x7f]+?): ([^\n]*?)\r?$", re.MULTILINE)
+
+
+def split_banner(data: bytes, *, max_line_bytes: int = 16 * 1024) -> tuple[str | None, bytes]:
+    """Take the banner line off ``data``: ``(banner or None if incomplete, unconsumed bytes)``.
+
+    Raises `LimitExceeded` when no line end arrives within ``max_line_bytes``.
+    """
+    end = data.find(b"\n")
+    if end < 0:
+        if len(data) > max_line_bytes:
+            raise LimitExceeded(f"AMI banner longer than {max_line_bytes} bytes")
+        return None, data
+    line = data[:end]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if len(line) > max_line_bytes:
+        raise LimitExceeded(f"AMI banner longer than {max_line_bytes} bytes")
+    return line.decode("utf-8", "replace"), data[end + 1 :]
+
+
+def check_banner(banner: str) -> str:
+    """The AMI version from a banner (``11.0.0``); `ProtocolError` if it is not an AMI banner."""
+    if not banner.startswith(BANNER_PREFIX):
+        raise ProtocolError(f"not an Asterisk manager banner: {banner[:80]!r}")
+    return banner[len(BANNER_PREFIX) :].strip()
+
+
+def _complete_end(data: bytes) -> int:
+    """Index just past the last message terminator in ``data`` (0 when there is none)."""
+    crlf = data.rfind(b"\n\r\n")
+    lf = data.rfind(b"\n\n")
+    return max(crlf + 3 if crlf >= 0 else 0, lf + 2 if lf >= 0 else 0)
+
+
+def parse_messages(
+    data: bytes,
+    *,
+    max_line_bytes: int = 16 * 1024,
+    max_message_bytes: int = 256 * 1024,
+) -> tuple[list[AMIMessage], bytes]:
+    """Parse every complete message in ``data``; return them and the bytes not consumed.
+
+    The caller keeps the returned bytes and prepends them to the next read. Raises
+    `LimitExceeded` for a line or message past the limits (complete or still arriving) and
+    `ProtocolError` for a line that is not ``Key: Value``. Limits on complete messages count
+    decoded characters, on partial data bytes.
+    """
+    end = _complete_end(data)
+    rest = data[end:] if end else data
+    if rest:
+        if len(rest) > max_message_bytes:
+            raise LimitExceeded(f"AMI message longer than {max_message_bytes} bytes")
+        if len(rest) - rest.rfind(b"\n") - 1 > max_line_bytes:
+            raise LimitExceeded(f"AMI line longer than {max_line_bytes} bytes")
+    if not end:
+        return [], rest
+    text = data[:end].decode("utf-8", "replace")
+    messages: list[AMIMessage] = []
+    for block in _BLOCK_END.split(text):
+        if not block or block == "\r":
+            continue
+        if len(block) > max_message_bytes:
+            raise LimitExceeded(f"AMI message longer than {max_message_bytes} bytes")
+        pairs = _parse_block(block, max_line_bytes)
+        if pairs:
+            messages.append(AMIMessage(pairs))
+    return messages, rest
+
+
+def _parse_block(block: str, max_line_bytes: int) -> list[tuple[str, str]]:
+    # Fast path: every line is ``Key: Value`` with printable keys (what Asterisk sends nearly always).
+    pairs = _LINE.findall(block)
+    lines = block.count("\n") + 1
+    if pairs and len(pairs) == lines and len(block) <= max_line_bytes:
+        return pairs
+    return _parse_block_slowly(block, max_line_bytes)
+
+
+def _parse_block_slowly(block: str, max_line_bytes: int) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    follows = False
+    for line in block.split("\n"):
+        line = line.removesuffix("\r")
+        if not line:
+            continue
+        if len(line) > max_line_bytes:
+            raise LimitExceeded(f"AMI line longer than {max_line_bytes} bytes")
+        key, sep, value = line.partition(": ")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if not sep or not key or not key.isprintable():
+            if follows:
+                pairs.append(("Output", line))
+                continue
+            raise ProtocolError(f"malformed AMI line {line[:60]!r}")
+        if not pairs and key.lower() == "response" and value.lower() == "follows":
+            follows = True
+        pairs.append((key, value))
+    return pairs
+
+
+def encode_action(fields: Mapping[str, object] | Iterable[tuple[str, object]]) -> bytes:
+    """Serialize an action: ``Key: Value\\r\\n`` lines and the empty line.
+
+    List or tuple values become repeated keys (``Variable``); None values are left out. A CR or LF
+    inside a key or value raises `ValueError`: it would let a value inject another action.
+    """
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    out: list[str] = []
+    for key, value in items:
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        for item in values:
+            text = str(item)
+            if "\r" in key or "\n" in key or "\r" in text or "\n" in text or ":" in key:
+                raise ValueError(f"AMI field {key!r} holds a line break or a colon in its key")
+            out.append(f"{key}: {text}\r\n")
+    out.append("\r\n")
+    return "".join(out).encode("utf-8")

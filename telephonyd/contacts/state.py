@@ -1,0 +1,180 @@
+"""The in-memory contact table, event application and resync planning (pure: no I/O).
+
+Rules:
+- A ContactStatus for an unknown contact creates it (a REGISTER); ``Removed`` deletes it; a status
+  equal to the current one (every registration refresh re-sends it) changes nothing, so nothing is
+  written. ``Updated`` (13.10 release candidates) keeps the current status.
+- A resync replaces every contact in its scope (PJSIP, or one technology of peers, or one
+  endpoint) with what Asterisk listed. Against the database, ``owned`` mode inserts, rewrites and
+  deletes rows; ``asterisk`` mode (Asterisk writes rows through realtime) only sets our status
+  columns on rows that exist and reports listed contacts without a row as ``missing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .model import NON_QUALIFIED, REMOVED, UPDATED, Contact, ContactChange
+from .parse import ContactStatusEvent, PeerStatusEvent, peer_contact
+
+Scope = Callable[[Contact], bool]
+
+
+def everything(_contact: Contact) -> bool:
+    return True
+
+
+class ContactTable:
+    """Contacts of this instance by id, kept by events and resyncs."""
+
+    def __init__(self, reg_server: str | None) -> None:
+        self.reg_server = reg_server
+        self.by_id: dict[str, Contact] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, cid: str) -> Contact | None:
+        return self.by_id.get(cid)
+
+    def values(self) -> Iterable[Contact]:
+        return self.by_id.values()
+
+    def by_endpoint(self) -> dict[str, list[Contact]]:
+        """Contacts grouped by endpoint, latest registration (greatest expiration_time) first."""
+        grouped: dict[str, list[Contact]] = {}
+        for contact in self.by_id.values():
+            if contact.endpoint:
+                grouped.setdefault(contact.endpoint, []).append(contact)
+        for contacts in grouped.values():
+            contacts.sort(key=lambda c: (c.expiration_time or 0, c.id), reverse=True)
+        return grouped
+
+    def apply_status(self, event: ContactStatusEvent, now: float) -> ContactChange | None:
+        current = self.by_id.get(event.id)
+        if event.status == REMOVED:
+            if current is None:
+                return None
+            del self.by_id[event.id]
+            return ContactChange("removed", current, current)
+        if current is None:
+            status = None if event.status == UPDATED else event.status
+            added = Contact(event.id, endpoint=event.endpoint, uri=event.uri, status=status,
+                            roundtrip_usec=event.roundtrip_usec, status_updated_at=now, reg_server=self.reg_server)
+            self.by_id[event.id] = added
+            return ContactChange("added", added, None)
+        if event.status in (UPDATED, current.status):
+            return None
+        updated = current.replace(status=event.status, roundtrip_usec=event.roundtrip_usec, status_updated_at=now,
+                                  endpoint=current.endpoint or event.endpoint)
+        self.by_id[event.id] = updated
+        return ContactChange("updated", updated, current)
+
+    def apply_peer(self, event: PeerStatusEvent, now: float) -> ContactChange | None:
+        current = self.by_id.get(event.id)
+        if event.kind == "unregistered":
+            if current is None:
+                return None
+            del self.by_id[event.id]
+            return ContactChange("removed", current, current)
+        if event.kind == "registered":
+            fresh = peer_contact(event.tech, event.peer, event.address,
+                                 status=current.status if current else NON_QUALIFIED,
+                                 roundtrip_usec=current.roundtrip_usec if current else None,
+                                 reg_server=self.reg_server,
+                                 now=current.status_updated_at if current else now)
+            if current is not None and current.same_row(fresh):
+                return None
+            self.by_id[event.id] = fresh
+            return ContactChange("updated" if current else "added", fresh, current)
+        if current is None or event.status == current.status:
+            return None  # a static peer, or a repeated qualify result
+        updated = current.replace(status=event.status, roundtrip_usec=event.roundtrip_usec, status_updated_at=now)
+        self.by_id[event.id] = updated
+        return ContactChange("updated", updated, current)
+
+    def remove(self, cid: str) -> ContactChange | None:
+        current = self.by_id.pop(cid, None)
+        return ContactChange("removed", current, current) if current is not None else None
+
+    def replace_scope(self, listed: Mapping[str, Contact], scope: Scope) -> list[ContactChange]:
+        """Make the contacts in ``scope`` exactly ``listed``; returns what changed."""
+        old = {cid: c for cid, c in self.by_id.items() if scope(c)}
+        for cid in old:
+            del self.by_id[cid]
+        self.by_id.update(listed)
+        return diff(old, listed)
+
+
+def diff(old: Mapping[str, Contact], new: Mapping[str, Contact]) -> list[ContactChange]:
+    changes: list[ContactChange] = []
+    for cid, contact in new.items():
+        before = old.get(cid)
+        if before is None:
+            changes.append(ContactChange("added", contact, None))
+        elif not before.same_row(contact):
+            changes.append(ContactChange("updated", contact, before))
+    changes.extend(ContactChange("removed", c, c) for cid, c in old.items() if cid not in new)
+    return changes
+
+
+def stamp(listed: Mapping[str, Contact], previous: Mapping[str, Contact], now: float) -> dict[str, Contact]:
+    """Give listed contacts a ``status_updated_at``: the previous one if the status is unchanged."""
+    out: dict[str, Contact] = {}
+    for cid, contact in listed.items():
+        before = previous.get(cid)
+        if before is not None and before.status == contact.status and before.status_updated_at is not None:
+            out[cid] = contact.replace(status_updated_at=before.status_updated_at)
+        else:
+            out[cid] = contact.replace(status_updated_at=now)
+    return out
+
+
+@dataclass
+class ReconcilePlan:
+    """Database changes that make the rows in scope match a listing."""
+
+    added: list[Contact] = field(default_factory=list)
+    changed: list[Contact] = field(default_factory=list)
+    status_changed: list[Contact] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.status_changed or self.removed)
+
+    def counts(self) -> dict[str, int]:
+        return {"added": len(self.added), "updated": len(self.changed) + len(self.status_changed),
+                "removed": len(self.removed), "missing": len(self.missing)}
+
+
+def plan_reconcile(
+    rows: Mapping[str, Contact],
+    listed: Mapping[str, Contact],
+    *,
+    owned: bool,
+    scope: Scope = everything,
+) -> ReconcilePlan:
+    """Compare database ``rows`` (this reg_server's, or the listed ids' in asterisk mode) with ``listed``.
+
+    ``owned``: ``added`` rows to insert, ``changed`` rows to rewrite, ``removed`` ids (rows in
+    ``scope`` Asterisk no longer has). Not owned: ``status_changed`` rows whose status columns to
+    set, ``missing`` listed ids without a row; nothing is inserted or deleted.
+    """
+    plan = ReconcilePlan()
+    for cid, contact in listed.items():
+        row = rows.get(cid)
+        if row is None:
+            (plan.added if owned else plan.missing).append(contact if owned else cid)  # type: ignore[arg-type]
+        elif owned and not row.same_row(contact):
+            plan.changed.append(contact)
+        elif not owned and row.status != contact.status:
+            plan.status_changed.append(contact)
+        else:
+            plan.unchanged += 1
+    if owned:
+        plan.removed = [cid for cid, row in rows.items() if cid not in listed and scope(row)]
+    return plan

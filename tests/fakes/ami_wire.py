@@ -1,0 +1,187 @@
+"""What a real Asterisk 22.10.1 sends over AMI, taken from the recordings in tests/fixtures.
+
+Independent of telephonyd's own parser on purpose (a fake that shares the parser under test would
+hide its bugs): messages here are lists of ``(key, value)`` pairs and raw bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import ASTERISK_FIXTURES
+
+AMI_RECORDINGS = ASTERISK_FIXTURES / "ami"
+VICIDIAL_RECORDINGS = ASTERISK_FIXTURES / "vicidial"
+
+Pairs = list[tuple[str, str]]
+
+
+def transcript_blocks(path: Path) -> list[tuple[str, bytes]]:
+    """The blocks of an annotated transcript (01, 01b, 03): ``[(direction, raw bytes)]``.
+
+    ``direction`` is ``banner``, ``sent`` or ``received``. The annotation adds one bare ``\\n``
+    after a block before the next ``###`` header; it is removed, every other byte is kept.
+    """
+    data = path.read_bytes()
+    blocks: list[tuple[str, bytes]] = []
+    direction: str | None = None
+    chunk = bytearray()
+
+    def flush() -> None:
+        if direction is not None:
+            raw = bytes(chunk)
+            if raw.endswith(b"\r\n\n"):
+                raw = raw[:-1]
+            blocks.append((direction, raw))
+
+    for line in data.splitlines(keepends=True):
+        if line.startswith(b"###"):
+            flush()
+            chunk = bytearray()
+            header = line.decode()
+            direction = ("banner" if "BANNER" in header else "sent" if "SENT" in header
+                         else "received" if "RECEIVED" in header else None)
+            continue
+        chunk += line
+    flush()
+    return blocks
+
+
+def received_stream(path: Path) -> bytes:
+    """Every byte Asterisk sent in an annotated transcript, banner first, in order."""
+    return b"".join(raw for direction, raw in transcript_blocks(path) if direction in ("banner", "received"))
+
+
+def split_raw(data: bytes) -> list[Pairs]:
+    """Messages of a raw ``*_events*`` recording (each ends with ``\\r\\n\\r\\n``)."""
+    messages: list[Pairs] = []
+    for block in data.split(b"\r\n\r\n"):
+        text = block.decode("utf-8", "replace").strip("\r\n")
+        if not text:
+            continue
+        pairs: Pairs = []
+        for line in text.replace("\r\n", "\n").split("\n"):
+            key, _, value = line.partition(": ")
+            pairs.append((key, value))
+        messages.append(pairs)
+    return messages
+
+
+def recorded_events(name: str, *, event: str | None = None) -> list[Pairs]:
+    """Events of a raw recording under ami/ (or vicidial/), optionally only those named ``event``."""
+    path = AMI_RECORDINGS / name
+    if not path.exists():
+        path = VICIDIAL_RECORDINGS / name
+    found = split_raw(path.read_bytes())
+    if event is not None:
+        found = [m for m in found if value_of(m, "Event").lower() == event.lower()]
+    return found
+
+
+def value_of(pairs: Pairs, key: str, default: str = "") -> str:
+    for k, v in pairs:
+        if k.lower() == key.lower():
+            return v
+    return default
+
+
+def with_values(pairs: Pairs, **changes: str) -> Pairs:
+    """A copy of a recorded message with some values replaced (keys matched case-insensitively)."""
+    lowered = {k.lower(): v for k, v in changes.items()}
+    return [(k, lowered.get(k.lower(), v)) for k, v in pairs]
+
+
+def encode(pairs: Pairs | dict[str, str]) -> bytes:
+    items = pairs.items() if isinstance(pairs, dict) else pairs
+    return "".join(f"{k}: {v}\r\n" for k, v in items).encode() + b"\r\n"
+
+
+def banner() -> bytes:
+    """The banner line exactly as recorded (``Asterisk Call Manager/11.0.0\\r\\n``)."""
+    return transcript_blocks(AMI_RECORDINGS / "01_ami_banner_login.txt")[0][1]
+
+
+def contact_id(aor: str, uri: str) -> str:
+    return f"{aor};@{hashlib.md5(uri.encode()).hexdigest()}"
+
+
+@dataclass
+class FakeContact:
+    """A registered contact as res_pjsip holds it."""
+
+    aor: str
+    endpoint: str
+    uri: str
+    status: str = "NonQualified"
+    rtt_usec: int = 0
+    expiration_time: int = 0
+    qualify_frequency: int = 5
+    qualify_timeout: float = 3.0
+    user_agent: str = "sipp-lab"
+    via_addr: str = "127.0.0.1"
+    via_port: int = 5070
+    call_id: str = "1-19622@127.0.0.1"
+    reg_server: str = ""
+    prune_on_boot: str = "no"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return contact_id(self.aor, self.uri)
+
+    def status_event(self, status: str | None = None, rtt: int | None = None) -> Pairs:
+        """ContactStatus in wire order (02_register_ami_events_all.txt)."""
+        return [("Event", "ContactStatus"), ("Privilege", "system,all"), ("URI", self.uri),
+                ("ContactStatus", status or self.status), ("AOR", self.aor), ("EndpointName", self.endpoint),
+                ("RoundtripUsec", str(self.rtt_usec if rtt is None else rtt))]
+
+    def list_item(self, action_id: str) -> Pairs:
+        """ContactList item in the field order of 03_PJSIPShowContacts_registered.txt."""
+        rtt = str(self.rtt_usec) if self.status == "Reachable" else "N/A"
+        return [("Event", "ContactList"), ("ActionID", action_id), ("ObjectType", "contact"),
+                ("ObjectName", self.id), ("ViaAddr", self.via_addr), ("QualifyTimeout", f"{self.qualify_timeout:.6f}"),
+                ("Qualify2xxOnly", "false"), ("CallId", self.call_id), ("RegServer", self.reg_server),
+                ("PruneOnBoot", self.prune_on_boot), ("Path", ""), ("Endpoint", self.endpoint),
+                ("ViaPort", str(self.via_port)), ("AuthenticateQualify", "no"), ("Uri", self.uri),
+                ("QualifyFrequency", str(self.qualify_frequency)), ("UserAgent", self.user_agent),
+                ("ExpirationTime", str(self.expiration_time)), ("OutboundProxy", ""),
+                ("Status", self.status), ("RoundtripUsec", rtt)]
+
+    def status_detail(self, action_id: str) -> Pairs:
+        """ContactStatusDetail (PJSIPShowEndpoint on 22; the 13-15 inbound-status listing)."""
+        return [("Event", "ContactStatusDetail"), ("ActionID", action_id), ("AOR", self.aor), ("URI", self.uri),
+                ("UserAgent", self.user_agent), ("RegExpire", str(self.expiration_time)),
+                ("ViaAddress", f"{self.via_addr}:{self.via_port}"), ("CallID", self.call_id),
+                ("Status", self.status), ("RoundtripUsec", str(self.rtt_usec)), ("EndpointName", self.endpoint),
+                ("ID", self.id), ("AuthenticateQualify", "0"), ("OutboundProxy", ""), ("Path", ""),
+                ("QualifyFrequency", str(self.qualify_frequency)), ("QualifyTimeout", f"{self.qualify_timeout:.3f}"),
+                ("Qualify2xxOnly", "0")]
+
+
+def peer_status(peer: str, status: str, **extra: str) -> Pairs:
+    """PeerStatus as res_pjsip sends it (``Peer: PJSIP/1010``); chan_sip adds Cause/Address/Time."""
+    tech = peer.split("/", 1)[0]
+    pairs: Pairs = [("Event", "PeerStatus"), ("Privilege", "system,all"), ("ChannelType", tech),
+                    ("Peer", peer), ("PeerStatus", status)]
+    pairs.extend(extra.items())
+    return pairs
+
+
+def device_state_change(device: str, state: str) -> Pairs:
+    return [("Event", "DeviceStateChange"), ("Privilege", "call,all"), ("Device", device), ("State", state)]
+
+
+def channel_event(event: str, channel: str, uniqueid: str, *, linkedid: str | None = None,
+                  **extra: str) -> Pairs:
+    """A Newchannel/Hangup/... built on the recorded channel snapshot of that event name."""
+    template = recorded_events("06b_sip_call_agi_ami_events_all.txt", event=event) or recorded_events(
+        "ami_all_Hangup_events.txt", event=event)
+    if not template:
+        raise ValueError(f"no recorded {event} to build on")
+    pairs = with_values(template[0], Channel=channel, Uniqueid=uniqueid, Linkedid=linkedid or uniqueid)
+    keys = {k.lower() for k, _ in pairs}
+    pairs = with_values(pairs, **{k: v for k, v in extra.items() if k.lower() in keys})
+    pairs.extend((k, v) for k, v in extra.items() if k.lower() not in keys)
+    return pairs
