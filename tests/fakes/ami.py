@@ -184,7 +184,9 @@ class FakeAMIServer:
         created = "Created" if self.major < 16 else "NonQualified"
         contact = FakeContact(ep.aor, endpoint, uri, status=created, expiration_time=int(time.time()) + expires_s,
                               qualify_frequency=5 if qualify else 0, via_port=port, **fields)  # type: ignore[arg-type]
-        first = not self._contacts_of(endpoint)
+        # Asterisk's endpoint is available while any contact is (an Unreachable one does not count):
+        # the first usable contact brings PeerStatus Reachable and DeviceStateChange NOT_INUSE.
+        first = not any(c.status != "Unreachable" for c in self._contacts_of(endpoint))
         self.contacts[cid] = contact
         self.emit(contact.status_event(created, 0))
         if first:
@@ -231,8 +233,12 @@ class FakeAMIServer:
             self.contacts[contact.id] = contact
 
     def remove_contacts_silently(self, ids: Iterable[str]) -> None:
+        """Drop contacts without events (as if it happened while we were not connected); an endpoint
+        left with no usable contact becomes UNAVAILABLE in its device state, silently too."""
         for cid in ids:
-            self.contacts.pop(cid, None)
+            contact = self.contacts.pop(cid, None)
+            if contact is not None and not any(c.status != "Unreachable" for c in self._contacts_of(contact.endpoint)):
+                self.endpoints[contact.endpoint].device_state = "UNAVAILABLE"
 
     def sip_peer_status(self, peer: str, status: str, address: str | None = None, **extra: str) -> None:
         """chan_sip PeerStatus (Registered carries Address; Unregistered a Cause)."""
