@@ -1,0 +1,69 @@
+"""The DID Optimizer's ``POST /api/v1/call-results`` body for one call leg (pure).
+
+Field names and types are those the DID Optimizer's own hangup-time reporter sends (see
+``shared/reference/upstreams.md``); the server maps ``dialStatus`` to its result enum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .outcome import CallOutcome
+
+#: Every key of the payload, in the order it is built.
+PAYLOAD_FIELDS: tuple[str, ...] = (
+    "uniqueid",
+    "linkedid",
+    "phoneNumber",
+    "customerPhone",
+    "campaignId",
+    "dialStatus",
+    "disposition",
+    "duration",
+    "dialedTime",
+    "ringTime",
+    "hangupCause",
+    "hangupSource",
+    "agentId",
+    "leadId",
+    "listId",
+    "amdStatus",
+    "amdCause",
+    "sipHangupCause",
+    "sipHangupReason",
+    "timestamp",
+    "source",
+)
+
+
+def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[str, Any]:
+    """The JSON-ready body.
+
+    ``duration`` is ANSWEREDTIME (s, 0 when the call was never bridged), ``dialedTime`` DIALEDTIME,
+    ``ringTime`` their difference floored at 0, ``disposition`` repeats ``dialStatus`` (a dialer
+    status belongs to batch syncs, not to this reporter), ``phoneNumber`` is the DID used as caller
+    id and ``customerPhone`` the number dialed. ``timestamp`` is the report's epoch seconds.
+    """
+    return {
+        "uniqueid": outcome.uniqueid,
+        "linkedid": outcome.linkedid,
+        "phoneNumber": outcome.did,
+        "customerPhone": outcome.customer_phone,
+        "campaignId": outcome.campaign,
+        "dialStatus": outcome.dial_status,
+        "disposition": outcome.dial_status,
+        "duration": outcome.answered_time_s,
+        "dialedTime": outcome.dialed_time_s,
+        "ringTime": max(0, outcome.dialed_time_s - outcome.answered_time_s),
+        "hangupCause": outcome.hangup_cause,
+        "hangupSource": outcome.hangup_source,
+        "agentId": outcome.agent,
+        "leadId": outcome.lead,
+        "listId": outcome.list_id,
+        "amdStatus": outcome.amd_status,
+        "amdCause": outcome.amd_cause,
+        "sipHangupCause": outcome.sip_cause,
+        "sipHangupReason": outcome.sip_reason,
+        "timestamp": int(timestamp),
+        "source": source,
+    }
