@@ -1,0 +1,103 @@
+"""HTTP routes of the Ameyo callbacks and their access control.
+
+Paths: ``GET /call_start.php`` and ``GET /ameyo/call-start`` (call start); ``GET /index.php`` and
+``GET /ameyo/call-end`` (call end or not answered). The relay's ``.php`` paths are kept so Ameyo's
+configuration does not change.
+
+Access (``ameyo.allowed_networks`` then ``ameyo.token``): a peer outside the networks gets 403; a
+missing or wrong token 401. The token may come as the query parameter ``token``, the header
+``X-Ameyo-Token`` or ``Authorization: Bearer``; it is compared in constant time, never logged, and
+removed from the query kept in the request log. The peer is the TCP peer (no X-Forwarded-For).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+from aiohttp import web
+
+from . import requestlog
+
+if TYPE_CHECKING:
+    from .service import AmeyoService
+
+log = logging.getLogger(__name__)
+
+CALL_START_PATHS = ("/call_start.php", "/ameyo/call-start")
+CALL_END_PATHS = ("/index.php", "/ameyo/call-end")
+
+
+def _error(status: int, error: str, **extra: Any) -> web.Response:
+    return web.json_response({"success": False, "error": error, **extra}, status=status)
+
+
+def access_denied(service: AmeyoService, request: web.Request) -> tuple[int, str] | None:
+    """(status, reason) when the peer may not post callbacks, else None."""
+    config = service.config
+    if config.allowed_networks:
+        try:
+            peer = ipaddress.ip_address(request.remote or "")
+        except ValueError:
+            return 403, "peer address unknown"
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+            peer = peer.ipv4_mapped
+        if not any(peer in network for network in config.allowed_networks):
+            return 403, "network not allowed"
+    if config.token is not None:
+        presented = request.query.get("token") or request.headers.get("X-Ameyo-Token") or ""
+        if not presented:
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            presented = value.strip() if scheme.lower() == "bearer" else ""
+        expected = config.token.get_secret_value().encode()
+        if not presented:
+            return 401, "token required"
+        if not hmac.compare_digest(presented.encode(), expected):
+            return 401, "wrong token"
+    return None
+
+
+def callback_params(request: web.Request) -> dict[str, str]:
+    """The query as a plain mapping: first value of each name, trimmed, ``token`` removed."""
+    params: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name != "token" and name not in params:
+            params[name] = value.strip()
+    return params
+
+
+def callback_routes(service: AmeyoService) -> list[web.RouteDef]:
+    def handler(kind: Literal["start", "end"]):
+        async def handle(request: web.Request) -> web.Response:
+            denied = access_denied(service, request)
+            if denied is not None:
+                status, reason = denied
+                service.counts["unauthorized" if status == 401 else "forbidden"] += 1
+                log.warning("callback refused", extra={"path": request.path, "peer": request.remote, "reason": reason})
+                return _error(status, reason)
+            status, body = await service.handle(kind, request.path, callback_params(request))
+            return web.json_response(body, status=status, headers={"X-Request-ID": body["request_id"]})
+
+        return handle
+
+    start, end = handler("start"), handler("end")
+    return [web.get(p, start, allow_head=False) for p in CALL_START_PATHS] + [
+        web.get(p, end, allow_head=False) for p in CALL_END_PATHS
+    ]
+
+
+def admin_routes(service: AmeyoService) -> list[web.RouteDef]:
+    async def requests(request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            limit = min(max(int(query.get("limit", "50")), 1), 1000)
+            since_s = float(query["since_s"]) if query.get("since_s") else None
+        except ValueError:
+            return _error(400, "limit and since_s must be numbers", field="limit")
+        rows = await requestlog.query(service.store, request_id=query.get("request_id") or None,
+                                      call_id=query.get("call_id") or None, since_s=since_s, limit=limit)
+        return web.json_response({"success": True, "requests": rows}, dumps=lambda d: requestlog.dumps(d) or "null")
+
+    return [web.get("/api/ameyo/requests", requests, allow_head=False)]

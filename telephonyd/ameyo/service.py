@@ -1,0 +1,277 @@
+"""`AmeyoService`: Ameyo dialer callbacks recorded durably, then relayed to TopS.II by the outbox.
+
+A callback is validated and routed at once (pure, `routing`); then the gate claim, phone-1 state
+changes, request log row and outbox row are committed in one transaction (group-committed with
+other callbacks, `batch`), and only then is Ameyo answered
+``{"success":true,"message":"Data Received","request_id":"..."}``. The TopS.II request leaves later
+from the outbox, so a crash after the answer loses nothing. A duplicate answers success too (Ameyo
+must not retry) and is logged as a skip. A callback that cannot be routed answers 400 naming the
+field, is kept in the request log and leaves no gate or state behind. When the store cannot record
+the callback in ``record_timeout_s``, the answer is 503 and Ameyo retries.
+
+Background work in `run`: the group-commit writer, the phone-1 expiry sweeper (every
+``sweep_interval_s``) and pruning of the request log (``request_log_retention_s``) and of old gates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from ..config import AmeyoConfig, Config, TopsConfig
+from ..errors import StoreError
+from ..logs import log_context
+from ..store import Store
+from . import requestlog
+from .batch import GroupCommitter, Transaction
+from .gate import GateTTLs
+from .recorder import CallbackRecorder, OutboxLike, Pending, Settings
+from .routing import CallbackRejected, RoutingRules, route_call_end, route_call_start
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 600.0
+#: A store transaction of the callback writer taking longer is abandoned (its callbacks answer 503).
+WRITE_TIMEOUT_S = 30.0
+ACK = {"success": True, "message": "Data Received"}
+
+
+def _settings(config: AmeyoConfig, tops: TopsConfig) -> Settings:
+    return Settings(
+        ttls=GateTTLs(config.processing_ttl_s, config.dedupe_ttl_s, config.phone1_state_ttl_s),
+        phone1_ttl_s=config.phone1_state_ttl_s,
+        send_phone1_on_expiry=config.send_phone1_on_expiry,
+        dry_run=not tops.real_send,
+    )
+
+
+def _rules(config: AmeyoConfig) -> RoutingRules:
+    return RoutingRules(zone=ZoneInfo(config.timezone), phone1_final=frozenset(config.phone1_final_dispositions))
+
+
+class AmeyoService:
+    """The callback edge. Constructor arguments:
+
+    - ``config``: the ``ameyo`` section (token, networks, TTLs in seconds, time zone, batch size);
+    - ``tops``: the ``tops`` section (only ``real_send`` is read: requests recorded while it is false
+      are marked ``dry_run`` in the request log);
+    - ``store``: a started `Store` whose schemas include ``telephonyd.ameyo.schema.metadata``;
+    - ``outbox``: an object with ``async add(conn, target, key, payload) -> bool`` (insert inside
+      the caller's transaction; False for a duplicate key) and ``notify()``;
+    - ``node_id``: written on each request log row; ``target``: the outbox target of the TopS.II
+      sender (``tops``).
+
+    The TopS.II sender reports each attempt back through `record_upstream`.
+    """
+
+    def __init__(
+        self,
+        config: AmeyoConfig,
+        tops: TopsConfig,
+        store: Store,
+        outbox: OutboxLike,
+        *,
+        node_id: str = "",
+        target: str = "tops",
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.outbox = outbox
+        self.rules = _rules(config)
+        self.recorder = CallbackRecorder(store, outbox, target=target, node_id=node_id, settings=_settings(config, tops))
+        self.committer = GroupCommitter(store, max_batch=config.write_batch_max, timeout_s=WRITE_TIMEOUT_S,
+                                        before=self.recorder.prepare, after_commit=outbox.notify)
+        self.counts: Counter[str] = Counter()
+        self.state = "created"
+        self.tops_unhealthy = False
+        self.tops_last_error: str | None = None
+        self._stopping = asyncio.Event()
+        self._finished = asyncio.Event()
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        """The callback paths, to mount with ``auth='none'`` (access control is done here)."""
+        from .routes import callback_routes
+
+        return callback_routes(self)
+
+    def admin_routes(self) -> list[web.RouteDef]:
+        """``GET /api/ameyo/requests`` (request log), to mount with ``auth='admin'``."""
+        from .routes import admin_routes
+
+        return admin_routes(self)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration (token, networks, TTLs, zone, final dispositions, dry run)."""
+        self.config = config.ameyo
+        self.rules = _rules(config.ameyo)
+        self.recorder.settings = _settings(config.ameyo, config.tops)
+        self.committer.max_batch = config.ameyo.write_batch_max
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Nothing to bind (the routes live on the HTTP listener); callbacks queue until `run`."""
+        self.state = "starting"
+
+    async def run(self) -> None:
+        self.state = "running"
+        self._finished.clear()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.committer.run(), name="ameyo:writer")
+                tg.create_task(self._housekeeping(), name="ameyo:housekeeping")
+                await self._stopping.wait()
+                self.committer.close()
+        finally:
+            self.state = "stopped"
+            self._finished.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking callbacks (they answer 503); wait up to ``timeout`` s for `run` to record
+        those already accepted."""
+        running = self.state == "running"
+        self.state = "stopping" if running else "stopped"
+        self._stopping.set()
+        if running:
+            try:
+                await asyncio.wait_for(self._finished.wait(), timeout)
+            except TimeoutError:
+                log.warning("ameyo writer did not drain in time", extra={"backlog": self.committer.backlog})
+
+    def health(self) -> dict[str, Any]:
+        running = self.state == "running"
+        return {
+            "ok": running and not self.tops_unhealthy,
+            "state": ("degraded" if self.tops_unhealthy else "running") if running else self.state,
+            "counts": dict(self.counts),
+            "backlog": self.committer.backlog,
+            "tops_unhealthy": self.tops_unhealthy,
+            "tops_last_error": self.tops_last_error,
+            "dry_run": self.recorder.settings.dry_run,
+        }
+
+    # -- callbacks -------------------------------------------------------------------------------
+
+    async def handle(self, kind: Literal["start", "end"], path: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Route, record and answer one callback: (HTTP status, JSON body)."""
+        request_id = requestlog.new_request_id()
+        with log_context(request_id=request_id):
+            try:
+                if kind == "start":
+                    route = route_call_start(params, self.rules)
+                else:
+                    route = route_call_end(params, self.rules, datetime.now(UTC))
+                pending = Pending(request_id, path, params, route=route)
+            except CallbackRejected as exc:
+                pending = Pending(request_id, path, params, rejection=exc,
+                                  channel="call_start" if kind == "start" else "general")
+            if self._stopping.is_set():
+                self.counts["unavailable"] += 1
+                return 503, {"success": False, "error": "shutting down", "request_id": request_id}
+            future = self.committer.submit(lambda tx: self.recorder.record(tx, pending), tag=pending)
+            try:
+                async with asyncio.timeout(self.config.record_timeout_s):
+                    recorded = await asyncio.shield(future)
+            except (TimeoutError, StoreError) as exc:
+                error = "store timeout" if isinstance(exc, TimeoutError) else str(exc)
+                log.error("callback not recorded", extra={"path": path, "error": error})
+                if pending.rejection is None:
+                    self.counts["unavailable"] += 1
+                    return 503, {"success": False, "error": "not recorded, retry later", "request_id": request_id}
+                recorded = None
+            if pending.rejection is not None:
+                self.counts["rejected"] += 1
+                log.warning("callback rejected", extra={"path": path, "field": pending.rejection.field,
+                                                        "error": pending.rejection.message})
+                return 400, {"success": False, "error": pending.rejection.message, "field": pending.rejection.field,
+                             "request_id": request_id}
+            assert pending.route is not None and recorded is not None
+            self.counts[recorded.outcome] += 1
+            log.info("callback recorded", extra={"flow": pending.route.flow, "outcome": recorded.outcome,
+                                                 "call_id": pending.route.call_id, **recorded.detail})
+            return 200, {**ACK, "request_id": request_id}
+
+    async def record_upstream(
+        self,
+        payload: dict[str, Any],
+        outcome: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+        error: str | None = None,
+        attempts: int = 0,
+        unhealthy: bool = False,
+    ) -> None:
+        """Note one TopS.II attempt (``outcome``: delivered, dry_run, retry, dead) on the request log.
+
+        Does not wait for the write (the outbox already holds the delivery state); ``unhealthy`` (an
+        authentication or licence refusal) degrades `health` until the next delivery.
+        """
+        if outcome in ("delivered", "dry_run"):
+            self.tops_unhealthy = False
+        elif unhealthy:
+            self.tops_unhealthy = True
+        if error:
+            self.tops_last_error = error
+        reply = {"status": status, "body": body, "error": error, "attempts": attempts}
+        future = self.committer.submit(lambda tx: self.recorder.record_result(tx, payload, outcome, **reply))
+        future.add_done_callback(_log_failed_result)
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Send (or drop) every expired phone-1 state; returns how many this instance expired."""
+        keys = await self.recorder.expired_keys()
+        if not keys:
+            return 0
+        futures = [self.committer.submit(lambda tx, k=key: self.recorder.expire_one(tx, k)) for key in keys]
+        done = sum(bool(r) for r in await asyncio.gather(*futures))
+        self.counts["phone1_expired"] += done
+        return done
+
+    async def prune(self) -> tuple[int, int]:
+        """Delete request log rows past retention and gates older than every TTL: (rows, gates)."""
+        retention = self.config.request_log_retention_s
+        gate_age = max(self.config.processing_ttl_s, self.config.dedupe_ttl_s, self.config.phone1_state_ttl_s) + 3600
+
+        async def work(tx: Transaction) -> tuple[int, int]:
+            return (await self.recorder.log.prune(tx.conn, retention), await self.recorder.gate.prune(tx.conn, gate_age))
+
+        return await self.committer.submit(work)
+
+    async def _housekeeping(self) -> None:
+        next_prune = 0.0
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self.sweep()
+                if time.monotonic() >= next_prune:
+                    rows, old_gates = await self.prune()
+                    if rows or old_gates:
+                        log.info("request log pruned", extra={"rows": rows, "gates": old_gates})
+                    next_prune = time.monotonic() + PRUNE_INTERVAL_S
+                failures = 0
+                delay = self.config.sweep_interval_s
+            except (StoreError, sa.exc.SQLAlchemyError, OSError) as exc:
+                failures += 1
+                delay = min(self.config.sweep_interval_s * 2 ** failures, 300.0) * random.uniform(0.8, 1.2)
+                log.warning("ameyo housekeeping failed", extra={"error": str(exc)[:300], "retry_in_s": round(delay, 1)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+
+def _log_failed_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not note a TopS.II result in the request log", extra={"error": str(future.exception())[:300]})

@@ -1,0 +1,128 @@
+"""The dedupe gate's TTL per state, the group-commit writer, and pruning, on SQLite and MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from telephonyd.ameyo.batch import GroupCommitter, Transaction
+from telephonyd.ameyo.gate import Gate, GateTTLs
+from telephonyd.ameyo.schema import (
+    FAILED,
+    PROCESSED,
+    PROCESSING,
+    WAITING_PHONE2,
+    gate,
+    metadata,
+    request_log,
+)
+from telephonyd.errors import StoreError
+from telephonyd.store import Store
+
+TTLS = GateTTLs(processing_s=0.3, processed_s=0.6, waiting_phone2_s=0.3)
+
+
+@pytest.fixture
+async def store(store_url):
+    store = Store(store_url, schemas=[metadata])
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def claim(store: Store, key: str, state: str = PROCESSING, phone2: bool = False) -> tuple[bool, str | None]:
+    async with store.begin() as conn:
+        result = await Gate(store).claim(conn, key, state=state, request_id=f"r{time.monotonic_ns()}"[:32],
+                                         flow="test", phone2=phone2, ttls=TTLS)
+    return result.claimed, result.state
+
+
+async def passes_after(store: Store, key: str, *, at_least_s: float, phone2: bool = False) -> float:
+    """Seconds until a claim on ``key`` passes (polled), checking it was blocked before ``at_least_s``."""
+    started = time.monotonic()
+    while True:
+        claimed, _ = await claim(store, key, phone2=phone2)
+        waited = time.monotonic() - started
+        if claimed:
+            assert waited >= at_least_s * 0.8, f"passed after {waited:.2f}s, expected >= {at_least_s}s"
+            return waited
+        assert waited < at_least_s + 5, "never passed"
+        await asyncio.sleep(0.05)
+
+
+async def test_processing_blocks_for_its_ttl(store):
+    assert await claim(store, "k") == (True, None)
+    assert await claim(store, "k") == (False, PROCESSING)
+    await passes_after(store, "k", at_least_s=TTLS.processing_s - 0.1)
+
+
+async def test_processed_blocks_longer(store):
+    assert (await claim(store, "k", state=PROCESSED))[0]
+    assert await claim(store, "k") == (False, PROCESSED)
+    await passes_after(store, "k", at_least_s=TTLS.processed_s - 0.1)
+
+
+async def test_waiting_phone2_lets_phone2_through_only(store):
+    assert (await claim(store, "k", state=WAITING_PHONE2))[0]
+    assert await claim(store, "k") == (False, WAITING_PHONE2)  # a repeat of phone 1
+    assert await claim(store, "k", phone2=True) == (True, None)
+    assert await claim(store, "k", phone2=True) == (False, PROCESSING)  # a repeat of phone 2
+
+
+async def test_failed_blocks_nothing(store):
+    assert (await claim(store, "k", state=FAILED))[0]
+    assert await claim(store, "k") == (True, None)
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "read-back"])
+async def test_bulk_insert_gives_each_new_key_to_its_first_claimer(store, returning, monkeypatch):
+    monkeypatch.setattr(store.engine.sync_engine.dialect, "insert_executemany_returning", returning)
+    g = Gate(store)
+    assert (await claim(store, "old"))[0]
+    claims = [{"key": k, "new_state": PROCESSING, "request_id": r, "flow": "f"}
+              for k, r in [("a", "r1"), ("b", "r2"), ("a", "r3"), ("old", "r4")]]
+    async with store.begin() as conn:
+        assert await g.insert_many(conn, claims) == {"r1", "r2"}
+
+
+async def test_group_commit_shares_transactions_and_isolates_a_failing_unit(store):
+    committer = GroupCommitter(store, max_batch=64)
+    runner = asyncio.create_task(committer.run())
+
+    def insert(key: str):
+        async def work(tx: Transaction) -> str:
+            await tx.conn.execute(sa.insert(gate).values(gate_key=key, state="x", updated_at=0.0, request_id="r", flow="f"))
+            return key
+        return work
+
+    futures = [committer.submit(insert(f"k{i}")) for i in range(20)]
+    futures.append(committer.submit(insert("k3")))  # violates the primary key
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    committer.close()
+    await runner
+    assert results[:20] == [f"k{i}" for i in range(20)]
+    assert isinstance(results[20], StoreError)
+    async with store.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(gate))).scalar_one() == 20
+    assert committer.batches < 20  # units shared transactions
+
+
+async def test_prune(store):
+    from telephonyd.ameyo.requestlog import RequestLog
+
+    log, g = RequestLog(store), Gate(store)
+    async with store.begin() as conn:
+        tx = Transaction(conn)
+        log.insert(tx, request_id="old", channel="general", http_status=400, outcome="rejected")
+        await tx.flush()
+        await conn.execute(sa.insert(gate).values(gate_key="old", state=PROCESSED, updated_at=0.0, request_id="r", flow="f"))
+    assert (await claim(store, "new"))[0]
+    async with store.begin() as conn:
+        await conn.execute(sa.update(request_log).values(created_at=0.0))
+        assert await log.prune(conn, retention_s=3600) == 1
+        assert await g.prune(conn, older_than_s=3600) == 1
+    async with store.connect() as conn:
+        assert (await conn.execute(sa.select(gate.c.gate_key))).scalars().all() == ["new"]
