@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, StoreError
+from .metrics import EventCounter, MetricsExporter, MetricSources, UpstreamStats
 from .sdnotify import Notifier
 from .store import Store
 from .web import HTTPServer
@@ -86,6 +87,9 @@ class App:
         self.http: HTTPServer | None = None
         self.fastagi: Any = None
         self.outbox: Any = None
+        # Metrics: send attempts of every outbox sender, measured where the senders are registered.
+        self.upstream_stats = UpstreamStats()
+        self.metrics: MetricsExporter | None = None
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -132,6 +136,7 @@ class App:
         self._build_fastagi()
         self._build_ameyo()
         await self._build_ami()
+        self._build_metrics()
         for name, component in self.components.items():
             self.notifier.status(f"starting {name}")
             await component.start()
@@ -158,8 +163,8 @@ class App:
         outbox = Outbox(self.store, node_id=self.config.node_id, config=self.config.outbox)
         assert self._session is not None
         self.did_sender = DIDOptimizerSender(self.config.did_optimizer, self._session)
-        outbox.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=self.config.did_optimizer.enabled)
         self.outbox = outbox
+        self.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=self.config.did_optimizer.enabled)
         self.components["outbox"] = outbox
 
     def _build_http(self) -> None:
@@ -183,7 +188,7 @@ class App:
         assert self._session is not None and self.http is not None
         service = AmeyoService(self.config.ameyo, self.config.tops, self.store, self.outbox, node_id=self.config.node_id)
         self.tops_sender = TopsSender(self.config.tops, self._session, on_result=service.record_upstream)
-        self.outbox.register_sender("tops", self.tops_sender, enabled=True)
+        self.register_sender("tops", self.tops_sender, enabled=True)
         self.http.add_routes(service.routes(), auth="none")
         self.http.add_routes(service.admin_routes(), auth="admin")
         self.ameyo_service = service
@@ -195,6 +200,38 @@ class App:
         from .wiring import build_ami_side
 
         await build_ami_side(self)
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    def register_sender(self, target: str, sender: Any, *, enabled: bool) -> None:
+        """Register an outbox sender, measured for ``telephonyd_upstream_*`` (also used on reload)."""
+        self.outbox.register_sender(target, self.upstream_stats.wrap(target, sender), enabled=enabled)
+
+    def _build_metrics(self) -> None:
+        """``GET /metrics`` (admin token), read from the components at scrape time."""
+        ami_events = None
+        client = getattr(self, "ami_client", None)
+        if client is not None:
+            ami_events = EventCounter()
+            client.subscribe("*", ami_events.observe)
+        contacts = getattr(self, "contacts_sync", None)
+        presence = getattr(self, "presence_service", None)
+        assert self.http is not None
+        sources = MetricSources(
+            node_id=self.config.node_id,
+            version=__version__,
+            started_at=self.started_at,
+            components=lambda: self.components,
+            fastagi_counters=self.fastagi.counters if self.fastagi is not None else None,
+            upstream=self.upstream_stats,
+            ami_events=ami_events,
+            contacts=(lambda: list(contacts.table.values())) if contacts is not None else None,
+            agents=presence.agents if presence is not None else None,
+            outbox_stats=self.outbox.stats if self.outbox is not None else None,
+            http_requests=lambda: self.http.request_counts if self.http is not None else {},
+        )
+        self.metrics = MetricsExporter(sources)
+        self.http.add_routes(self.metrics.routes(), auth="admin")
 
     # -- running ---------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 Call context (``uniqueid``, ``linkedid``, ``agi_script``, ``request_id``, ``outbox_id``, ...) is set
 once per session with `log_context` and lands on every line logged inside it, so one grep follows a
 call end to end. `SecretFilter` replaces every configured secret with ``********`` as a last line
-of defence; code must still never log a secret on purpose.
+of defence, in the message, the extra fields and the finished line (tracebacks and nested data
+included); code must still never log a secret on purpose. `update_secrets` adds the secrets of a
+reloaded configuration.
 """
 
 from __future__ import annotations
@@ -54,7 +56,19 @@ class SecretFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        self.secrets: list[str] = []
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        """Scrub ``secrets`` too (values shorter than 4 characters are ignored)."""
+        known = set(self.secrets)
+        for secret in secrets:
+            if secret and len(secret) >= 4 and secret not in known:
+                known.add(secret)
+                escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+                if escaped != secret:
+                    known.add(escaped)  # as it appears inside a JSON line
+        self.secrets = sorted(known, key=len, reverse=True)  # longest first: a secret may hold another
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -73,6 +87,25 @@ class SecretFilter(logging.Filter):
             if secret in text:
                 text = text.replace(secret, "********")
         return text
+
+
+class _ScrubbingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stderr handler that scrubs the finished line as well (tracebacks, nested extra data)."""
+
+    def __init__(self, stream: Any, secret_filter: SecretFilter) -> None:
+        super().__init__(stream)
+        self.secret_filter = secret_filter
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.secret_filter.scrub(super().format(record))
+
+
+def update_secrets(secrets: Iterable[str]) -> None:
+    """Add ``secrets`` to the filter of the handler `configure_logging` installed (SIGHUP reload)."""
+    for handler in logging.getLogger().handlers:
+        for flt in handler.filters:
+            if isinstance(flt, SecretFilter):
+                flt.update(secrets)
 
 
 class JSONFormatter(logging.Formatter):
@@ -107,10 +140,10 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()) -> SecretFilter:
     """Install the stderr handler on the root logger; returns the secret filter (to update on reload)."""
-    handler = logging.StreamHandler(sys.stderr)
+    secret_filter = SecretFilter(secrets)
+    handler = _ScrubbingHandler(sys.stderr, secret_filter)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler.setFormatter(JSONFormatter() if use_json else TextFormatter())
-    secret_filter = SecretFilter(secrets)
     handler.addFilter(ContextFilter())
     handler.addFilter(secret_filter)
     root = logging.getLogger()

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from .config import Config
+from .logs import update_secrets
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,11 @@ def apply_reload(app: Any, new: Config) -> list[str]:
         if reconfigure is not None:
             reconfigure(new)
     if app.outbox is not None and "did_optimizer.enabled" in changes and getattr(app, "did_sender", None):
-        app.outbox.register_sender("did_optimizer", app.did_sender, enabled=new.did_optimizer.enabled)
+        app.register_sender("did_optimizer", app.did_sender, enabled=new.did_optimizer.enabled)
     kept = new.model_copy(update={k: getattr(app.config, k) for k in type(new).model_fields
                                   if any(r.split(".")[0] == k for r in need_restart)})
     app.config = kept
+    update_secrets(new.secrets())  # the old ones stay scrubbed too: they may still be quoted somewhere
     log.info("configuration reloaded", extra={"changed": live, "needs_restart": need_restart})
     if need_restart:
         log.warning("some changes need a restart", extra={"needs_restart": need_restart})

@@ -8,6 +8,14 @@ Built-in routes:
 Edges add routes with `add_routes` before `start`. ``auth='admin'`` routes need
 ``Authorization: Bearer <http.admin_token>`` when a token is configured (compared in constant time;
 401 otherwise); ``auth='none'`` routes do their own access control (the Ameyo callbacks).
+
+Request sizes are bounded before any handler runs: the request line (method, path and query string)
+to `MAX_LINE_BYTES`, each header to `MAX_FIELD_BYTES`, the header count to `MAX_HEADERS`, the body to
+``http.max_body_bytes``. A request the HTTP parser refuses (line too long, bad characters, not HTTP)
+is answered ``400 Bad Request`` and the connection closed; neither that answer nor the single warning
+logged for it quotes the request, whose query may hold a token (aiohttp itself would echo the start
+of the request line and log a traceback; see `_RequestHandler`).
+Every answered request is counted by route, method and status (`request_counts`, for metrics).
 """
 
 from __future__ import annotations
@@ -17,15 +25,71 @@ import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from http import HTTPStatus
 from typing import Any, Literal
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from ..config import HTTPConfig
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Longest request line (``GET /path?query HTTP/1.1``), bytes. The callbacks' GET queries are a few
+#: hundred bytes; aiohttp's default is the same, set here so it is a decision, not an accident.
+MAX_LINE_BYTES = 8190
+#: Longest header line, bytes, and most headers per request.
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
+#: Methods counted by name; anything else counts as ``other``.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Route label of requests that matched no route (404, 405).
+UNMATCHED = "unmatched"
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's per-connection protocol, with parser refusals that quote nothing of the request.
+
+    aiohttp answers a request its parser refuses with the parser's message, which holds the start of
+    the request line (``/index.php?token=...``), and logs it with a traceback. Here the answer is the
+    bare status line text and the log one warning naming the error class; errors of a handler (500)
+    are logged with their traceback as before.
+    """
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status < 500:
+            try:
+                message = f"{status} {HTTPStatus(status).phrase}"
+            except ValueError:
+                message = str(status)
+        return super().handle_error(request, status, exc, message)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            peer = args[1] if len(args) > 1 else None
+            log.warning("HTTP request refused by the parser",
+                        extra={"status": exc.code, "error": type(exc).__name__, "peer": peer})
+            return
+        super().log_exception(*args, **kw)
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _AppRunner(web.AppRunner):
+    """An AppRunner whose connections use `_RequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server  # same object and state, only the protocol it creates differs
+        return server
 
 
 def json_error(status: int, error: str, **extra: Any) -> web.Response:
@@ -47,12 +111,13 @@ class HTTPServer:
         self._admin_token = config.admin_token.get_secret_value() if config.admin_token else None
         self._status = status
         self._ready = ready
-        self._app = web.Application(client_max_size=config.max_body_bytes)
-        self._runner: web.AppRunner | None = None
+        self._app = web.Application(client_max_size=config.max_body_bytes, middlewares=[self._count])
+        self._runner: _AppRunner | None = None
         self._stopped = asyncio.Event()
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.bound_addresses: list[tuple[str, int]] = []
-        self.requests_total = 0
+        #: Answered requests: (route pattern, method, status) -> count.
+        self.request_counts: dict[tuple[str, str, str], int] = {}
         self.add_routes([web.get("/healthz", self._healthz)], auth="none")
         self.add_routes([web.get("/readyz", self._readyz), web.get("/status", self._status_route)], auth="admin")
 
@@ -73,6 +138,26 @@ class HTTPServer:
     def on_shutdown(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` when the listener stops, before connections are closed (WebSockets)."""
         self._on_shutdown.append(callback)
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self._note_request(request, status)
+
+    def _note_request(self, request: web.Request, status: int) -> None:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else UNMATCHED
+        method = request.method if request.method in _METHODS else "other"
+        key = (route, method, str(status))
+        self.request_counts[key] = self.request_counts.get(key, 0) + 1
 
     def _guard(self, handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -99,7 +184,10 @@ class HTTPServer:
     async def start(self) -> None:
         """Bind the listener; raises OSError when the address is taken."""
         self._app.on_shutdown.append(self._run_shutdown_callbacks)
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        self._runner = _AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
+            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=1024)
         await site.start()
