@@ -202,8 +202,9 @@ def format_status(data: dict[str, Any]) -> str:
         counts = outbox.get("by_state") or {}
         lines.append("outbox: " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
                      + f"  oldest_pending_age_s={outbox.get('oldest_pending_age_s')}")
-        for claim in outbox.get("claims") or []:
-            lines.append(f"  claims: {claim}")
+        from .outbox.commands import claim_lines
+
+        lines.extend("  " + line for line in claim_lines(outbox))
     if data.get("last_upstream_error"):
         lines.append(f"last upstream error: {data['last_upstream_error']}")
     return "\n".join(lines)

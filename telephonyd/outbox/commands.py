@@ -44,11 +44,27 @@ def stats(obj: Any, as_json: bool) -> None:
     click.echo(f"oldest pending: {'-' if age is None else f'{age:.1f} s'}")
     for target, counts in sorted(data["targets"].items()):
         click.echo(f"target {target}: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STATES))
-    for claim in data["claims"]:
-        click.echo(
-            f"claims of {claim['node_id']}: {claim['rows']} rows, "
-            f"first lease ends in {claim['lease_expires_in_s']:.1f} s"
-        )
+    for line in claim_lines(data):
+        click.echo(line)
+
+
+def claim_lines(stats: dict[str, Any]) -> list[str]:
+    """Who holds which in-flight rows, and the stuck ones, from `Outbox.stats` (also used by
+    ``telephonyd status``)."""
+    lines = []
+    for claim in stats.get("claims") or []:
+        ids = claim.get("ids") or []
+        more = claim["rows"] - len(ids)
+        shown = ", ".join(map(str, ids)) + (f" and {more} more" if more > 0 else "")
+        line = (f"claims of {claim['node_id'] or '?'}: {claim['rows']} rows in flight (ids {shown}), leases end in "
+                f"{claim['lease_expires_in_s']:.1f}..{claim['last_lease_expires_in_s']:.1f} s")
+        if claim.get("stuck"):
+            line += f"; STUCK: {claim['stuck']} past their lease by up to {-claim['lease_expires_in_s']:.1f} s"
+        lines.append(line)
+    if stats.get("stuck_leases"):
+        lines.append(f"stuck leases: {stats['stuck_leases']} in-flight rows past their lease; their node died or "
+                     "stalled, and any running instance returns them to pending at its next poll")
+    return lines
 
 
 @outbox.command("list")
@@ -57,7 +73,8 @@ def stats(obj: Any, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows (with payloads) as JSON.")
 @click.pass_obj
 def list_rows(obj: Any, state: str | None, limit: int, as_json: bool) -> None:
-    """Rows, oldest first: state, attempts, who claimed them last, the last error."""
+    """Rows, oldest first: state, attempts, the node that claimed them last (the one holding an
+    in-flight row, until its lease ends), the last error."""
     rows = _with_outbox(obj, lambda ob: ob.list_rows(state=state, limit=limit))
     if as_json:
         echo_json(rows)
@@ -66,12 +83,12 @@ def list_rows(obj: Any, state: str | None, limit: int, as_json: bool) -> None:
         click.echo("no rows")
         return
     click.echo(f"{'id':>8} {'target':<14} {'key':<24} {'state':<9} {'tries':>5} {'status':>6} {'claimed_by':<12} "
-               f"{'next attempt (UTC)':<19} last error")
+               f"{'due / lease end (UTC)':<21} last error")
     for row in rows:
         click.echo(
             f"{row['id']:>8} {row['target']:<14.14} {row['key']:<24.24} {row['state']:<9} {row['attempts']:>5} "
-            f"{row['last_status'] or '-':>6} {row['claimed_by'] or '-':<12.12} "
-            f"{_utc(row['next_attempt_at']) if row['state'] == 'pending' else '-':<19} {(row['last_error'] or '')[:80]}"
+            f"{row['last_status'] or '-':>6} {row['claimed_by'] or '-':<12.12} {_when(row):<21} "
+            f"{(row['last_error'] or '')[:80]}"
         )
 
 
@@ -129,6 +146,15 @@ def _fail(as_json: bool, message: str) -> None:
         echo_json({"success": False, "error": message})
         click.get_current_context().exit(1)
     raise click.ClickException(message)
+
+
+def _when(row: dict[str, Any]) -> str:
+    """A pending row's next attempt, or an in-flight row's lease end (both database clock)."""
+    if row["state"] == "pending":
+        return _utc(row["next_attempt_at"])
+    if row["state"] == "in_flight" and row["lease_until"] is not None:
+        return "lease until " + _utc(row["lease_until"])[11:]
+    return "-"
 
 
 def _utc(epoch: float | None) -> str:

@@ -244,13 +244,13 @@ class Dispatcher:
         if outcome == "retry" and 0 < self.config.max_attempts <= attempts:
             outcome, error = "dead", f"gave up after {attempts} attempts: {error}"
         if outcome == "delivered":
-            finish = self.queries.delivered(row.id, delivery.status)
+            finish = self.queries.delivered(row.id, delivery.status, attempts=row.attempts)
         elif outcome == "dead":
-            finish = self.queries.dead_letter(row.id, error, delivery.status)
+            finish = self.queries.dead_letter(row.id, error, delivery.status, attempts=row.attempts)
         else:
             cfg = self.config
             delay = retry_delay(attempts, cfg.backoff_base_s, cfg.backoff_max_s, self.rng, delivery.retry_after_s)
-            finish = self.queries.retry_later(row.id, delay, error, delivery.status)
+            finish = self.queries.retry_later(row.id, delay, error, delivery.status, attempts=row.attempts)
         if outcome != "delivered":
             self.last_delivery_error = f"{row.target}: {error}"
             self.last_delivery_error_at = time.time()

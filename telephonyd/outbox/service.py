@@ -191,7 +191,10 @@ class Outbox:
 
     async def stats(self) -> dict[str, Any]:
         """``by_state`` counts, ``oldest_pending_age_s``, ``dead``, per-target counts (``targets``),
-        in-flight ``claims`` by node with their lease expiry (s from now), ``db_now``."""
+        in-flight ``claims`` by node (``node_id``, ``rows``, ``ids``: the first 20 of them,
+        ``stuck``: those whose lease is already past, ``lease_expires_in_s`` /
+        ``last_lease_expires_in_s``: the earliest and latest lease end in s from now, negative when
+        past), ``stuck_leases`` (their total), ``db_now``; every time on the database clock."""
         return await _store_call(self.queries.stats())
 
     async def list_rows(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
