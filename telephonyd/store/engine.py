@@ -45,7 +45,9 @@ class Store:
     place. Use `begin` for a transaction and `connect` for reads.
 
     SQLite runs in WAL mode with ``synchronous=FULL`` (a committed row survives power loss) and a
-    busy timeout, so several connections and processes can share one file.
+    busy timeout, so several connections and processes can share one file. Its pool returns
+    connections without the usual extra ROLLBACK: `begin` and `connect` blocks end their own
+    transactions, so whoever uses a driver connection directly must do the same.
     """
 
     def __init__(
@@ -73,6 +75,10 @@ class Store:
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
+            # Every SQLAlchemy connection ends its own transaction on close (rollback unless
+            # committed); the pool's extra ROLLBACK on return would be one more round trip to
+            # aiosqlite's thread per transaction, for nothing.
+            kwargs["pool_reset_on_return"] = None
         else:
             kwargs.update(
                 pool_size=self.pool_size,
@@ -89,6 +95,8 @@ class Store:
         try:
             async with asyncio.timeout(self.connect_timeout_s * 4):
                 async with engine.begin() as conn:
+                    if self.dialect == "mysql":
+                        check_server_version((await conn.execute(sa.text("SELECT VERSION()"))).scalar_one())
                     for metadata in self.schemas:
                         await conn.run_sync(ensure_schema, metadata)
         except (sa.exc.SQLAlchemyError, OSError, TimeoutError) as exc:
@@ -152,6 +160,18 @@ class Store:
             return float((await conn.execute(stmt)).scalar_one())
         async with self.connect() as own:
             return float((await own.execute(stmt)).scalar_one())
+
+
+def check_server_version(version: str) -> None:
+    """Refuse servers without ``SKIP LOCKED`` (MariaDB < 10.6, MySQL < 8.0), which the outbox's
+    claim needs. ``version`` is ``SELECT VERSION()``, e.g. ``10.11.19-MariaDB-0+deb12u1``."""
+    numbers = [int(p) for p in version.split("-", 1)[0].split(".")[:2] if p.isdigit()]
+    major, minor = (numbers + [0, 0])[:2]
+    mariadb = "mariadb" in version.lower()
+    if (mariadb and (major, minor) < (10, 6)) or (not mariadb and major < 8):
+        raise StoreError(
+            f"database server {version} is too old: telephonyd needs MariaDB 10.6+ or MySQL 8.0+ (SKIP LOCKED)"
+        )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

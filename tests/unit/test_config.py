@@ -139,3 +139,19 @@ def test_check_config_command_exit_codes(tmp_path: Path) -> None:
     failed = subprocess.run([*run, str(bad)], capture_output=True, text=True, env=env, timeout=60)
     assert failed.returncode == 78
     assert "fastagi.listen.0" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [("10.11.19-MariaDB-0+deb12u1", True), ("10.6.0-MariaDB", True), ("10.5.23-MariaDB", False),
+     ("8.0.36", True), ("5.7.44-log", False), ("11.4.2-MariaDB", True)],
+)
+def test_database_server_version_check(version: str, ok: bool) -> None:
+    from telephonyd.errors import StoreError
+    from telephonyd.store.engine import check_server_version
+
+    if ok:
+        check_server_version(version)
+    else:
+        with pytest.raises(StoreError, match="too old"):
+            check_server_version(version)
