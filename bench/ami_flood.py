@@ -36,6 +36,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.common import mysql_admin  # noqa: E402
 
 SECRET = "bench-secret"
 
@@ -110,20 +111,6 @@ def _server_main(contacts: int) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Daemon side
-
-
-def _mysql(url: str, sql: str) -> None:
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    conn = pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
-                           autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -216,11 +203,11 @@ def main() -> None:
     assert server.stdout is not None and server.stdin is not None
     port = int(server.stdout.readline())
     db = "td_bench_" + uuid.uuid4().hex[:10]
-    _mysql(args.mysql, f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
+    mysql_admin(args.mysql, f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
     try:
         report = asyncio.run(run(args, port, f"{args.mysql}/{db}"))
     finally:
-        _mysql(args.mysql, f"DROP DATABASE IF EXISTS {db}")
+        mysql_admin(args.mysql, f"DROP DATABASE IF EXISTS {db}")
         server.stdin.close()
         server.wait(timeout=10)
     print(json.dumps(report, indent=2))

@@ -36,6 +36,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.common import mysql_admin  # noqa: E402
 
 TARGET = "did_optimizer"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -165,20 +166,6 @@ def mariadb_pid() -> int | None:
     return None
 
 
-def admin(server_url: str, sql: str) -> None:
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    u = make_url(server_url)
-    conn = pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
-                           autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
 async def fill(url: str, rows: int, args: argparse.Namespace) -> None:
     from telephonyd.outbox import Outbox, metadata
     from telephonyd.store import Store
@@ -220,7 +207,7 @@ async def wait_drained(url: str, rows: int, timeout: float) -> float:
 
 def run_one(args: argparse.Namespace, instances: int) -> dict[str, Any]:
     name = "td_bench_" + uuid.uuid4().hex[:10]
-    admin(args.url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    mysql_admin(args.url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     url = f"{args.url.rstrip('/')}/{name}"
     fake = spawn("--fake")
     workers: list[subprocess.Popen[str]] = []
@@ -251,7 +238,7 @@ def run_one(args: argparse.Namespace, instances: int) -> dict[str, Any]:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-        admin(args.url, f"DROP DATABASE IF EXISTS `{name}`")
+        mysql_admin(args.url, f"DROP DATABASE IF EXISTS `{name}`")
     if confirmed["confirmed"] != args.rows or confirmed["twice"]:
         raise SystemExit(f"the fake confirmed {confirmed}: expected each of {args.rows} rows exactly once")
     cpu = {"workers": sum(r["cpu_s"] for r in reports)}
