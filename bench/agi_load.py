@@ -19,6 +19,9 @@ Modes:
 
 Goals: >= 2,000 sessions/s closed loop, >= half the ceiling, p99 < 20 ms at 500 sessions/s.
 
+The server's CPU time per session (event loop thread, and all threads) is printed for both servers
+too: on a machine shared with other work it is the steadier figure of the two.
+
   .venv/bin/python bench/agi_load.py --sessions 20000 --concurrency 64
   .venv/bin/python bench/agi_load.py --rate 500 --seconds 10
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -144,7 +148,13 @@ def client_main(spec_json: str) -> None:
 
 
 async def run_clients(args: argparse.Namespace, host: str, port: int, prefix: str, count: int) -> dict[str, Any]:
-    """Start ``--clients`` client processes, wait for them without blocking the server's loop."""
+    """Start ``--clients`` client processes, wait for them without blocking the server's loop.
+
+    Also measures the CPU time this process spent meanwhile (``cpu_main_s``: the event loop's
+    thread; ``cpu_process_s``: all threads, e.g. the SQLite driver's): on a machine shared with
+    other work, CPU per session moves far less than sessions per second.
+    """
+    cpu_main, cpu_process = time.thread_time(), time.process_time()
     per = [count // args.clients + (1 if i < count % args.clients else 0) for i in range(args.clients)]
     procs = []
     for i, n in enumerate(per):
@@ -174,7 +184,14 @@ async def run_clients(args: argparse.Namespace, host: str, port: int, prefix: st
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
     wall = max(r["wall_end"] for r in results) - min(r["wall_start"] for r in results)
-    return {"latencies": latencies, "errors": errors, "wall": wall, "commands": results[0]["commands"]}
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "wall": wall,
+        "commands": results[0]["commands"],
+        "cpu_main_s": time.thread_time() - cpu_main,
+        "cpu_process_s": time.process_time() - cpu_process,
+    }
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -196,6 +213,8 @@ def summary(name: str, run: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": percentile(lat, 99) * 1000,
         "max_ms": (lat[-1] * 1000) if lat else float("nan"),
         "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+        "cpu_main_us": run["cpu_main_s"] / done * 1e6 if done else float("nan"),
+        "cpu_process_us": run["cpu_process_s"] / done * 1e6 if done else float("nan"),
     }
 
 
@@ -239,6 +258,11 @@ async def start_telephonyd(tmp: Path, args: argparse.Namespace) -> tuple[Any, ..
 
     server = FastAGIServer(config.fastagi, {"call_log": timed_handler if args.server_timings else handler})
     await server.start()
+    if not args.no_gc_freeze:
+        # As the daemon does once READY (telephonyd.app): what start-up built lives as long as
+        # the process, so the cyclic collector's full passes leave it alone.
+        gc.collect()
+        gc.freeze()
     tasks = [asyncio.create_task(server.run())]
     timings = {"handler": handler_times, "enqueue": enqueue_times} if args.server_timings else {}
     return store, outbox, handler, server, tasks, timings
@@ -302,6 +326,11 @@ async def main(args: argparse.Namespace) -> int:
         )
     if len(reports) == 2 and reports[1]["sessions_per_s"]:
         print(f"{'ratio to ceiling':>26}: {reports[0]['sessions_per_s'] / reports[1]['sessions_per_s']:.2f}")
+    for r in reports:
+        print(f"{'server CPU, ' + r['server'].split(' ')[0]:>26}: {r['cpu_main_us']:6.0f} us/session event loop thread, "
+              f"{r['cpu_process_us']:6.0f} us/session all threads")  # fmt: skip
+    if len(reports) == 2 and reports[0]["cpu_main_us"]:
+        print(f"{'CPU ratio (ceiling/ours)':>26}: {reports[1]['cpu_main_us'] / reports[0]['cpu_main_us']:.2f}")
     for name, series in timings.items():
         series.sort()
         print(f"{'server-side ' + name:>26}: p50 {percentile(series, 50) * 1000:6.2f} ms  "
@@ -327,6 +356,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--server-timings", action="store_true",
                         help="also time the handler and the outbox enqueue inside the server")
     parser.add_argument("--skip-ceiling", action="store_true", help="do not measure the bare responder")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="skip the daemon's gc.freeze() after start-up (default: do it, as telephonyd.app does)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--client", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

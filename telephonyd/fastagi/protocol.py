@@ -15,6 +15,7 @@ Facts (res_agi.c, checked against a real Asterisk 22.10.1, see tests/fixtures/as
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -24,6 +25,9 @@ from ..errors import LimitExceeded, ProtocolError
 MAX_COMMAND_BYTES = 8192
 
 _ROUTE_STOP = frozenset("?/, \t\r\n\v\f")
+#: One ``agi_<name>: <value>`` line of a block: the name up to the first ``:``, one optional
+#: space, the value (the same split as `AGIBlockParser._add`).
+_BLOCK_LINE = re.compile(r"^agi_([^:\n]*): ?(.*)$", re.MULTILINE)
 
 
 class AGIReplyError(ProtocolError):
@@ -74,6 +78,8 @@ class AGIBlockParser:
         if self.done:
             self.rest += data
             return True
+        if not self._consumed and not self._buf and self._feed_whole(data):
+            return True
         buf = self._buf + data if self._buf else data
         pos = 0
         find = buf.find
@@ -109,6 +115,26 @@ class AGIBlockParser:
                 raise ProtocolError(f"not an agi_ line: {_preview(pending)}")
         return False
 
+    def _feed_whole(self, data: bytes) -> bool:
+        """The usual case, a whole block in the first chunk, parsed in one go; False (nothing
+        done) for anything else: no end yet, CRLF, a limit or a bad line, an empty block. The
+        line-by-line path then handles it, and raises the same error at the same line."""
+        end = data.find(b"\n\n")
+        if end <= 0 or end + 2 > self.max_block_bytes:
+            return False
+        block = data[:end]
+        if b"\r" in block or (end > self.max_line_bytes and _longest_line(block) > self.max_line_bytes):
+            return False
+        text = block.decode("utf-8", "replace")
+        fields = _BLOCK_LINE.findall(text)
+        if len(fields) != text.count("\n") + 1:
+            return False  # a line that is no ``agi_<name>:<value>`` line
+        self.env.update(fields)
+        self.done = True
+        self.rest = data[end + 2 :]
+        self._consumed = end + 2
+        return True
+
     def _add(self, line: bytes) -> None:
         if not line.startswith(b"agi_"):
             raise ProtocolError(f"not an agi_ line: {_preview(line)}")
@@ -119,6 +145,10 @@ class AGIBlockParser:
         if value.startswith(" "):
             value = value[1:]
         self.env[key[4:]] = value
+
+
+def _longest_line(block: bytes) -> int:
+    return max(len(line) for line in block.split(b"\n"))
 
 
 def _preview(data: bytes) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..errors import StoreError
 from .model import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, EnqueueResult, OutboxRow
 from .schema import outbox as t
+from .sqlite_insert import SQLiteInsert
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 _KEY = t.c["key"]
 _ROW_COLUMNS = (t.c.id, t.c.target, _KEY, t.c.payload, t.c.attempts, t.c.created_at, t.c.log_context)
 _PRUNE_CHUNK = 1000
+#: `stats` names the ids of up to this many in-flight rows per node (of the first rows read).
+_CLAIM_IDS_SHOWN = 20
+_CLAIM_IDS_READ = 2000
 _TRANSACTION_ATTEMPTS = 4
 #: MySQL errors that ask for the transaction to be restarted: deadlock, lock wait timeout.
 _RESTART_ERRORS = (1213, 1205)
@@ -54,10 +58,17 @@ class NewRow:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """One result write: the new column values of a claimed row."""
+    """One result write: the new column values of a claimed row.
+
+    ``attempts`` is the row's attempt count when it was claimed (`OutboxRow.attempts`): the write
+    applies only while it is unchanged. A lease that expired counts an attempt, so a late result
+    of an expired claim never lands on a later claim of the same row, even one by this same node.
+    None skips that check (administration).
+    """
 
     row_id: int
     values: dict[str, Any]
+    attempts: int | None = None
 
 
 def to_row(record: Any) -> OutboxRow:
@@ -78,6 +89,7 @@ class OutboxQueries:
     def __init__(self, store: Store, node_id: str) -> None:
         self.store = store
         self.node_id = node_id
+        self._sqlite_insert = SQLiteInsert(store) if store.dialect == "sqlite" else None
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` in a transaction, again (at once) when MariaDB picked it as a deadlock
@@ -106,7 +118,8 @@ class OutboxQueries:
         """Insert-or-ignore ``rows`` in one transaction; one result per input row, in order.
 
         A (target, key) already stored, or repeated earlier in ``rows``, gives ``created=False``
-        and the id of the row that holds it.
+        and the id of the row that holds it. On SQLite the whole transaction is one trip to the
+        driver's thread (`SQLiteInsert`).
         """
         batch = uuid.uuid4().hex
         firsts: dict[tuple[str, str], NewRow] = {}
@@ -138,7 +151,11 @@ class OutboxQueries:
                     found[(target, rec.key)] = (int(rec.id), rec.enqueue_batch == batch)
             return found
 
-        found = await self._transaction(work)
+        found: dict[tuple[str, str], tuple[int, bool]] | None = None
+        if self._sqlite_insert is not None:
+            found = await self._sqlite_insert.run(self.store, ordered, self.node_id, batch)
+        if found is None:
+            found = await self._transaction(work)
         results: list[EnqueueResult] = []
         claimed_new: set[tuple[str, str]] = set()
         for row in rows:
@@ -202,45 +219,56 @@ class OutboxQueries:
         rows.sort(key=lambda r: r.id)
         return rows
 
-    def delivered(self, row_id: int, status: int | None) -> Finish:
-        """The result write of a confirmed delivery."""
+    def delivered(self, row_id: int, status: int | None, *, attempts: int | None = None) -> Finish:
+        """The result write of a confirmed delivery (``attempts``: see `Finish`)."""
         now = self.store.now_expr()
         return Finish(row_id, {"state": DELIVERED, "attempts": t.c.attempts + 1, "delivered_at": now,
-                               "last_status": status, "last_error": None, "lease_until": None, "updated_at": now})
+                               "last_status": status, "last_error": None, "lease_until": None, "updated_at": now},
+                      attempts)
 
-    def retry_later(self, row_id: int, delay_s: float, error: str | None, status: int | None) -> Finish:
+    def retry_later(
+        self, row_id: int, delay_s: float, error: str | None, status: int | None, *, attempts: int | None = None
+    ) -> Finish:
         """The result write of a failed attempt: pending again in ``delay_s`` (database clock)."""
         now = self.store.now_expr()
         return Finish(row_id, {"state": PENDING, "attempts": t.c.attempts + 1, "next_attempt_at": now + delay_s,
-                               "last_status": status, "last_error": error, "lease_until": None, "updated_at": now})
+                               "last_status": status, "last_error": error, "lease_until": None, "updated_at": now},
+                      attempts)
 
-    def dead_letter(self, row_id: int, error: str | None, status: int | None) -> Finish:
+    def dead_letter(self, row_id: int, error: str | None, status: int | None, *, attempts: int | None = None) -> Finish:
         """The result write of a refusal: the row becomes a dead letter."""
         now = self.store.now_expr()
         return Finish(row_id, {"state": DEAD, "attempts": t.c.attempts + 1, "last_status": status,
-                               "last_error": error, "lease_until": None, "updated_at": now})
+                               "last_error": error, "lease_until": None, "updated_at": now}, attempts)
 
     async def finish_batch(self, results: Sequence[Finish]) -> list[bool]:
         """Write several results in one transaction, each only while this node still holds the
-        row's claim (``claimed_by`` = this node and ``in_flight``). True per row where it held."""
+        row's claim (``claimed_by`` = this node, ``in_flight``, and the attempt count it claimed).
+        True per row where it held."""
 
         async def work(conn: AsyncConnection) -> list[bool]:
             held = []
             for result in results:
                 mine = sa.and_(t.c.id == result.row_id, t.c.claimed_by == self.node_id, t.c.state == IN_FLIGHT)
+                if result.attempts is not None:
+                    mine = sa.and_(mine, t.c.attempts == result.attempts)
                 held.append((await conn.execute(sa.update(t).where(mine).values(**result.values))).rowcount == 1)
             return held
 
         return await self._transaction(work)
 
-    async def mark_delivered(self, row_id: int, status: int | None) -> bool:
-        return (await self.finish_batch([self.delivered(row_id, status)]))[0]
+    async def mark_delivered(self, row_id: int, status: int | None, *, attempts: int | None = None) -> bool:
+        return (await self.finish_batch([self.delivered(row_id, status, attempts=attempts)]))[0]
 
-    async def mark_retry(self, row_id: int, delay_s: float, error: str | None, status: int | None) -> bool:
-        return (await self.finish_batch([self.retry_later(row_id, delay_s, error, status)]))[0]
+    async def mark_retry(
+        self, row_id: int, delay_s: float, error: str | None, status: int | None, *, attempts: int | None = None
+    ) -> bool:
+        return (await self.finish_batch([self.retry_later(row_id, delay_s, error, status, attempts=attempts)]))[0]
 
-    async def mark_dead(self, row_id: int, error: str | None, status: int | None) -> bool:
-        return (await self.finish_batch([self.dead_letter(row_id, error, status)]))[0]
+    async def mark_dead(
+        self, row_id: int, error: str | None, status: int | None, *, attempts: int | None = None
+    ) -> bool:
+        return (await self.finish_batch([self.dead_letter(row_id, error, status, attempts=attempts)]))[0]
 
     async def release(self, row_ids: Iterable[int]) -> int:
         """Give back claims this node will not finish (shutdown): the rows are due again at once."""
@@ -332,26 +360,41 @@ class OutboxQueries:
             oldest = (
                 await conn.execute(sa.select(sa.func.min(t.c.created_at)).where(t.c.state == PENDING))
             ).scalar_one()
+            # A lease in the past while the row is still in flight: its node died or stalled, and
+            # no instance has swept it back to pending yet (each does every poll_interval_s).
+            stuck = sa.func.sum(sa.case((t.c.lease_until <= sa.literal(now, sa.Double()), 1), else_=0))
             claims = [
                 {
                     "node_id": node,
                     "rows": int(n),
+                    "stuck": int(n_stuck or 0),
                     "lease_expires_in_s": round(float(first) - now, 3),
                     "last_lease_expires_in_s": round(float(last) - now, 3),
                 }
-                for node, n, first, last in await conn.execute(
-                    sa.select(t.c.claimed_by, sa.func.count(), sa.func.min(t.c.lease_until), sa.func.max(t.c.lease_until))
+                for node, n, n_stuck, first, last in await conn.execute(
+                    sa.select(t.c.claimed_by, sa.func.count(), stuck, sa.func.min(t.c.lease_until),
+                              sa.func.max(t.c.lease_until))
                     .where(t.c.state == IN_FLIGHT)
                     .group_by(t.c.claimed_by)
                     .order_by(t.c.claimed_by)
                 )
             ]
+            held: dict[str, list[int]] = {}
+            for node, row_id in await conn.execute(
+                sa.select(t.c.claimed_by, t.c.id).where(t.c.state == IN_FLIGHT).order_by(t.c.id).limit(_CLAIM_IDS_READ)
+            ):
+                ids = held.setdefault(node, [])
+                if len(ids) < _CLAIM_IDS_SHOWN:
+                    ids.append(int(row_id))
+            for claim in claims:
+                claim["ids"] = held.get(claim["node_id"], [])
         return {
             "by_state": by_state,
             "oldest_pending_age_s": None if oldest is None else round(max(0.0, now - float(oldest)), 3),
             "dead": by_state[DEAD],
             "targets": per_target,
             "claims": claims,
+            "stuck_leases": sum(c["stuck"] for c in claims),
             "db_now": now,
         }
 

@@ -19,16 +19,17 @@ def _operational_error() -> sa.exc.OperationalError:
 
 async def test_failed_commit_fails_its_callers_and_the_writer_goes_on(sqlite_url, monkeypatch) -> None:
     async with outbox_node(sqlite_url, run=False) as node:
-        real_begin = node.store.begin
+        # On SQLite an enqueue batch is one transaction run on a connection from Store.connect().
+        real_connect = node.store.connect
         failures = {"left": 1}
 
-        def flaky_begin():
+        def flaky_connect():
             if failures["left"]:
                 failures["left"] -= 1
                 raise _operational_error()
-            return real_begin()
+            return real_connect()
 
-        monkeypatch.setattr(node.store, "begin", flaky_begin)
+        monkeypatch.setattr(node.store, "connect", flaky_connect)
         with pytest.raises(StoreError) as err:
             await node.outbox.enqueue("t", "lost", {"n": 1})
         assert err.value.retryable is True

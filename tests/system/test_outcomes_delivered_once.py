@@ -28,9 +28,12 @@ def hangup_channel(i: int, status: str = "BUSY", cause: str = "17") -> FakeChann
     )
 
 
-async def play(port: int, channels: list[FakeChannel], concurrency: int = 16) -> dict[str, str | None]:
-    """Run every channel's hangup session; returns uniqueid -> TELEPHONYD_RESULT (None: no answer)."""
-    results: dict[str, str | None] = {}
+async def play(
+    port: int, channels: list[FakeChannel], concurrency: int = 16, results: dict[str, str | None] | None = None
+) -> dict[str, str | None]:
+    """Run every channel's hangup session; returns uniqueid -> TELEPHONYD_RESULT (None: no answer),
+    filling ``results`` (when given) as sessions end."""
+    results = {} if results is None else results
     queue: asyncio.Queue[FakeChannel] = asyncio.Queue()
     for chan in channels:
         queue.put_nowait(chan)
@@ -70,8 +73,11 @@ async def test_sigterm_mid_load_then_restart_delivers_every_queued_outcome_once(
         daemon.start()
         channels = [hangup_channel(i) for i in range(400)]
 
-        load = asyncio.create_task(play(daemon.agi_port, channels))
-        while sum(fake.deliveries.values()) < 50:  # mid-load: deliveries are flowing
+        ended: dict[str, str | None] = {}
+        load = asyncio.create_task(play(daemon.agi_port, channels, results=ended))
+        # Mid-load: deliveries are flowing, or a quarter of the calls ended (a fast daemon answers
+        # them all before 50 deliveries), and most calls are still to come.
+        while sum(fake.deliveries.values()) < 50 and len(ended) < len(channels) // 4:
             await asyncio.sleep(0.01)
         daemon.signal(signal.SIGTERM)
         code = await asyncio.to_thread(daemon.stop, 30)
