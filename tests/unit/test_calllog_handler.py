@@ -19,9 +19,9 @@ from telephonyd.calllog import CallLogHandler
 from telephonyd.config import CallLogConfig
 from telephonyd.errors import StoreError
 from telephonyd.logs import ContextFilter, current_context
-from tests.fakes.agi import VICIDIAL_DIR, FakeChannel
-
-NOW = 1795300000.0
+from tests.calllog_scenarios import NOW, SCENARIOS, call_log_sessions
+from tests.calllog_scenarios import expected as payload
+from tests.fakes.agi import FakeChannel
 
 
 @dataclass
@@ -89,63 +89,6 @@ class RecordingOutbox:
         return Queued(id=len(self.rows), created=created)
 
 
-def payload(uniqueid: str, **fields: Any) -> dict[str, Any]:
-    base = {
-        "uniqueid": uniqueid,
-        "linkedid": uniqueid,
-        "phoneNumber": "15551230001",
-        "customerPhone": "915555550001",
-        "campaignId": "TESTCAMP",
-        "dialStatus": "",
-        "disposition": "",
-        "duration": 0,
-        "dialedTime": 0,
-        "ringTime": 0,
-        "hangupCause": 0,
-        "hangupSource": "",
-        "agentId": "6001",
-        "leadId": "12345",
-        "listId": "",
-        "amdStatus": "",
-        "amdCause": "",
-        "sipHangupCause": None,
-        "sipHangupReason": "",
-        "timestamp": int(NOW),
-        "source": "telephonyd",
-    }
-    base.update(fields)
-    base["disposition"] = base["dialStatus"]
-    return base
-
-
-# What each recorded call must put in the outbox (None: nothing), and the result words of its
-# call_log sessions in order (start stage, VICIdial's h,1 line, the argument-form h,2 line).
-SCENARIOS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
-    "01_ANSWER": (
-        payload("1795237838.1", dialStatus="ANSWER", duration=2, dialedTime=3, ringTime=1, hangupCause=16,
-                sipHangupCause=200, sipHangupReason="OK"),
-        ["STARTED", "QUEUED", "DUPLICATE"],
-    ),
-    "02_BUSY": (
-        payload("1795237857.3", dialStatus="BUSY", hangupCause=17, sipHangupCause=486, sipHangupReason="Busy Here"),
-        ["STARTED", "QUEUED", "DUPLICATE"],
-    ),
-    "04_CHANUNAVAIL": (
-        payload("1795238008.24", dialStatus="CHANUNAVAIL", hangupCause=3),
-        ["STARTED", "QUEUED", "DUPLICATE"],
-    ),
-    "07_AMD_SILENCE": (
-        payload("1795237912.13", customerPhone="915555550007", dialStatus="ANSWER", hangupCause=16,
-                amdStatus="MACHINE", amdCause="INITIALSILENCE-2500-2500", sipHangupCause=200, sipHangupReason="OK"),
-        ["STARTED", "QUEUED", "DUPLICATE"],
-    ),
-    "08_CALLER_HANGUP_DURING_START": (None, ["STARTED", "SKIPPED", "SKIPPED"]),
-}  # fmt: skip
-
-
-def call_log_sessions(scenario: str) -> list[FakeChannel]:
-    channels = [FakeChannel.from_recording(p) for p in sorted(VICIDIAL_DIR.glob(f"{scenario}_agi*.txt"))]
-    return [ch for ch in channels if ch.env["network_script"].startswith("call_log")]
 
 
 def make_handler(outbox: RecordingOutbox, **config: Any) -> CallLogHandler:
