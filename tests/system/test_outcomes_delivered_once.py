@@ -134,3 +134,22 @@ async def test_kill9_during_upstream_outage_loses_nothing(daemon_factory) -> Non
     # A row whose send was confirmed upstream but whose "delivered" commit died with the process can
     # be sent again (at least once); at most the sends in flight at the kill (outbox.concurrency).
     assert sum(count - 1 for count in fake.deliveries.values()) <= 8
+
+
+async def test_upstream_outage_then_back_delivers_every_outcome_exactly_once(daemon_factory) -> None:
+    async with FakeDIDOptimizer() as fake:
+        # Down for a stretch: 5xx, an HTML error page, a 429 with Retry-After, more 5xx; then back.
+        fake.script(*[Reply.error(503)] * 30, Reply.html(502), Reply.rate_limited("1"), *[Reply.error(500)] * 30)
+        daemon = daemon_factory({"did_optimizer": {"enabled": True, "base_url": fake.base_url},
+                                 "outbox": {"backoff_base_s": 0.05, "backoff_max_s": 0.3}})
+        daemon.start()
+        channels = [hangup_channel(i, "CONGESTION", "34") for i in range(300)]
+        results = await play(daemon.agi_port, channels)
+        assert queued(results) == {c.env["uniqueid"] for c in channels}
+        await settled(daemon, expected=len(channels))
+        assert daemon.stop() == 0
+
+    failed = [r for r in fake.requests if r.status != 200]
+    assert len(failed) >= 62  # the outage was really hit
+    assert set(fake.deliveries) == queued(results)
+    assert all(count == 1 for count in fake.deliveries.values())
