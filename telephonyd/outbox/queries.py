@@ -58,7 +58,7 @@ class NewRow:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """One result write: the new column values of a claimed row.
+    """One result write: which kind (``delivered``, ``retry``, ``dead``) and its parameters.
 
     ``attempts`` is the row's attempt count when it was claimed (`OutboxRow.attempts`): the write
     applies only while it is unchanged. A lease that expired counts an attempt, so a late result
@@ -67,8 +67,35 @@ class Finish:
     """
 
     row_id: int
-    values: dict[str, Any]
+    kind: str
+    params: dict[str, Any]
     attempts: int | None = None
+
+
+class _ClaimsLost(Exception):
+    """A batched result write found fewer held claims than rows: roll back, write row by row."""
+
+
+def _finish_statements(store: Store, node_id: str) -> dict[tuple[str, bool], sa.Update]:
+    """The result writes, built once: (kind, checks attempts) -> UPDATE with ``b_*`` parameters."""
+    now = store.now_expr()
+    common = {"attempts": t.c.attempts + 1, "last_status": sa.bindparam("b_status", type_=sa.Integer()),
+              "lease_until": None, "updated_at": now}
+    values = {
+        "delivered": {"state": DELIVERED, "delivered_at": now, "last_error": None},
+        "retry": {"state": PENDING, "next_attempt_at": now + sa.bindparam("b_delay", type_=sa.Double()),
+                  "last_error": sa.bindparam("b_error", type_=sa.Text())},
+        "dead": {"state": DEAD, "last_error": sa.bindparam("b_error", type_=sa.Text())},
+    }
+    mine = sa.and_(t.c.id == sa.bindparam("b_id", type_=sa.BigInteger()), t.c.claimed_by == node_id,
+                   t.c.state == IN_FLIGHT)
+    same_attempts = t.c.attempts == sa.bindparam("b_attempts", type_=sa.Integer())
+    statements = {}
+    for kind, own in values.items():
+        for checked in (True, False):
+            where = sa.and_(mine, same_attempts) if checked else mine
+            statements[(kind, checked)] = sa.update(t).where(where).values(**own, **common)
+    return statements
 
 
 def to_row(record: Any) -> OutboxRow:
@@ -90,6 +117,23 @@ class OutboxQueries:
         self.store = store
         self.node_id = node_id
         self._sqlite_insert = SQLiteInsert(store) if store.dialect == "sqlite" else None
+        self._finish = _finish_statements(store, node_id)
+        now = store.now_expr()
+        self._add = store.insert_ignore(t).values(
+            target=sa.bindparam("b_target"), key=sa.bindparam("b_key"), payload=sa.bindparam("b_payload"),
+            state=PENDING, attempts=0, next_attempt_at=now, created_at=now, updated_at=now, node_id=node_id,
+            log_context=sa.bindparam("b_context"),
+        )
+        # SQLite's claim, built once: one conditional UPDATE ... RETURNING (see `claim`).
+        due = sa.and_(t.c.state == PENDING, t.c.target == sa.bindparam("b_target"), t.c.next_attempt_at <= now)
+        ids = sa.select(t.c.id).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(sa.bindparam("b_limit"))
+        self._claim_sqlite = (
+            sa.update(t)
+            .where(t.c.id.in_(ids.scalar_subquery()))
+            .values(state=IN_FLIGHT, claimed_by=node_id, updated_at=now,
+                    lease_until=now + sa.bindparam("b_lease", type_=sa.Double()))
+            .returning(*_ROW_COLUMNS)
+        )
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` in a transaction, again (at once) when MariaDB picked it as a deadlock
@@ -171,15 +215,8 @@ class OutboxQueries:
 
     async def add(self, conn: AsyncConnection, row: NewRow) -> bool:
         """Insert-or-ignore one row inside the caller's transaction; True when it was created."""
-        now = self.store.now_expr()
-        result = await conn.execute(
-            self.store.insert_ignore(t).values(
-                target=row.target, key=row.key, payload=row.payload, state=PENDING, attempts=0,
-                next_attempt_at=now, created_at=now, updated_at=now, node_id=self.node_id,
-                log_context=row.context,
-            )
-        )
-        return result.rowcount == 1
+        params = {"b_target": row.target, "b_key": row.key, "b_payload": row.payload, "b_context": row.context}
+        return (await conn.execute(self._add, params)).rowcount == 1
 
     # -- claiming and finishing ------------------------------------------------------------------
 
@@ -190,6 +227,10 @@ class OutboxQueries:
         take disjoint rows without waiting on each other. SQLite: one conditional UPDATE ...
         RETURNING (SQLite serializes writers).
         """
+        async def sqlite_work(conn: AsyncConnection) -> list[OutboxRow]:
+            params = {"b_target": target, "b_limit": int(limit), "b_lease": float(lease_s)}
+            return [to_row(rec) for rec in await conn.execute(self._claim_sqlite, params)]
+
         now = self.store.now_expr()
         due = sa.and_(t.c.state == PENDING, t.c.target == target, t.c.next_attempt_at <= now)
         claim_values = {
@@ -197,12 +238,6 @@ class OutboxQueries:
         }
 
         async def work(conn: AsyncConnection) -> list[OutboxRow]:
-            if self.store.dialect == "sqlite":
-                ids = sa.select(t.c.id).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(limit)
-                result = await conn.execute(
-                    sa.update(t).where(t.c.id.in_(ids.scalar_subquery())).values(**claim_values).returning(*_ROW_COLUMNS)
-                )
-                return [to_row(rec) for rec in result]
             result = await conn.execute(
                 sa.select(*_ROW_COLUMNS)
                 .where(due)
@@ -215,47 +250,66 @@ class OutboxQueries:
                 await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(**claim_values))
             return rows
 
-        rows = await self._transaction(work)
+        rows = await self._transaction(sqlite_work if self.store.dialect == "sqlite" else work)
         rows.sort(key=lambda r: r.id)
         return rows
 
     def delivered(self, row_id: int, status: int | None, *, attempts: int | None = None) -> Finish:
         """The result write of a confirmed delivery (``attempts``: see `Finish`)."""
-        now = self.store.now_expr()
-        return Finish(row_id, {"state": DELIVERED, "attempts": t.c.attempts + 1, "delivered_at": now,
-                               "last_status": status, "last_error": None, "lease_until": None, "updated_at": now},
-                      attempts)
+        return Finish(row_id, "delivered", {"b_status": status}, attempts)
 
     def retry_later(
         self, row_id: int, delay_s: float, error: str | None, status: int | None, *, attempts: int | None = None
     ) -> Finish:
         """The result write of a failed attempt: pending again in ``delay_s`` (database clock)."""
-        now = self.store.now_expr()
-        return Finish(row_id, {"state": PENDING, "attempts": t.c.attempts + 1, "next_attempt_at": now + delay_s,
-                               "last_status": status, "last_error": error, "lease_until": None, "updated_at": now},
-                      attempts)
+        return Finish(row_id, "retry", {"b_status": status, "b_error": error, "b_delay": float(delay_s)}, attempts)
 
     def dead_letter(self, row_id: int, error: str | None, status: int | None, *, attempts: int | None = None) -> Finish:
         """The result write of a refusal: the row becomes a dead letter."""
-        now = self.store.now_expr()
-        return Finish(row_id, {"state": DEAD, "attempts": t.c.attempts + 1, "last_status": status,
-                               "last_error": error, "lease_until": None, "updated_at": now}, attempts)
+        return Finish(row_id, "dead", {"b_status": status, "b_error": error}, attempts)
 
     async def finish_batch(self, results: Sequence[Finish]) -> list[bool]:
         """Write several results in one transaction, each only while this node still holds the
         row's claim (``claimed_by`` = this node, ``in_flight``, and the attempt count it claimed).
-        True per row where it held."""
+        True per row where it held.
 
-        async def work(conn: AsyncConnection) -> list[bool]:
+        The statements are built once; rows of one kind go as one executemany (one trip to the
+        driver), in id order. When the rows changed are fewer than the results (a claim was lost,
+        or a row is listed twice), that transaction is rolled back and the results are written
+        one statement each, which tells which of them held.
+        """
+
+        def statement(result: Finish) -> tuple[sa.Update, dict[str, Any]]:
+            params = {**result.params, "b_id": result.row_id}
+            if result.attempts is not None:
+                params["b_attempts"] = result.attempts
+            return self._finish[(result.kind, result.attempts is not None)], params
+
+        async def batched(conn: AsyncConnection) -> list[bool]:
+            groups: dict[sa.Update, list[dict[str, Any]]] = {}
+            for result in sorted(results, key=lambda r: r.row_id):
+                stmt, params = statement(result)
+                groups.setdefault(stmt, []).append(params)
+            changed = 0
+            for stmt, params_list in groups.items():
+                changed += (await conn.execute(stmt, params_list)).rowcount
+            if changed != len(results):
+                raise _ClaimsLost
+            return [True] * len(results)
+
+        async def one_by_one(conn: AsyncConnection) -> list[bool]:
             held = []
             for result in results:
-                mine = sa.and_(t.c.id == result.row_id, t.c.claimed_by == self.node_id, t.c.state == IN_FLIGHT)
-                if result.attempts is not None:
-                    mine = sa.and_(mine, t.c.attempts == result.attempts)
-                held.append((await conn.execute(sa.update(t).where(mine).values(**result.values))).rowcount == 1)
+                stmt, params = statement(result)
+                held.append((await conn.execute(stmt, params)).rowcount == 1)
             return held
 
-        return await self._transaction(work)
+        if len(results) > 1 and self.store.engine.dialect.supports_sane_multi_rowcount:
+            try:
+                return await self._transaction(batched)
+            except _ClaimsLost:
+                pass
+        return await self._transaction(one_by_one)
 
     async def mark_delivered(self, row_id: int, status: int | None, *, attempts: int | None = None) -> bool:
         return (await self.finish_batch([self.delivered(row_id, status, attempts=attempts)]))[0]
