@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import random
@@ -19,6 +18,7 @@ from telephonyd.config import AMIConfig
 from telephonyd.errors import ConfigError
 from tests.fakes.ami import FakeAMIServer
 from tests.fakes.ami_wire import recorded_events, value_of
+from tests.helpers import running
 
 SECRET = "s3cret-ami"
 
@@ -43,17 +43,6 @@ async def fake() -> AsyncIterator[FakeAMIServer]:
         server.add_endpoint("1010")
         server.register("1010")
         yield server
-
-
-@contextlib.asynccontextmanager
-async def running(client: AMIClient) -> AsyncIterator[AMIClient]:
-    await client.start()
-    task = asyncio.create_task(client.run())
-    try:
-        yield client
-    finally:
-        await client.stop(2.0)
-        await asyncio.wait_for(task, 3.0)
 
 
 def resync_counter(client: AMIClient) -> list[float]:

@@ -4,12 +4,11 @@ republish after a reconnect, retired endpoints cleared, a broker outage that nev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from telephonyd.config import MQTTConfig
 from telephonyd.mqtt import MQTTPublisher
 from telephonyd.presence.state import AgentRetired, AgentsResynced, AgentStatus
 from tests.fakes.mqtt_consumer import MQTTConsumer, retained
+from tests.helpers import running
 
 pytestmark = pytest.mark.mosquitto
 
@@ -52,17 +52,6 @@ def make(host: str, port: int, prefix: str, presence: StaticPresence, **extra) -
     return MQTTPublisher(config, node_id="ast1", presence=presence)
 
 
-@contextlib.asynccontextmanager
-async def running(publisher: MQTTPublisher) -> AsyncIterator[asyncio.Task[None]]:
-    await publisher.start()
-    task = asyncio.create_task(publisher.run())
-    try:
-        yield task
-    finally:
-        await publisher.stop(5.0)
-        await asyncio.wait_for(task, 5.0)
-
-
 async def until(predicate, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
@@ -79,7 +68,7 @@ async def test_retained_agents_deltas_and_clean_offline(mqtt_broker, topic_prefi
     publisher = make(host, port, topic_prefix, presence)
     root = f"{topic_prefix}/ast1"
     async with MQTTConsumer(host, port, topic_prefix) as consumer:
-        async with running(publisher):
+        async with running(publisher, 5.0):
             await consumer.wait_for(lambda: consumer.on(f"{root}/agents/1011"))
             await until(lambda: publisher.health()["state"] == "connected")
             first = await retained(host, port, topic_prefix)
@@ -107,7 +96,7 @@ async def test_last_will_on_an_unclean_disconnect_then_full_republish(mqtt_broke
     presence = StaticPresence(agent("1010"), agent("1011"))
     publisher = make(host, port, topic_prefix, presence)
     root = f"{topic_prefix}/ast1"
-    async with MQTTConsumer(host, port, topic_prefix) as consumer, running(publisher):
+    async with MQTTConsumer(host, port, topic_prefix) as consumer, running(publisher, 5.0):
         await until(lambda: publisher.health()["state"] == "connected")
         # Someone wipes 1011's retained state behind the publisher's back: only a full republish
         # after the reconnect can bring it back.
@@ -139,7 +128,7 @@ async def test_retired_endpoints_are_cleared(mqtt_broker, topic_prefix) -> None:
         await seeder._client.publish(f"{root}/agents/9999", json.dumps(agent("9999").as_dict()), qos=1, retain=True)
     presence = StaticPresence(agent("1010"), agent("1011"), seeded=False)
     publisher = make(host, port, topic_prefix, presence)
-    async with running(publisher):
+    async with running(publisher, 5.0):
         await until(lambda: publisher.health()["state"] == "connected")
         state = await retained(host, port, topic_prefix)
         assert f"{root}/agents/9999" in state  # not seeded yet: nothing is judged gone
@@ -203,7 +192,7 @@ async def test_broker_down_never_blocks_presence_and_latest_state_wins(private_b
     presence = StaticPresence()
     publisher = make(host, port, topic_prefix, presence, queue_size=10)
     root = f"{topic_prefix}/ast1"
-    async with running(publisher):
+    async with running(publisher, 5.0):
         await until(lambda: publisher.health()["state"] == "disconnected")
         loop = asyncio.get_running_loop()
         started = loop.time()

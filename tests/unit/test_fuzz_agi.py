@@ -20,22 +20,12 @@ from telephonyd.fastagi.protocol import (
     parse_reply_line,
     parse_script,
 )
+from tests.helpers import split
 
 FUZZ = settings(max_examples=150, deadline=500, suppress_health_check=[HealthCheck.too_slow])
 
 KEY = st.text("abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=20)
 VALUE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=60)
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    """``data`` cut at the given offsets (taken modulo its length), in order."""
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, start = [], 0
-    for point in points:
-        pieces.append(data[start:point])
-        start = point
-    pieces.append(data[start:])
-    return [p for p in pieces if p]
 
 
 def block_of(fields: dict[str, str], crlf: bool = False) -> bytes:

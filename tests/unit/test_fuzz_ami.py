@@ -17,6 +17,7 @@ from telephonyd.ami.framing import (
     parse_messages,
     split_banner,
 )
+from tests.helpers import split
 
 FUZZ = settings(max_examples=150, deadline=500, suppress_health_check=[HealthCheck.too_slow])
 LIMITS = {"max_line_bytes": 1024, "max_message_bytes": 8192}
@@ -25,16 +26,6 @@ _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY = st.builds(str.__add__, st.sampled_from(_LETTERS), st.text(_LETTERS + "0123456789_-", max_size=24))
 VALUE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=80)
 PAIRS = st.lists(st.tuples(KEY, VALUE), min_size=1, max_size=12)
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, start = [], 0
-    for point in points:
-        pieces.append(data[start:point])
-        start = point
-    pieces.append(data[start:])
-    return [p for p in pieces if p]
 
 
 def feed(chunks: list[bytes], **limits: int) -> tuple[list[list[tuple[str, str]]], bytes]:

@@ -1,0 +1,34 @@
+"""Small helpers shared by tests of several edges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut at the given offsets (taken modulo its length), in order, without empty pieces."""
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, start = [], 0
+    for point in points:
+        pieces.append(data[start:point])
+        start = point
+    pieces.append(data[start:])
+    return [p for p in pieces if p]
+
+
+@contextlib.asynccontextmanager
+async def running(component: C, stop_timeout: float = 2.0) -> AsyncIterator[C]:
+    """A long-running component (start/run/stop) started for the block; its run() must end after stop."""
+    comp: Any = component
+    await comp.start()
+    task = asyncio.create_task(comp.run())
+    try:
+        yield component
+    finally:
+        await comp.stop(stop_timeout)
+        await asyncio.wait_for(task, stop_timeout + 1.0)
