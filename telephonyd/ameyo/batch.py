@@ -1,60 +1,58 @@
 """Group commit: many small units of store work share one transaction (one fsync).
 
-Each unit is ``async def work(tx) -> result`` on a `Transaction`; `GroupCommitter.submit` queues it
-and returns a future resolved once its transaction has COMMITTED. The writer takes whatever is
-queued (up to ``max_batch``) and runs the units in order in one transaction, so a later unit sees an
-earlier one's rows (two identical callbacks in one batch still meet at the gate). Rows nobody reads
-back in the same transaction (request log rows, state changes reported by deliveries) are queued
-with `Transaction.later` and run as one executemany per statement before the commit: on this path
-per-statement overhead (each statement is several hand-overs to the SQLite thread), not the fsync,
-is what bounds the rate. If the transaction fails, each unit is retried alone, so one bad unit fails
-only itself. Units must therefore touch nothing but ``tx``: they may run twice, and only one run
-commits.
+Each unit is a plain function ``work(tx) -> result`` on a `Transaction` (a synchronous SQLAlchemy
+connection: the whole transaction is one `Store.write`, on SQLite one hand-over to the store's writer
+thread); `GroupCommitter.submit` queues it and returns a future resolved once its transaction has
+COMMITTED. The writer takes whatever is queued (up to ``max_batch``) and runs the units in order in
+one transaction, so a later unit sees an earlier one's rows (two identical callbacks in one batch
+still meet at the gate). Rows nobody reads back in the same transaction (request log rows, state
+changes reported by deliveries) are queued with `Transaction.later` and run as one executemany per
+statement before the commit. If the transaction fails, each unit is retried alone, so one bad unit
+fails only itself. Units must therefore touch nothing but ``tx``: they may run twice, and only one
+run commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import StoreError
-from ..store import Store
+from ..store import Prepared, Store
 
 log = logging.getLogger(__name__)
-
 
 
 class Transaction:
     """One open transaction of the writer: ``conn``, plus statements deferred to its end."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self.memo: dict[str, Any] = {}  # what `GroupCommitter.before` prepared for the units
-        self._later: dict[sa.Executable, list[dict[str, Any]]] = {}
+        self._later: dict[Prepared, list[dict[str, Any]]] = {}
 
-    def later(self, stmt: sa.Executable, params: dict[str, Any]) -> None:
+    def later(self, stmt: Prepared, params: dict[str, Any]) -> None:
         """Run ``stmt`` with ``params`` at the end of the transaction, in one executemany with the
         other parameter sets of the same ``stmt`` (all must have the same keys). For writes that no
         later unit of the batch reads back (or that `pending` lets it amend)."""
         self._later.setdefault(stmt, []).append(params)
 
-    def pending(self, stmt: sa.Executable) -> list[dict[str, Any]]:
+    def pending(self, stmt: Prepared) -> list[dict[str, Any]]:
         """Parameter sets queued for ``stmt`` and not yet run (callers may still change them)."""
         return self._later.get(stmt, [])
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         later, self._later = self._later, {}
         for stmt, params in later.items():
-            await self.conn.execute(stmt, params)
+            stmt.executemany(self.conn, params)
 
 
-Work = Callable[[Transaction], Awaitable[Any]]
-Before = Callable[[Transaction, list[Any]], Awaitable[None]]
+Work = Callable[[Transaction], Any]
+Before = Callable[[Transaction, list[Any]], None]
 
 _SINGLE_ATTEMPTS = 3  # a unit retried alone after a lock conflict (MariaDB deadlock, SQLite busy)
 
@@ -172,13 +170,16 @@ class GroupCommitter:
             future.set_exception(_as_store_error(error))
 
     async def _transaction(self, items: list[tuple[Work, asyncio.Future[Any], Any]]) -> list[Any]:
-        async with asyncio.timeout(self.timeout_s), self.store.begin() as conn:
+        def run(conn: sa.Connection) -> list[Any]:
             tx = Transaction(conn)
             if self.before is not None:
-                await self.before(tx, [tag for _, _, tag in items if tag is not None])
-            results = [await work(tx) for work, _, _ in items]
-            await tx.flush()
+                self.before(tx, [tag for _, _, tag in items if tag is not None])
+            results = [work(tx) for work, _, _ in items]
+            tx.flush()
             return results
+
+        async with asyncio.timeout(self.timeout_s):
+            return await self.store.write(run, urgent=True)  # callbacks wait to be answered
 
     def _committed(self) -> None:
         if self.after_commit is not None:
@@ -193,7 +194,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-async def _stop(_tx: Transaction) -> None:  # sentinel queued by close()
+def _stop(_tx: Transaction) -> None:  # sentinel queued by close()
     return None
 
 

@@ -8,10 +8,9 @@ one of two identical callbacks passes.
 
 TTL per state: ``processing`` ``processing_ttl_s``, ``processed`` ``dedupe_ttl_s``,
 ``waiting_phone2`` ``phone1_state_ttl_s`` (phone 2 passes at any time), ``failed`` none.
-Statements are built once per store (with bind parameters): this is on every callback's path.
-`Gate.insert_many` claims the new keys of a whole batch in one statement (insert-or-ignore ...
-RETURNING, SQLite and MariaDB; elsewhere a second statement reads back which rows carry this batch's
-request ids); only keys that already existed take the per-callback path.
+Statements are compiled once per store (`Prepared`): this is on every callback's path.
+`Gate.insert_many` inserts the new keys of a whole batch first, in key order (so concurrent
+instances lock keys in the same order); only keys that already existed take the per-callback path.
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from ..store import Store
+from ..store import Prepared, Store
 from .batch import Transaction
 from .schema import FAILED, PROCESSED, PROCESSING, WAITING_PHONE2, gate
 
@@ -62,23 +59,20 @@ class Gate:
         self.stale = sa.or_(gate.c.state == FAILED, gate.c.updated_at + ttl <= now)
         values = {"state": sa.bindparam("new_state"), "updated_at": now, "request_id": sa.bindparam("request_id"),
                   "flow": sa.bindparam("flow")}
-        self._insert = store.insert_ignore(gate).values(gate_key=sa.bindparam("key"), **values)
-        self._insert_returning = self._insert.returning(gate.c.request_id)
+        self._insert = Prepared(store.insert_ignore(gate).values(gate_key=sa.bindparam("key"), **values))
         where_key = gate.c.gate_key == sa.bindparam("key")
-        self._take_stale = sa.update(gate).where(where_key, self.stale).values(**values)
-        self._take_phone2 = (
+        self._take_stale = Prepared(sa.update(gate).where(where_key, self.stale).values(**values))
+        self._take_phone2 = Prepared(
             sa.update(gate).where(where_key, sa.or_(self.stale, gate.c.state == WAITING_PHONE2)).values(**values)
         )
-        self._state_of = sa.select(gate.c.state).where(where_key)
-        self._set_state = (
+        self._state_of = Prepared(sa.select(gate.c.state).where(where_key))
+        self._set_state = Prepared(
             sa.update(gate)
             .where(gate.c.gate_key == sa.bindparam("b_key"), gate.c.state == sa.bindparam("b_from"))
             .values(state=sa.bindparam("b_state"), updated_at=now)
         )
-        self._owners = sa.select(gate.c.gate_key, gate.c.request_id).where(
-            gate.c.gate_key.in_(sa.bindparam("keys", expanding=True)))
 
-    async def insert_many(self, conn: AsyncConnection, claims: list[dict[str, str]]) -> set[str]:
+    def insert_many(self, conn: sa.Connection, claims: list[dict[str, str]]) -> set[str]:
         """Insert the gates that do not exist yet; returns the request ids whose gate was inserted.
 
         ``claims``: dicts with ``key``, ``new_state``, ``request_id``, ``flow``, in arrival order;
@@ -90,38 +84,36 @@ class Gate:
             first.setdefault(claim["key"], claim)
         if not first:
             return set()
-        rows = [first[k] for k in sorted(first)]
-        if conn.dialect.insert_executemany_returning:
-            return set((await conn.execute(self._insert_returning, rows)).scalars().all())
-        await conn.execute(self._insert, rows)
-        owners = (await conn.execute(self._owners, {"keys": list(first)})).all()
-        return {request_id for key, request_id in owners if first[key]["request_id"] == request_id}
+        insert = self._insert
+        return {claim["request_id"] for key, claim in sorted(first.items())
+                if insert.execute(conn, claim).rowcount == 1}
 
-    async def claim(
-        self, conn: AsyncConnection, key: str, *, state: str, request_id: str, flow: str, phone2: bool, ttls: GateTTLs,
+    def claim(
+        self, conn: sa.Connection, key: str, *, state: str, request_id: str, flow: str, phone2: bool, ttls: GateTTLs,
         exists: bool = False,
     ) -> Claim:
         """Claim ``key`` for this callback, writing ``state``; see the module docstring. ``exists``:
         the row is known to exist (skip the insert)."""
         params = {"key": key, "new_state": state, "request_id": request_id, "flow": flow}
-        if not exists and (await conn.execute(self._insert, params)).rowcount == 1:
+        if not exists and self._insert.execute(conn, params).rowcount == 1:
             return Claim(True)
         take = self._take_phone2 if phone2 else self._take_stale
-        if (await conn.execute(take, {**params, **ttls.params()})).rowcount == 1:
+        if take.execute(conn, {**params, **ttls.params()}).rowcount == 1:
             return Claim(True)
-        return Claim(False, (await conn.execute(self._state_of, {"key": key})).scalar_one_or_none())
+        row = self._state_of.execute(conn, {"key": key}).fetchone()
+        return Claim(False, row[0] if row is not None else None)
 
     def set_state_later(self, tx: Transaction, key: str, state: str, *, only_from: str) -> None:
         """Move gate ``key`` to ``state`` if it is in ``only_from``, at the end of the transaction
         (units later in the same batch still see the old state, as if they came first)."""
         tx.later(self._set_state, {"b_key": key, "b_state": state, "b_from": only_from})
 
-    async def prune(self, conn: AsyncConnection, older_than_s: float, limit: int = 1000) -> int:
+    def prune(self, conn: sa.Connection, older_than_s: float, limit: int = 1000) -> int:
         """Delete gates untouched for ``older_than_s`` (longer than every TTL); returns the count."""
         cutoff = self.store.now_expr() - older_than_s
         stmt = sa.select(gate.c.gate_key).where(gate.c.updated_at < cutoff).limit(limit)
-        keys = (await conn.execute(stmt)).scalars().all()
+        keys = conn.execute(stmt).scalars().all()
         if not keys:
             return 0
-        result = await conn.execute(sa.delete(gate).where(gate.c.gate_key.in_(keys), gate.c.updated_at < cutoff))
+        result = conn.execute(sa.delete(gate).where(gate.c.gate_key.in_(keys), gate.c.updated_at < cutoff))
         return result.rowcount

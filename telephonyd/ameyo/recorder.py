@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import sqlalchemy as sa
 
 from ..logs import log_context
 from ..store import Store
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class OutboxLike(Protocol):
     """The outbox calls this edge uses (``telephonyd.outbox.Outbox`` provides them)."""
 
-    async def add(self, conn: AsyncConnection, target: str, key: str, payload: dict[str, Any]) -> bool: ...
+    def add(self, conn: sa.Connection, target: str, key: str, payload: dict[str, Any]) -> bool: ...
 
     def notify(self) -> None: ...
 
@@ -83,10 +83,10 @@ class CallbackRecorder:
 
     # -- one callback ----------------------------------------------------------------------------
 
-    async def prepare(self, tx: Transaction, items: list[Pending]) -> None:
+    def prepare(self, tx: Transaction, items: list[Pending]) -> None:
         """Claim the gates of every routed callback of the batch that are new, in bulk."""
         claims = [self._claim_params(item) for item in items if item.route is not None]
-        tx.memo["gates_won"] = await self.gate.insert_many(tx.conn, claims)
+        tx.memo["gates_won"] = self.gate.insert_many(tx.conn, claims)
         tx.memo["gates_tried"] = {c["key"] for c in claims}
 
     @staticmethod
@@ -96,13 +96,13 @@ class CallbackRecorder:
         state = WAITING_PHONE2 if route.flow == "phone1_wait" else PROCESSING
         return {"key": route.gate_key, "new_state": state, "request_id": item.request_id, "flow": route.flow}
 
-    async def record(self, tx: Transaction, item: Pending) -> Recorded:
+    def record(self, tx: Transaction, item: Pending) -> Recorded:
         """Record ``item`` in ``tx`` (runs in the writer task: the request_id is set here so the
         outbox row and every log line carry it)."""
         with log_context(request_id=item.request_id):
-            return await self._record(tx, item)
+            return self._record(tx, item)
 
-    async def _record(self, tx: Transaction, item: Pending) -> Recorded:
+    def _record(self, tx: Transaction, item: Pending) -> Recorded:
         if item.route is None:
             assert item.rejection is not None
             self._log(tx, item, http_status=400, outcome="rejected", error=item.rejection.message,
@@ -113,7 +113,7 @@ class CallbackRecorder:
             claim = Claim(True)
         else:
             params = self._claim_params(item)
-            claim = await self.gate.claim(
+            claim = self.gate.claim(
                 tx.conn, route.gate_key, state=params["new_state"], request_id=item.request_id, flow=route.flow,
                 phone2=route.phone2, ttls=self.settings.ttls, exists=route.gate_key in tx.memo.get("gates_tried", ()),
             )
@@ -123,16 +123,16 @@ class CallbackRecorder:
             self._log(tx, item, outcome="skipped", decision=decision)
             return Recorded("skipped", {"gate_state": claim.state})
         if route.flow == "phone1_wait":
-            return await self._store_phone1(tx, item, route, decision)
+            return self._store_phone1(tx, item, route, decision)
         phone1_status = None
         if route.phone1_field is not None and route.state_key is not None:
-            phone1_status, decision["phone1_state"] = await self._take_phone1(tx, route, item.request_id)
+            phone1_status, decision["phone1_state"] = self._take_phone1(tx, route, item.request_id)
         request = route.complete(phone1_status)
         decision.update({k: v for k, v in request.fields.items() if k.startswith("errorInfo")})
         if self.settings.dry_run:
             decision["dry_run"] = True
         payload = self._payload(request, item.request_id, [route.gate_key])
-        added = await self.outbox.add(tx.conn, self.target, request.key, payload)
+        added = self.outbox.add(tx.conn, self.target, request.key, payload)
         outcome = "queued" if added else "duplicate"
         if not added:
             decision["skip"] = "outbox_duplicate"
@@ -140,27 +140,27 @@ class CallbackRecorder:
                   payload=request.body)
         return Recorded(outcome, {"api": request.api, "outbox_key": request.key})
 
-    async def _store_phone1(self, tx: Transaction, item: Pending, route: Route, decision: dict[str, Any]) -> Recorded:
+    def _store_phone1(self, tx: Transaction, item: Pending, route: Route, decision: dict[str, Any]) -> Recorded:
         assert route.state_key is not None and route.expiry_request is not None
-        if await self.phone1.insert(tx, route, item.request_id, requestlog.dumps(route.expiry_request.body) or ""):
+        if self.phone1.insert(tx, route, item.request_id, requestlog.dumps(route.expiry_request.body) or ""):
             self._log(tx, item, outcome="waiting_phone2", decision=decision)
             return Recorded("waiting_phone2", {})
         # Phone 1 of this call is already stored: this is a repeat. An expired one is sent now.
-        expired = await self.phone1.pop(tx, route.state_key, ttl_s=self.settings.phone1_ttl_s, only_expired=True)
+        expired = self.phone1.pop(tx, route.state_key, ttl_s=self.settings.phone1_ttl_s, only_expired=True)
         if expired is not None:
-            await self._send_expired(tx, expired)
+            self._send_expired(tx, expired)
         decision.update(skip="phone1_already_stored")
         self._log(tx, item, outcome="skipped", decision=decision)
         return Recorded("skipped", {"phone1": "already_stored"})
 
-    async def _take_phone1(self, tx: Transaction, route: Route, request_id: str) -> tuple[str | None, str]:
+    def _take_phone1(self, tx: Transaction, route: Route, request_id: str) -> tuple[str | None, str]:
         """(phone-1 status or None, 'used'|'expired'|'none'), consuming the stored state."""
         assert route.state_key is not None
-        row = await self.phone1.pop(tx, route.state_key, ttl_s=self.settings.phone1_ttl_s, only_expired=False)
+        row = self.phone1.pop(tx, route.state_key, ttl_s=self.settings.phone1_ttl_s, only_expired=False)
         if row is None:
             return None, "none"
         if row["expired"]:
-            await self._send_expired(tx, row)
+            self._send_expired(tx, row)
             return None, "expired"
         if row["gate_key"] != route.gate_key:  # same key: this callback's claim already moved it
             self.gate.set_state_later(tx, row["gate_key"], PROCESSING, only_from=WAITING_PHONE2)
@@ -173,15 +173,15 @@ class CallbackRecorder:
         """Keys of phone-1 states past ``phone1_state_ttl_s`` (database clock)."""
         return await self.phone1.expired_keys(self.settings.phone1_ttl_s, limit)
 
-    async def expire_one(self, tx: Transaction, state_key: str) -> bool:
+    def expire_one(self, tx: Transaction, state_key: str) -> bool:
         """Expire ``state_key`` if it is still stored and expired; True when this call did it."""
-        row = await self.phone1.pop(tx, state_key, ttl_s=self.settings.phone1_ttl_s, only_expired=True)
+        row = self.phone1.pop(tx, state_key, ttl_s=self.settings.phone1_ttl_s, only_expired=True)
         if row is None:
             return False
-        await self._send_expired(tx, row)
+        self._send_expired(tx, row)
         return True
 
-    async def _send_expired(self, tx: Transaction, row: dict[str, Any]) -> None:
+    def _send_expired(self, tx: Transaction, row: dict[str, Any]) -> None:
         """Phone 1 alone as a one-phone createNotAnswer (or dropped without ``send_phone1_on_expiry``)."""
         request_id = requestlog.new_request_id()
         body = json.loads(row["expiry_body"])
@@ -200,7 +200,7 @@ class CallbackRecorder:
             else:
                 self.gate.set_state_later(tx, row["gate_key"], PROCESSING, only_from=WAITING_PHONE2)
                 payload = self._payload(request, request_id, [row["gate_key"]])
-                added = await self.outbox.add(tx.conn, self.target, request.key, payload)
+                added = self.outbox.add(tx.conn, self.target, request.key, payload)
                 if not added:
                     decision["skip"] = "outbox_duplicate"
                 self.log.insert(tx, outcome="queued" if added else "duplicate", decision=decision, api=request.api,
@@ -211,7 +211,7 @@ class CallbackRecorder:
 
     # -- upstream results ------------------------------------------------------------------------
 
-    async def record_result(self, tx: Transaction, payload: dict[str, Any], outcome: str, **reply: Any) -> None:
+    def record_result(self, tx: Transaction, payload: dict[str, Any], outcome: str, **reply: Any) -> None:
         """Note one delivery attempt on the request log row and move the gates on a final outcome."""
         request_id = payload.get("request_id")
         if request_id:

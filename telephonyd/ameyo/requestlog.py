@@ -12,9 +12,8 @@ import secrets
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..store import Store
+from ..store import Prepared, Store
 from .batch import Transaction
 from .schema import request_log
 
@@ -44,14 +43,15 @@ class RequestLog:
     def __init__(self, store: Store) -> None:
         self.store = store
         now = store.now_expr()
-        self._insert = sa.insert(request_log).values(created_at=now, updated_at=now)
+        columns = {name: sa.bindparam(name) for name in _COLUMNS}
+        self._insert = Prepared(sa.insert(request_log).values(created_at=now, updated_at=now, **columns))
         by_id = request_log.c.request_id == sa.bindparam("b_request_id")
-        self._mark = sa.update(request_log).where(by_id).values(
-            outcome=sa.bindparam("b_outcome"), related_request_id=sa.bindparam("b_related"), updated_at=now)
-        self._result = sa.update(request_log).where(by_id).values(
+        self._mark = Prepared(sa.update(request_log).where(by_id).values(
+            outcome=sa.bindparam("b_outcome"), related_request_id=sa.bindparam("b_related"), updated_at=now))
+        self._result = Prepared(sa.update(request_log).where(by_id).values(
             outcome=sa.bindparam("b_outcome"), upstream_status=sa.bindparam("b_status"),
             upstream_body=sa.bindparam("b_body"), upstream_error=sa.bindparam("b_error"),
-            attempts=sa.bindparam("b_attempts"), updated_at=now)
+            attempts=sa.bindparam("b_attempts"), updated_at=now))
 
     def insert(self, tx: Transaction, **values: Any) -> None:
         """Queue one row; JSON columns (query, decision, payload) may be given as data."""
@@ -85,14 +85,14 @@ class RequestLog:
                 return True
         return False
 
-    async def prune(self, conn: AsyncConnection, retention_s: float, limit: int = 1000) -> int:
+    def prune(self, conn: sa.Connection, retention_s: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` rows older than ``retention_s``; returns the count."""
         cutoff = self.store.now_expr() - retention_s
         stmt = sa.select(request_log.c.id).where(request_log.c.created_at < cutoff).limit(limit)
-        ids = (await conn.execute(stmt)).scalars().all()
+        ids = conn.execute(stmt).scalars().all()
         if not ids:
             return 0
-        return (await conn.execute(sa.delete(request_log).where(request_log.c.id.in_(ids)))).rowcount
+        return conn.execute(sa.delete(request_log).where(request_log.c.id.in_(ids))).rowcount
 
 
 async def query(

@@ -66,8 +66,9 @@ class AmeyoService:
     - ``tops``: the ``tops`` section (only ``real_send`` is read: requests recorded while it is false
       are marked ``dry_run`` in the request log);
     - ``store``: a started `Store` whose schemas include ``telephonyd.ameyo.schema.metadata``;
-    - ``outbox``: an object with ``async add(conn, target, key, payload) -> bool`` (insert inside
-      the caller's transaction; False for a duplicate key) and ``notify()``;
+    - ``outbox``: an object with ``add(conn, target, key, payload) -> bool`` (insert inside the
+      caller's transaction, a synchronous SQLAlchemy connection; False for a duplicate key) and
+      ``notify()``;
     - ``node_id``: written on each request log row; ``target``: the outbox target of the TopS.II
       sender (``tops``).
 
@@ -246,8 +247,8 @@ class AmeyoService:
         retention = self.config.request_log_retention_s
         gate_age = max(self.config.processing_ttl_s, self.config.dedupe_ttl_s, self.config.phone1_state_ttl_s) + 3600
 
-        async def work(tx: Transaction) -> tuple[int, int]:
-            return (await self.recorder.log.prune(tx.conn, retention), await self.recorder.gate.prune(tx.conn, gate_age))
+        def work(tx: Transaction) -> tuple[int, int]:
+            return self.recorder.log.prune(tx.conn, retention), self.recorder.gate.prune(tx.conn, gate_age)
 
         return await self.committer.submit(work)
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import StoreError
+from ..store import Prepared
 from .model import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, EnqueueResult, OutboxRow
 from .schema import outbox as t
-from .sqlite_insert import SQLiteInsert
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -76,7 +75,7 @@ class _ClaimsLost(Exception):
     """A batched result write found fewer held claims than rows: roll back, write row by row."""
 
 
-def _finish_statements(store: Store, node_id: str) -> dict[tuple[str, bool], sa.Update]:
+def _finish_statements(store: Store, node_id: str) -> dict[tuple[str, bool], Prepared]:
     """The result writes, built once: (kind, checks attempts) -> UPDATE with ``b_*`` parameters."""
     now = store.now_expr()
     common = {"attempts": t.c.attempts + 1, "last_status": sa.bindparam("b_status", type_=sa.Integer()),
@@ -94,19 +93,21 @@ def _finish_statements(store: Store, node_id: str) -> dict[tuple[str, bool], sa.
     for kind, own in values.items():
         for checked in (True, False):
             where = sa.and_(mine, same_attempts) if checked else mine
-            statements[(kind, checked)] = sa.update(t).where(where).values(**own, **common)
+            statements[(kind, checked)] = Prepared(sa.update(t).where(where).values(**own, **common))
     return statements
 
 
-def to_row(record: Any) -> OutboxRow:
+def to_row(record: Sequence[Any]) -> OutboxRow:
+    """An `OutboxRow` from a row of ``_ROW_COLUMNS`` (a SQLAlchemy row or a driver tuple)."""
+    row_id, target, key, payload, attempts, created_at, context = record
     return OutboxRow(
-        id=int(record.id),
-        target=record.target,
-        key=record.key,
-        payload=json.loads(record.payload),
-        attempts=int(record.attempts),
-        created_at=float(record.created_at),
-        context=json.loads(record.log_context) if record.log_context else {},
+        id=int(row_id),
+        target=target,
+        key=key,
+        payload=json.loads(payload),
+        attempts=int(attempts),
+        created_at=float(created_at),
+        context=json.loads(context) if context else {},
     )
 
 
@@ -116,18 +117,21 @@ class OutboxQueries:
     def __init__(self, store: Store, node_id: str) -> None:
         self.store = store
         self.node_id = node_id
-        self._sqlite_insert = SQLiteInsert(store) if store.dialect == "sqlite" else None
         self._finish = _finish_statements(store, node_id)
         now = store.now_expr()
-        self._add = store.insert_ignore(t).values(
+        self._now = sa.select(now)
+        self._insert = store.insert_ignore(t)
+        self._lookup = sa.select(t.c.id, _KEY, t.c.enqueue_batch).where(
+            t.c.target == sa.bindparam("b_target"), _KEY.in_(sa.bindparam("b_keys", expanding=True)))
+        self._add = Prepared(store.insert_ignore(t).values(
             target=sa.bindparam("b_target"), key=sa.bindparam("b_key"), payload=sa.bindparam("b_payload"),
             state=PENDING, attempts=0, next_attempt_at=now, created_at=now, updated_at=now, node_id=node_id,
             log_context=sa.bindparam("b_context"),
-        )
+        ))
         # SQLite's claim, built once: one conditional UPDATE ... RETURNING (see `claim`).
         due = sa.and_(t.c.state == PENDING, t.c.target == sa.bindparam("b_target"), t.c.next_attempt_at <= now)
         ids = sa.select(t.c.id).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(sa.bindparam("b_limit"))
-        self._claim_sqlite = (
+        self._claim_sqlite = Prepared(
             sa.update(t)
             .where(t.c.id.in_(ids.scalar_subquery()))
             .values(state=IN_FLIGHT, claimed_by=node_id, updated_at=now,
@@ -135,13 +139,13 @@ class OutboxQueries:
             .returning(*_ROW_COLUMNS)
         )
 
-    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in a transaction, again (at once) when MariaDB picked it as a deadlock
-        victim or timed out on a row lock: those ask the client to restart the transaction."""
+    async def _transaction(self, work: Callable[[sa.Connection], T], *, urgent: bool = False) -> T:
+        """Run ``work`` in a transaction (`Store.write`: on SQLite one hand-over to the writer
+        thread), again (at once) when MariaDB picked it as a deadlock victim or timed out on a row
+        lock: those ask the client to restart the transaction. ``urgent``: see `Store.write`."""
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
-                async with self.store.begin() as conn:
-                    return await work(conn)
+                return await self.store.write(work, urgent=urgent)
             except sa.exc.OperationalError as exc:
                 if attempt == _TRANSACTION_ATTEMPTS or not _restartable(exc):
                     raise
@@ -151,8 +155,8 @@ class OutboxQueries:
     async def _write(self, statement: sa.Executable) -> int:
         """One statement in its own transaction; returns the affected row count."""
 
-        async def work(conn: AsyncConnection) -> int:
-            return (await conn.execute(statement)).rowcount
+        def work(conn: sa.Connection) -> int:
+            return conn.execute(statement).rowcount
 
         return await self._transaction(work)
 
@@ -162,8 +166,7 @@ class OutboxQueries:
         """Insert-or-ignore ``rows`` in one transaction; one result per input row, in order.
 
         A (target, key) already stored, or repeated earlier in ``rows``, gives ``created=False``
-        and the id of the row that holds it. On SQLite the whole transaction is one trip to the
-        driver's thread (`SQLiteInsert`).
+        and the id of the row that holds it.
         """
         batch = uuid.uuid4().hex
         firsts: dict[tuple[str, str], NewRow] = {}
@@ -172,8 +175,8 @@ class OutboxQueries:
         # Sorted, so concurrent batches of several instances lock keys in one order.
         ordered = sorted(firsts.values(), key=lambda r: (r.target, r.key))
 
-        async def work(conn: AsyncConnection) -> dict[tuple[str, str], tuple[int, bool]]:
-            now = await self.store.now(conn)
+        def work(conn: sa.Connection) -> dict[tuple[str, str], tuple[int, bool]]:
+            now = float(conn.execute(self._now).scalar_one())
             values = [
                 {
                     "target": r.target, "key": r.key, "payload": r.payload, "state": PENDING,
@@ -182,24 +185,17 @@ class OutboxQueries:
                 }
                 for r in ordered
             ]
-            await conn.execute(self.store.insert_ignore(t), values)
+            conn.execute(self._insert, values)
             by_target: dict[str, list[str]] = {}
             for r in ordered:
                 by_target.setdefault(r.target, []).append(r.key)
             found: dict[tuple[str, str], tuple[int, bool]] = {}
             for target, keys in by_target.items():
-                result = await conn.execute(
-                    sa.select(t.c.id, _KEY, t.c.enqueue_batch).where(t.c.target == target, _KEY.in_(keys))
-                )
-                for rec in result:
+                for rec in conn.execute(self._lookup, {"b_target": target, "b_keys": keys}):
                     found[(target, rec.key)] = (int(rec.id), rec.enqueue_batch == batch)
             return found
 
-        found: dict[tuple[str, str], tuple[int, bool]] | None = None
-        if self._sqlite_insert is not None:
-            found = await self._sqlite_insert.run(self.store, ordered, self.node_id, batch)
-        if found is None:
-            found = await self._transaction(work)
+        found = await self._transaction(work, urgent=True)  # a caller waits to answer its peer
         results: list[EnqueueResult] = []
         claimed_new: set[tuple[str, str]] = set()
         for row in rows:
@@ -213,10 +209,10 @@ class OutboxQueries:
             results.append(EnqueueResult(row_id, first))
         return results
 
-    async def add(self, conn: AsyncConnection, row: NewRow) -> bool:
+    def add(self, conn: sa.Connection, row: NewRow) -> bool:
         """Insert-or-ignore one row inside the caller's transaction; True when it was created."""
         params = {"b_target": row.target, "b_key": row.key, "b_payload": row.payload, "b_context": row.context}
-        return (await conn.execute(self._add, params)).rowcount == 1
+        return self._add.execute(conn, params).rowcount == 1
 
     # -- claiming and finishing ------------------------------------------------------------------
 
@@ -227,9 +223,9 @@ class OutboxQueries:
         take disjoint rows without waiting on each other. SQLite: one conditional UPDATE ...
         RETURNING (SQLite serializes writers).
         """
-        async def sqlite_work(conn: AsyncConnection) -> list[OutboxRow]:
+        def sqlite_work(conn: sa.Connection) -> list[OutboxRow]:
             params = {"b_target": target, "b_limit": int(limit), "b_lease": float(lease_s)}
-            return [to_row(rec) for rec in await conn.execute(self._claim_sqlite, params)]
+            return [to_row(rec) for rec in self._claim_sqlite.execute(conn, params).fetchall()]
 
         now = self.store.now_expr()
         due = sa.and_(t.c.state == PENDING, t.c.target == target, t.c.next_attempt_at <= now)
@@ -237,8 +233,8 @@ class OutboxQueries:
             "state": IN_FLIGHT, "claimed_by": self.node_id, "lease_until": now + lease_s, "updated_at": now,
         }
 
-        async def work(conn: AsyncConnection) -> list[OutboxRow]:
-            result = await conn.execute(
+        def work(conn: sa.Connection) -> list[OutboxRow]:
+            result = conn.execute(
                 sa.select(*_ROW_COLUMNS)
                 .where(due)
                 .order_by(t.c.next_attempt_at, t.c.id)
@@ -247,7 +243,7 @@ class OutboxQueries:
             )
             rows = [to_row(rec) for rec in result]
             if rows:
-                await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(**claim_values))
+                conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(**claim_values))
             return rows
 
         rows = await self._transaction(sqlite_work if self.store.dialect == "sqlite" else work)
@@ -279,29 +275,29 @@ class OutboxQueries:
         one statement each, which tells which of them held.
         """
 
-        def statement(result: Finish) -> tuple[sa.Update, dict[str, Any]]:
+        def statement(result: Finish) -> tuple[Prepared, dict[str, Any]]:
             params = {**result.params, "b_id": result.row_id}
             if result.attempts is not None:
                 params["b_attempts"] = result.attempts
             return self._finish[(result.kind, result.attempts is not None)], params
 
-        async def batched(conn: AsyncConnection) -> list[bool]:
-            groups: dict[sa.Update, list[dict[str, Any]]] = {}
+        def batched(conn: sa.Connection) -> list[bool]:
+            groups: dict[Prepared, list[dict[str, Any]]] = {}
             for result in sorted(results, key=lambda r: r.row_id):
                 stmt, params = statement(result)
                 groups.setdefault(stmt, []).append(params)
             changed = 0
             for stmt, params_list in groups.items():
-                changed += (await conn.execute(stmt, params_list)).rowcount
+                changed += stmt.executemany(conn, params_list)
             if changed != len(results):
                 raise _ClaimsLost
             return [True] * len(results)
 
-        async def one_by_one(conn: AsyncConnection) -> list[bool]:
+        def one_by_one(conn: sa.Connection) -> list[bool]:
             held = []
             for result in results:
                 stmt, params = statement(result)
-                held.append((await conn.execute(stmt, params)).rowcount == 1)
+                held.append(stmt.execute(conn, params).rowcount == 1)
             return held
 
         if len(results) > 1 and self.store.engine.dialect.supports_sane_multi_rowcount:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import sqlalchemy as sa
 
 from ..errors import StoreError
 from ..logs import current_context
@@ -180,12 +180,14 @@ class Outbox:
             self.notify()
         return result
 
-    async def add(self, conn: AsyncConnection, target: str, key: str, payload: dict[str, Any]) -> bool:
-        """Insert one row inside the caller's open transaction; True when it was created.
+    def add(self, conn: sa.Connection, target: str, key: str, payload: dict[str, Any]) -> bool:
+        """Insert one row inside the caller's open transaction (a `Store.write` work function's
+        connection); True when it was created. Raises `ValueError` as `enqueue` does, and the
+        store's errors unchanged (the caller's transaction fails with them).
 
         The caller calls `notify` after its COMMIT.
         """
-        return await _store_call(self.queries.add(conn, _new_row(target, key, payload)))
+        return self.queries.add(conn, _new_row(target, key, payload))
 
     # -- administration --------------------------------------------------------------------------
 

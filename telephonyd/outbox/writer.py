@@ -147,6 +147,12 @@ class GroupWriter(Generic[Item, Result]):
             log.warning("outbox batch not written", extra={"writer": self.name, "rows": len(live), "error": self.last_error})
             _fail(live, StoreError(f"{self.name}: write failed: {self.last_error}"))
             return
+        except Exception as exc:  # a bug: its callers get it, later batches still run
+            log.exception("outbox batch failed", extra={"writer": self.name, "rows": len(live)})
+            for queued in live:
+                if not queued.future.done():
+                    queued.future.set_exception(exc)
+            return
         self.healthy = True
         self.batches += 1
         self.rows += len(live)

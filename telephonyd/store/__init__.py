@@ -6,5 +6,6 @@ dialect differences the edges need (insert-or-ignore, the database clock). Edges
 """
 
 from .engine import Store, dialect_of
+from .prepared import Prepared
 
-__all__ = ["Store", "dialect_of"]
+__all__ = ["Prepared", "Store", "dialect_of"]

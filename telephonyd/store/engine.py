@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..errors import StoreError
 from .migrate import ensure_schema
+from .writer import SQLiteWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def dialect_of(url: str) -> str:
@@ -42,7 +44,8 @@ class Store:
 
     ``schemas`` are the MetaData objects whose tables must exist; `start` creates missing tables and
     adds missing columns (never drops or alters existing ones), so the same code upgrades a store in
-    place. Use `begin` for a transaction and `connect` for reads.
+    place. Use `write` for a write transaction of several statements (one hand-over on SQLite),
+    `begin` for an async transaction and `connect` for reads.
 
     SQLite runs in WAL mode with ``synchronous=FULL`` (a committed row survives power loss) and a
     busy timeout, so several connections and processes can share one file. Its pool returns
@@ -64,6 +67,7 @@ class Store:
         self.pool_size = pool_size
         self.connect_timeout_s = connect_timeout_s
         self._engine: AsyncEngine | None = None
+        self._writer: SQLiteWriter | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -103,9 +107,14 @@ class Store:
             await engine.dispose()
             self._engine = None
             raise StoreError(f"store {redact_url(self.url)} unavailable: {_short(exc)}") from None
+        if self.dialect == "sqlite" and url.database and url.database != ":memory:":
+            self._writer = SQLiteWriter(url, _sqlite_pragmas)
         log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
 
     async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.close)
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -124,6 +133,24 @@ class Store:
 
     def connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return self.engine.connect()
+
+    async def write(self, work: Callable[[sa.Connection], T], *, urgent: bool = False) -> T:
+        """Run ``work(conn)`` (a plain function over a synchronous SQLAlchemy `Connection`) in one
+        transaction: COMMIT when it returns, ROLLBACK when it raises; returns its result.
+        ``urgent``: a caller is waiting on it to answer a peer (an AGI session, an HTTP callback);
+        on SQLite it goes ahead of queued background writes (outbox claims and results).
+
+        SQLite (file): the whole transaction runs on the store's writer thread (`SQLiteWriter`), one
+        hand-over from the event loop, writers of this process served in turn. MariaDB/MySQL (and
+        SQLite in memory): `AsyncConnection.run_sync`, each statement a round trip as usual.
+        Raises what ``work`` raises (SQLAlchemy errors for the database's); a cancelled caller's
+        transaction is rolled back. ``work`` may run again if the caller retries: it must touch
+        nothing but ``conn``.
+        """
+        if self._writer is not None:
+            return await self._writer.run(work, urgent=urgent)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
 
     async def ping(self) -> bool:
         """True when a trivial query answers within the connect timeout."""

@@ -34,9 +34,8 @@ async def store(store_url):
 
 
 async def claim(store: Store, key: str, state: str = PROCESSING, phone2: bool = False) -> tuple[bool, str | None]:
-    async with store.begin() as conn:
-        result = await Gate(store).claim(conn, key, state=state, request_id=f"r{time.monotonic_ns()}"[:32],
-                                         flow="test", phone2=phone2, ttls=TTLS)
+    result = await store.write(lambda conn: Gate(store).claim(
+        conn, key, state=state, request_id=f"r{time.monotonic_ns()}"[:32], flow="test", phone2=phone2, ttls=TTLS))
     return result.claimed, result.state
 
 
@@ -77,15 +76,13 @@ async def test_failed_blocks_nothing(store):
     assert await claim(store, "k") == (True, None)
 
 
-@pytest.mark.parametrize("returning", [True, False], ids=["returning", "read-back"])
-async def test_bulk_insert_gives_each_new_key_to_its_first_claimer(store, returning, monkeypatch):
-    monkeypatch.setattr(store.engine.sync_engine.dialect, "insert_executemany_returning", returning)
+async def test_bulk_insert_gives_each_new_key_to_its_first_claimer(store):
     g = Gate(store)
     assert (await claim(store, "old"))[0]
     claims = [{"key": k, "new_state": PROCESSING, "request_id": r, "flow": "f"}
               for k, r in [("a", "r1"), ("b", "r2"), ("a", "r3"), ("old", "r4")]]
-    async with store.begin() as conn:
-        assert await g.insert_many(conn, claims) == {"r1", "r2"}
+    assert await store.write(lambda conn: g.insert_many(conn, claims)) == {"r1", "r2"}
+    assert await claim(store, "a") == (False, PROCESSING)
 
 
 async def test_group_commit_shares_transactions_and_isolates_a_failing_unit(store):
@@ -93,8 +90,8 @@ async def test_group_commit_shares_transactions_and_isolates_a_failing_unit(stor
     runner = asyncio.create_task(committer.run())
 
     def insert(key: str):
-        async def work(tx: Transaction) -> str:
-            await tx.conn.execute(sa.insert(gate).values(gate_key=key, state="x", updated_at=0.0, request_id="r", flow="f"))
+        def work(tx: Transaction) -> str:
+            tx.conn.execute(sa.insert(gate).values(gate_key=key, state="x", updated_at=0.0, request_id="r", flow="f"))
             return key
         return work
 
@@ -114,15 +111,19 @@ async def test_prune(store):
     from telephonyd.ameyo.requestlog import RequestLog
 
     log, g = RequestLog(store), Gate(store)
-    async with store.begin() as conn:
+
+    def old_rows(conn: sa.Connection) -> None:
         tx = Transaction(conn)
         log.insert(tx, request_id="old", channel="general", http_status=400, outcome="rejected")
-        await tx.flush()
-        await conn.execute(sa.insert(gate).values(gate_key="old", state=PROCESSED, updated_at=0.0, request_id="r", flow="f"))
+        tx.flush()
+        conn.execute(sa.insert(gate).values(gate_key="old", state=PROCESSED, updated_at=0.0, request_id="r", flow="f"))
+
+    def prune(conn: sa.Connection) -> tuple[int, int]:
+        conn.execute(sa.update(request_log).values(created_at=0.0))
+        return log.prune(conn, retention_s=3600), g.prune(conn, older_than_s=3600)
+
+    await store.write(old_rows)
     assert (await claim(store, "new"))[0]
-    async with store.begin() as conn:
-        await conn.execute(sa.update(request_log).values(created_at=0.0))
-        assert await log.prune(conn, retention_s=3600) == 1
-        assert await g.prune(conn, older_than_s=3600) == 1
+    assert await store.write(prune) == (1, 1)
     async with store.connect() as conn:
         assert (await conn.execute(sa.select(gate.c.gate_key))).scalars().all() == ["new"]

@@ -19,17 +19,21 @@ def _operational_error() -> sa.exc.OperationalError:
 
 async def test_failed_commit_fails_its_callers_and_the_writer_goes_on(sqlite_url, monkeypatch) -> None:
     async with outbox_node(sqlite_url, run=False) as node:
-        # On SQLite an enqueue batch is one transaction run on a connection from Store.connect().
-        real_connect = node.store.connect
+        # The batch's statements all run, then the transaction fails before its COMMIT.
+        real_write = node.store.write
         failures = {"left": 1}
 
-        def flaky_connect():
-            if failures["left"]:
-                failures["left"] -= 1
-                raise _operational_error()
-            return real_connect()
+        async def flaky_write(work, **options):
+            def fail_after(conn):
+                result = work(conn)
+                if failures["left"]:
+                    failures["left"] -= 1
+                    raise _operational_error()
+                return result
 
-        monkeypatch.setattr(node.store, "connect", flaky_connect)
+            return await real_write(fail_after, **options)
+
+        monkeypatch.setattr(node.store, "write", flaky_write)
         with pytest.raises(StoreError) as err:
             await node.outbox.enqueue("t", "lost", {"n": 1})
         assert err.value.retryable is True

@@ -82,13 +82,14 @@ async def test_keys_are_compared_exactly(store_url) -> None:
 async def test_add_joins_the_callers_transaction(store_url) -> None:
     sender = RecordingSender()
     async with outbox_node(store_url, senders={"t": (sender, True)}) as node:
+        def fails(conn: sa.Connection) -> None:
+            assert node.outbox.add(conn, "t", "rolled-back", {"n": 1}) is True
+            raise RuntimeError("the caller's transaction fails")
+
         with pytest.raises(RuntimeError):
-            async with node.store.begin() as conn:
-                assert await node.outbox.add(conn, "t", "rolled-back", {"n": 1}) is True
-                raise RuntimeError("the caller's transaction fails")
-        async with node.store.begin() as conn:
-            assert await node.outbox.add(conn, "t", "kept", {"n": 2}) is True
-            assert await node.outbox.add(conn, "t", "kept", {"n": 3}) is False
+            await node.store.write(fails)
+        added = await node.store.write(lambda conn: [node.outbox.add(conn, "t", "kept", {"n": n}) for n in (2, 3)])
+        assert added == [True, False]
         node.outbox.notify()
         await wait_until(lambda: sender.keys() == ["kept"])
         assert await node.states() == {"kept": "delivered"}
