@@ -119,15 +119,15 @@ class OutboxQueries:
         self.node_id = node_id
         self._finish = _finish_statements(store, node_id)
         now = store.now_expr()
-        self._now = sa.select(now)
-        self._insert = store.insert_ignore(t)
-        self._lookup = sa.select(t.c.id, _KEY, t.c.enqueue_batch).where(
-            t.c.target == sa.bindparam("b_target"), _KEY.in_(sa.bindparam("b_keys", expanding=True)))
-        self._add = Prepared(store.insert_ignore(t).values(
-            target=sa.bindparam("b_target"), key=sa.bindparam("b_key"), payload=sa.bindparam("b_payload"),
-            state=PENDING, attempts=0, next_attempt_at=now, created_at=now, updated_at=now, node_id=node_id,
-            log_context=sa.bindparam("b_context"),
-        ))
+        new_row = {
+            "target": sa.bindparam("b_target"), "key": sa.bindparam("b_key"), "payload": sa.bindparam("b_payload"),
+            "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
+            "node_id": node_id, "log_context": sa.bindparam("b_context"),
+        }  # fmt: skip
+        self._add = Prepared(store.insert_ignore(t).values(**new_row))
+        self._insert = Prepared(store.insert_ignore(t).values(**new_row, enqueue_batch=sa.bindparam("b_batch")))
+        self._lookup = Prepared(sa.select(t.c.id, t.c.enqueue_batch).where(
+            t.c.target == sa.bindparam("b_target"), _KEY == sa.bindparam("b_key")))
         # SQLite's claim, built once: one conditional UPDATE ... RETURNING (see `claim`).
         due = sa.and_(t.c.state == PENDING, t.c.target == sa.bindparam("b_target"), t.c.next_attempt_at <= now)
         ids = sa.select(t.c.id).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(sa.bindparam("b_limit"))
@@ -175,24 +175,16 @@ class OutboxQueries:
         # Sorted, so concurrent batches of several instances lock keys in one order.
         ordered = sorted(firsts.values(), key=lambda r: (r.target, r.key))
 
+        params = [{"b_target": r.target, "b_key": r.key, "b_payload": r.payload, "b_context": r.context,
+                   "b_batch": batch} for r in ordered]
+
         def work(conn: sa.Connection) -> dict[tuple[str, str], tuple[int, bool]]:
-            now = float(conn.execute(self._now).scalar_one())
-            values = [
-                {
-                    "target": r.target, "key": r.key, "payload": r.payload, "state": PENDING,
-                    "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
-                    "node_id": self.node_id, "log_context": r.context, "enqueue_batch": batch,
-                }
-                for r in ordered
-            ]
-            conn.execute(self._insert, values)
-            by_target: dict[str, list[str]] = {}
-            for r in ordered:
-                by_target.setdefault(r.target, []).append(r.key)
+            self._insert.executemany(conn, params)
             found: dict[tuple[str, str], tuple[int, bool]] = {}
-            for target, keys in by_target.items():
-                for rec in conn.execute(self._lookup, {"b_target": target, "b_keys": keys}):
-                    found[(target, rec.key)] = (int(rec.id), rec.enqueue_batch == batch)
+            for p in params:
+                rec = self._lookup.execute(conn, p).fetchone()
+                if rec is not None:
+                    found[(p["b_target"], p["b_key"])] = (int(rec[0]), rec[1] == batch)
             return found
 
         found = await self._transaction(work, urgent=True)  # a caller waits to answer its peer

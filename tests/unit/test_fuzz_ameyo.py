@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from telephonyd.ameyo.routes import access_denied, callback_params
@@ -30,6 +30,7 @@ from telephonyd.ameyo.routing import (
     route_call_end,
     route_call_start,
 )
+from telephonyd.ameyo import times
 from telephonyd.ameyo.times import parse_time
 from telephonyd.config import AmeyoConfig
 
@@ -179,6 +180,44 @@ def test_times_parse_or_raise_value_error(raw: str) -> None:
     except ValueError:
         return
     assert value.tzinfo is not None and 2000 <= value.year <= 2100
+
+
+def _stamps() -> st.SearchStrategy[str]:
+    """Times of the two shapes Ameyo sends, mostly well formed, with separators, digits (out of
+    range too) and the offset perturbed now and then."""
+    def two(top: int) -> st.SearchStrategy[str]:  # mostly in range, one past it at times
+        return st.integers(0, top + 1).map(lambda n: f"{n:02d}")
+
+    odd = st.sampled_from(["-", "/", ":", " ", "T", "+", "x", ""])
+    date_sep = st.one_of(st.sampled_from(["-", "/"]), odd)
+    time_sep = st.one_of(st.just(":"), odd)
+    zone = st.one_of(st.just(""), st.tuples(st.sampled_from([" +", " -", "+", "  ", " "]), st.integers(0, 2400))
+                     .map(lambda t: f"{t[0]}{t[1]:04d}"))
+    return st.tuples(st.integers(1990, 2110).map(str), date_sep, two(12), date_sep, two(31),
+                     st.sampled_from([" ", " ", "T", "  "]), two(23), time_sep, two(59), time_sep, two(59),
+                     zone).map("".join)
+
+
+@FUZZ
+@given(raw=st.one_of(_stamps(), TEXT))
+@example("2026/03/06 13:52:00 +1430").via("the offset limit")
+@example("2026/03/06 13:52:00 -1400").via("the offset limit")
+@example("2026-02-29 10:00:00").via("not a leap year")
+def test_the_fast_time_parser_agrees_with_the_regular_expression(raw: str) -> None:
+    zone = ZoneInfo("Asia/Tokyo")
+    fast = times._fast(raw.strip(), zone)
+    if fast is None:
+        return
+    event("fast path")
+    try:
+        slow = times._checked(times._parse_stamp(raw.strip(), raw, zone), raw)
+    except ValueError:
+        slow = None
+    try:
+        fast = times._checked(fast, raw)
+    except ValueError:
+        fast = None
+    assert fast == slow and (fast is None or fast.utcoffset() == slow.utcoffset())
 
 
 # -- found by fuzzing ------------------------------------------------------------------------------
