@@ -54,6 +54,8 @@ class Transaction:
 Work = Callable[[Transaction], Any]
 Before = Callable[[Transaction, list[Any]], None]
 
+#: Transactions of the writer handed to the store at once (see `GroupCommitter.run`).
+PIPELINE_DEPTH = 2
 _SINGLE_ATTEMPTS = 3  # a unit retried alone after a lock conflict (MariaDB deadlock, SQLite busy)
 
 
@@ -101,21 +103,36 @@ class GroupCommitter:
         self._queue.put_nowait((_stop, asyncio.get_running_loop().create_future(), None))
 
     async def run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first[0] is _stop:
-                return
-            batch = [first]
-            stop_after = False
-            while len(batch) < self.max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item[0] is _stop:
-                    stop_after = True
+        """Commit batches until `close`; up to ``PIPELINE_DEPTH`` transactions are handed to the
+        store at once, so its writer goes from one COMMIT straight to the next batch instead of
+        waiting for this task's turn on the event loop. Batches still commit in order (one writer
+        thread on SQLite; on MariaDB a later batch waits on the row locks of an earlier one)."""
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                first = await self._queue.get()
+                if first[0] is _stop:
                     break
-                batch.append(item)
-            await self._commit(batch)
-            if stop_after:
-                return
+                batch = [first]
+                stop_after = False
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item[0] is _stop:
+                        stop_after = True
+                        break
+                    batch.append(item)
+                task = asyncio.create_task(self._commit(batch))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                if stop_after:
+                    break
+                while len(in_flight) >= PIPELINE_DEPTH:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            if in_flight:
+                await asyncio.wait(in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any], Any]]) -> None:
         self.batches += 1

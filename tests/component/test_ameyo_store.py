@@ -107,6 +107,46 @@ async def test_group_commit_shares_transactions_and_isolates_a_failing_unit(stor
     assert committer.batches < 20  # units shared transactions
 
 
+async def test_pipelined_batches_commit_in_submission_order(sqlite_url, monkeypatch):
+    store = Store(sqlite_url, schemas=[metadata])
+    await store.start()
+    handed, most = [0], [0]
+    real_write = store.write
+
+    async def counted_write(work, **options):
+        handed[0] += 1
+        most[0] = max(most[0], handed[0])
+        try:
+            return await real_write(work, **options)
+        finally:
+            handed[0] -= 1
+
+    monkeypatch.setattr(store, "write", counted_write)
+    committer = GroupCommitter(store, max_batch=4)
+    runner = asyncio.create_task(committer.run())
+    try:
+        def insert_and_count(n: int):
+            def work(tx: Transaction) -> int:
+                tx.conn.execute(sa.insert(gate).values(gate_key=f"k{n}", state="x", updated_at=0.0, request_id="r",
+                                                       flow="f"))
+                return tx.conn.execute(sa.select(sa.func.count()).select_from(gate)).scalar_one()
+            return work
+
+        futures = []
+        for n in range(60):
+            futures.append(committer.submit(insert_and_count(n)))
+            if n % 7 == 0:
+                await asyncio.sleep(0)  # let batches of different sizes form
+        # Each unit saw exactly the rows of the units submitted before it, across batches.
+        assert await asyncio.gather(*futures) == list(range(1, 61))
+        assert committer.batches >= 15
+        assert most[0] == 2  # the next batch was handed over while one was being written
+    finally:
+        committer.close()
+        await runner
+        await store.close()
+
+
 async def test_prune(store):
     from telephonyd.ameyo.requestlog import RequestLog
 
