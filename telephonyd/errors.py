@@ -47,3 +47,19 @@ class UpstreamError(TelephonydError):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a store error replaced.
+
+    A task cancelled while a database driver is mid-statement can see the driver's cleanup fail
+    and raise its own error (SQLAlchemy's, aiomysql's) in place of `CancelledError`. A loop that
+    catches store errors and goes on would then never stop. Call this first in such a handler:
+    it raises `CancelledError` when the current task has a cancellation pending
+    (`asyncio.Task.cancelling`, Python 3.11+).
+    """
+    import asyncio
+
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

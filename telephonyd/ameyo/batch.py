@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
+from ..errors import StoreError, raise_if_cancelling
 from ..store import Prepared, Store
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ class GroupCommitter:
                     future.set_exception(StoreError(f"store write timed out after {self.timeout_s:g}s"))
             return
         except Exception as exc:  # noqa: BLE001 - any failure: retry each unit alone
+            raise_if_cancelling()
             if len(batch) > 1:
                 log.warning("group commit failed, retrying units one by one",
                             extra={"units": len(batch), "error": _short(exc)})
@@ -176,6 +177,7 @@ class GroupCommitter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001
+                raise_if_cancelling()
                 error = exc
                 continue
             self._committed()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
 from ..store import Prepared, Store
 from .batch import Transaction
 from .schema import FAILED, PROCESSED, PROCESSING, WAITING_PHONE2, gate

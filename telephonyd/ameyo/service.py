@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from ..config import AmeyoConfig, Config, TopsConfig
-from ..errors import StoreError
+from ..errors import StoreError, raise_if_cancelling
 from ..logs import log_context
 from ..store import Store
 from . import requestlog
@@ -266,6 +266,7 @@ class AmeyoService:
                 failures = 0
                 delay = self.config.sweep_interval_s
             except (StoreError, sa.exc.SQLAlchemyError, OSError) as exc:
+                raise_if_cancelling()
                 failures += 1
                 delay = min(self.config.sweep_interval_s * 2 ** failures, 300.0) * random.uniform(0.8, 1.2)
                 log.warning("ameyo housekeeping failed", extra={"error": str(exc)[:300], "retry_in_s": round(delay, 1)})

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import PSContactsConfig
+from ..errors import raise_if_cancelling
 from ..store import Store
 from .listing import AMISource, Listing, list_peers, list_pjsip
 from .model import Contact, ContactChange
@@ -202,6 +203,7 @@ class ContactsSync(UpkeepMixin):
         try:
             result = await self.resync()
         except STORE_ERRORS as exc:
+            raise_if_cancelling()
             if self.ami.connected:  # otherwise the next login resyncs
                 log.warning("ps_contacts resync failed, retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
@@ -300,6 +302,7 @@ class ContactsSync(UpkeepMixin):
                     await self.writer.write(conn, rows=batch.rows, statuses=batch.statuses, deletes=batch.deletes)
         except STORE_ERRORS as exc:
             self._pending.restore(batch)
+            raise_if_cancelling()
             self._write_failed(exc)
             return
         committed = time.monotonic()

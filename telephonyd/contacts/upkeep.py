@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import PSContactsConfig
-from ..errors import TelephonydError
+from ..errors import TelephonydError, raise_if_cancelling
 from .listing import AMISource, list_endpoint
 from .model import Contact, ContactChange
 from .pending import PendingWrites
@@ -165,6 +165,7 @@ class UpkeepMixin:
             async with asyncio.timeout(self.config.store_timeout_s):
                 stale = await self.writer.stale_statuses(self.table.by_id)
         except STORE_ERRORS as exc:
+            raise_if_cancelling()
             self._write_failed(exc)
             return
         for contact in stale:

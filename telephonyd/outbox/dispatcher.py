@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ..errors import raise_if_cancelling
 from ..logs import log_context
 from .backoff import decorrelated_jitter, retry_delay
 from .model import PENDING, Delivery, OutboxRow, Sender
@@ -82,6 +83,7 @@ class Dispatcher:
                     async with asyncio.timeout(self.config.store_timeout_s):
                         wait = await self._cycle()
                 except STORE_ERRORS as exc:
+                    raise_if_cancelling()
                     cap = min(self.config.backoff_max_s, STORE_RETRY_MAX_S)
                     failure_wait = decorrelated_jitter(failure_wait, self.config.backoff_base_s, cap, self.rng)
                     self._store_failed(exc, failure_wait)
@@ -281,6 +283,7 @@ class Dispatcher:
             try:
                 return await self.results.submit(finish)
             except STORE_ERRORS as exc:
+                raise_if_cancelling()
                 wait = decorrelated_jitter(wait, min(0.1, self.config.backoff_base_s), 2.0, self.rng)
                 if loop.time() + wait >= deadline or self.stopping.is_set():
                     self.totals["results_not_recorded"] += 1

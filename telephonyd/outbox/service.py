@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from ..errors import StoreError
 from ..logs import current_context
+from . import report
 from .dispatcher import Dispatcher
 from .model import (
     DEAD,
@@ -197,14 +198,14 @@ class Outbox:
         ``stuck``: those whose lease is already past, ``lease_expires_in_s`` /
         ``last_lease_expires_in_s``: the earliest and latest lease end in s from now, negative when
         past), ``stuck_leases`` (their total), ``db_now``; every time on the database clock."""
-        return await _store_call(self.queries.stats())
+        return await _store_call(report.stats(self.store))
 
     async def list_rows(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Rows, oldest first: id, target, key, payload, state, attempts, next_attempt_at,
         last_error, last_status, node_id, claimed_by, lease_until, created/updated/delivered_at."""
         if state is not None and state not in STATES:
             raise ValueError(f"unknown outbox state {state!r} (one of {', '.join(STATES)})")
-        return await _store_call(self.queries.list_rows(state, max(1, limit)))
+        return await _store_call(report.list_rows(self.store, state, max(1, limit)))
 
     async def retry(self, row_id: int) -> bool:
         """Make a dead (or backing-off pending) row due now, attempts reset; False when there is

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..errors import StoreError
+from ..errors import StoreError, raise_if_cancelling
 from .queries import STORE_ERRORS, short_error
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class GroupWriter(Generic[Item, Result]):
             _fail(live, StoreError(f"{self.name} stopped before the commit"))
             raise
         except STORE_ERRORS as exc:
+            raise_if_cancelling()
             self.failed_batches += 1
             self.healthy = False
             self.failed_at = time.monotonic()
@@ -148,6 +149,7 @@ class GroupWriter(Generic[Item, Result]):
             _fail(live, StoreError(f"{self.name}: write failed: {self.last_error}"))
             return
         except Exception as exc:  # a bug: its callers get it, later batches still run
+            raise_if_cancelling()
             log.exception("outbox batch failed", extra={"writer": self.name, "rows": len(live)})
             for queued in live:
                 if not queued.future.done():

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 class Prepared:
     """``stmt`` with named bind parameters; see the module docstring."""
 
-    __slots__ = ("stmt", "_dialect", "_sql", "_order", "_defaults", "_required")
+    __slots__ = ("_defaults", "_dialect", "_order", "_required", "_sql", "stmt")
 
     def __init__(self, stmt: sa.Executable) -> None:
         self.stmt = stmt

@@ -108,7 +108,7 @@ class SQLiteWriter:
 
 
 class _Job:
-    __slots__ = ("work", "context", "loop", "future", "abandoned")
+    __slots__ = ("abandoned", "context", "future", "loop", "work")
 
     def __init__(self, work: Callable[[sa.Connection], Any], context: contextvars.Context,
                  loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -188,3 +189,25 @@ async def test_health_reports_counts_and_writer_figures(sqlite_url) -> None:
     assert health["ok"] is True
     assert health["targets"]["t"]["pending"] == 4 and health["targets"]["t"]["enabled"] is False
     assert health["writer"]["rows"] == 4 and health["writer"]["batches"] <= 4
+
+
+async def test_cancelling_the_dispatcher_stops_it_even_when_the_driver_replaces_the_cancellation(
+    sqlite_url, monkeypatch
+) -> None:
+    # A driver cut off mid-statement may fail its cleanup and raise its own error instead of
+    # CancelledError; the dispatcher must not take that for a store outage and go on forever.
+    async def claim_cut_off(*args, **kwargs):
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise sa.exc.InterfaceError("ROLLBACK", {}, Exception("connection in an unknown state")) from None
+        return []
+
+    async with outbox_node(sqlite_url, senders={"t": (RecordingSender(), True)}, run=False) as node:
+        await node.outbox.enqueue("t", "k1", {"n": 1})
+        monkeypatch.setattr(node.outbox.queries, "claim", claim_cut_off)
+        task = asyncio.create_task(node.outbox.run())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done and task.cancelled()

@@ -92,6 +92,7 @@ async def test_add_joins_the_callers_transaction(store_url) -> None:
         assert added == [True, False]
         node.outbox.notify()
         await wait_until(lambda: sender.keys() == ["kept"])
+        await wait_until(lambda: _all_in_state(node, "delivered"), what="the result written")
         assert await node.states() == {"kept": "delivered"}
     assert sender.rows[0].payload == {"n": 2}
 

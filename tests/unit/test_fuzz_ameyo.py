@@ -8,7 +8,7 @@ retries forever). The query goes through aiohttp's own parsing first, as it does
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -18,6 +18,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from telephonyd.ameyo import times
 from telephonyd.ameyo.routes import access_denied, callback_params
 from telephonyd.ameyo.routing import (
     HANGUP_CODE_STATUS,
@@ -30,13 +31,12 @@ from telephonyd.ameyo.routing import (
     route_call_end,
     route_call_start,
 )
-from telephonyd.ameyo import times
 from telephonyd.ameyo.times import parse_time
 from telephonyd.config import AmeyoConfig
 
 FUZZ = settings(max_examples=200, deadline=500, suppress_health_check=[HealthCheck.too_slow])
 RULES = RoutingRules(zone=ZoneInfo("Asia/Tokyo"))
-RECEIVED = datetime(2026, 1, 20, 2, 16, 41, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 1, 20, 2, 16, 41, tzinfo=UTC)
 
 FIELDS = [
     "callId", "cs_unique_id", "crm_push_generated_time", "sessionId", "userId", "displayPhone", "phone",
