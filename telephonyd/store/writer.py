@@ -86,12 +86,15 @@ class SQLiteWriter:
                 return
             if job.abandoned:
                 continue
+            result, error = None, None
             try:
                 result = job.context.run(self._transaction, job)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
-            else:
-                job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+                error = exc
+            try:
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            except RuntimeError:  # the caller's event loop is closed: nobody is waiting any more
+                pass
 
     def _transaction(self, job: _Job) -> Any:
         with self.engine.connect() as conn, conn.begin():
