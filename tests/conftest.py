@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from tests.fakes.tops import FakeTops
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ASTERISK_FIXTURES = FIXTURES / "asterisk-22.10.1"
@@ -112,3 +116,19 @@ def mqtt_broker() -> tuple[str, int]:
 def topic_prefix() -> str:
     """A base topic unique to this test."""
     return "td_test/" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session for a sender under test, closed afterwards."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def fake_tops() -> AsyncIterator[FakeTops]:
+    """The fake TopS.II (`tests.fakes.tops`) on a loopback port, closed afterwards."""
+    fake = FakeTops()
+    await fake.start()
+    yield fake
+    await fake.close()

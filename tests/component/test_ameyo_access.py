@@ -11,18 +11,10 @@ import pytest
 from telephonyd.ameyo.schema import gate, phone1_state
 from telephonyd.config import AmeyoConfig
 from tests.component.ameyo_harness import settled, start_node, stop_node
-from tests.fakes.tops import FakeTops, Reply
+from tests.fakes.tops import Reply
 
 END = "/index.php"
 CALL = {"unique_id": "3003", "customerId": "9", "crtObjectId": "c9", "userId": "agent7", "dialledPhone": "0901"}
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeTops()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 REJECTED = [
@@ -40,8 +32,8 @@ REJECTED = [
 
 
 @pytest.mark.parametrize(("path", "params", "field"), REJECTED, ids=[r[2] + ":" + r[1].get("unique_id", "") for r in REJECTED])
-async def test_unroutable_callbacks_answer_400_and_leave_no_gate(path, params, field, fake, sqlite_url):
-    node = await start_node(sqlite_url, fake)
+async def test_unroutable_callbacks_answer_400_and_leave_no_gate(path, params, field, fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops)
     try:
         status, body = await node.get(path, params)
         assert status == 400
@@ -56,13 +48,13 @@ async def test_unroutable_callbacks_answer_400_and_leave_no_gate(path, params, f
         if field == "customerCRTId":
             assert (await node.get(path, {**params, "customerCRTId": "d1"}))[0] == 200
             await settled(node)
-            assert fake.sends_by_call == {3003: 1}
+            assert fake_tops.sends_by_call == {3003: 1}
     finally:
         await stop_node(node)
 
 
-async def test_token_required(fake, sqlite_url, caplog):
-    node = await start_node(sqlite_url, fake, ameyo=AmeyoConfig(token="s3cret-token-value"))
+async def test_token_required(fake_tops, sqlite_url, caplog):
+    node = await start_node(sqlite_url, fake_tops, ameyo=AmeyoConfig(token="s3cret-token-value"))
     params = {**CALL, "systemDisposition": "NO_ANSWER"}
     try:
         with caplog.at_level(logging.WARNING):
@@ -84,15 +76,16 @@ async def test_token_required(fake, sqlite_url, caplog):
         await stop_node(node)
 
 
-async def test_networks(fake, sqlite_url):
-    node = await start_node(sqlite_url, fake, ameyo=AmeyoConfig(allowed_networks=["10.0.0.0/8"]))
+async def test_networks(fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops, ameyo=AmeyoConfig(allowed_networks=["10.0.0.0/8"]))
     try:
         status, body = await node.get(END, {**CALL, "systemDisposition": "NO_ANSWER"})
         assert (status, body["success"]) == (403, False)
         assert await node.requests() == []
     finally:
         await stop_node(node)
-    node = await start_node(sqlite_url, fake, ameyo=AmeyoConfig(allowed_networks=["127.0.0.0/8"], token="t0ken-xyz"))
+    ameyo = AmeyoConfig(allowed_networks=["127.0.0.0/8"], token="t0ken-xyz")
+    node = await start_node(sqlite_url, fake_tops, ameyo=ameyo)
     try:
         assert (await node.get(END, {**CALL, "systemDisposition": "NO_ANSWER"}))[0] == 401
         assert (await node.get(END, {**CALL, "systemDisposition": "NO_ANSWER", "token": "t0ken-xyz"}))[0] == 200
@@ -100,8 +93,8 @@ async def test_networks(fake, sqlite_url):
         await stop_node(node)
 
 
-async def test_head_and_post_are_not_callbacks(fake, sqlite_url):
-    node = await start_node(sqlite_url, fake)
+async def test_head_and_post_are_not_callbacks(fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops)
     try:
         async with node.session.head(node.base_url + END, params=CALL) as resp:
             assert resp.status == 405
@@ -112,9 +105,9 @@ async def test_head_and_post_are_not_callbacks(fake, sqlite_url):
         await stop_node(node)
 
 
-async def test_authentication_refusal_dead_letters_and_degrades_health(fake, sqlite_url):
-    fake.default = Reply.fail("WTYP0030")
-    node = await start_node(sqlite_url, fake)
+async def test_authentication_refusal_dead_letters_and_degrades_health(fake_tops, sqlite_url):
+    fake_tops.default = Reply.fail("WTYP0030")
+    node = await start_node(sqlite_url, fake_tops)
     try:
         params = {**CALL, "systemDisposition": "NO_ANSWER"}
         assert (await node.get(END, params))[0] == 200
@@ -130,7 +123,7 @@ async def test_authentication_refusal_dead_letters_and_degrades_health(fake, sql
         # `failed` blocks nothing, but the dead letter holds the key: no second send without a person.
         assert (await node.get(END, params))[0] == 200
         await settled(node)
-        assert fake.sends_by_call == {3003: 1}
+        assert fake_tops.sends_by_call == {3003: 1}
         assert [r["outcome"] for r in await node.requests()] == ["dead", "duplicate"]
     finally:
         await stop_node(node)
@@ -142,15 +135,15 @@ async def test_authentication_refusal_dead_letters_and_degrades_health(fake, sql
     ([Reply.http(500), Reply.http(503)], 3),
     ([Reply.hang()], 2),  # no answer at all: the sender's timeout
 ])
-async def test_transient_failures_are_retried_until_delivered(replies, sends, fake, sqlite_url):
-    fake.script(3003, *replies)
-    node = await start_node(sqlite_url, fake)
+async def test_transient_failures_are_retried_until_delivered(replies, sends, fake_tops, sqlite_url):
+    fake_tops.script(3003, *replies)
+    node = await start_node(sqlite_url, fake_tops)
     node.sender.config = node.sender.config.model_copy(update={"timeout_s": 0.3})
     try:
         assert (await node.get(END, {**CALL, "systemDisposition": "NO_ANSWER"}))[0] == 200
         await settled(node, timeout=10)
-        assert fake.sends_by_call == {3003: sends}
-        assert fake.accepted_by_call == {3003: 1}
+        assert fake_tops.sends_by_call == {3003: sends}
+        assert fake_tops.accepted_by_call == {3003: 1}
         [row] = await node.requests()
         assert (row["outcome"], row["attempts"]) == ("delivered", sends)
         assert set((await node.gates()).values()) == {"processed"}
@@ -158,23 +151,23 @@ async def test_transient_failures_are_retried_until_delivered(replies, sends, fa
         await stop_node(node)
 
 
-async def test_call_missing_is_dead_after_the_configured_retries(fake, sqlite_url):
-    fake.default = Reply.fail("WTYP0010", "WPRDEXTC3201")
-    node = await start_node(sqlite_url, fake)
+async def test_call_missing_is_dead_after_the_configured_retries(fake_tops, sqlite_url):
+    fake_tops.default = Reply.fail("WTYP0010", "WPRDEXTC3201")
+    node = await start_node(sqlite_url, fake_tops)
     try:
         assert (await node.get(END, {**CALL, "systemDisposition": "NO_ANSWER"}))[0] == 200
         await settled(node, timeout=10)
-        assert fake.sends_by_call == {3003: 4}  # the first try + tops.call_missing_retries (3)
+        assert fake_tops.sends_by_call == {3003: 4}  # the first try + tops.call_missing_retries (3)
         [row] = await node.requests()
         assert row["outcome"] == "dead" and node.service.health()["tops_unhealthy"] is False
     finally:
         await stop_node(node)
 
 
-async def test_reload_changes_the_token(fake, sqlite_url):
+async def test_reload_changes_the_token(fake_tops, sqlite_url):
     from telephonyd.config import Config
 
-    node = await start_node(sqlite_url, fake)
+    node = await start_node(sqlite_url, fake_tops)
     params = {**CALL, "systemDisposition": "NO_ANSWER"}
     try:
         assert (await node.get(END, params))[0] == 200
@@ -185,11 +178,11 @@ async def test_reload_changes_the_token(fake, sqlite_url):
         await stop_node(node)
 
 
-async def test_store_too_slow_answers_503_and_the_retry_is_deduped(fake, tmp_path):
+async def test_store_too_slow_answers_503_and_the_retry_is_deduped(fake_tops, tmp_path):
     import sqlite3
 
     path = tmp_path / "telephonyd.db"
-    node = await start_node(f"sqlite+aiosqlite:///{path}", fake, ameyo=AmeyoConfig(record_timeout_s=0.3))
+    node = await start_node(f"sqlite+aiosqlite:///{path}", fake_tops, ameyo=AmeyoConfig(record_timeout_s=0.3))
     blocker = sqlite3.connect(path, isolation_level=None)
     params = {**CALL, "systemDisposition": "NO_ANSWER"}
     try:
@@ -200,7 +193,7 @@ async def test_store_too_slow_answers_503_and_the_retry_is_deduped(fake, tmp_pat
         status, body = await node.get(END, params)  # Ameyo retries
         assert status == 200
         await settled(node)
-        assert fake.sends_by_call == {3003: 1}
+        assert fake_tops.sends_by_call == {3003: 1}
         assert [r["outcome"] for r in await node.requests()] == ["delivered", "skipped"]
     finally:
         blocker.close()

@@ -18,7 +18,6 @@ from tests.component.ameyo_harness import (
     stop_node,
     tops_config,
 )
-from tests.fakes.tops import FakeTops
 from tests.outbox_harness import wait_until
 
 END = "/index.php"
@@ -87,26 +86,18 @@ SCENARIOS = [
 ]
 
 
-@pytest.fixture
-async def fake():
-    fake = FakeTops()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
 @pytest.mark.parametrize(("name", "callbacks", "expected"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
-async def test_scenarios(name, callbacks, expected, fake, store_url):
-    node = await start_node(store_url, fake)
+async def test_scenarios(name, callbacks, expected, fake_tops, store_url):
+    node = await start_node(store_url, fake_tops)
     try:
         for path, params in callbacks:
             status, body = await node.get(path, params)
             assert (status, body["success"], body["message"]) == (200, True, "Data Received")
             assert len(body["request_id"]) == 16
-        await fake.wait_for(lambda f: len(f.received) >= len(expected))
+        await fake_tops.wait_for(lambda f: len(f.received) >= len(expected))
         await settled(node)
-        assert [(r.api, r.fields) for r in fake.received] == expected
-        assert fake.violations == []
+        assert [(r.api, r.fields) for r in fake_tops.received] == expected
+        assert fake_tops.violations == []
         assert [r["state"] for r in await node.outbox_rows()] == ["delivered"] * len(expected)
         log = await node.requests()
         assert len(log) == len(callbacks)
@@ -117,40 +108,40 @@ async def test_scenarios(name, callbacks, expected, fake, store_url):
         await stop_node(node)
 
 
-async def test_identical_callbacks_fired_together_send_once(fake, store_url):
-    node = await start_node(store_url, fake)
+async def test_identical_callbacks_fired_together_send_once(fake_tops, store_url):
+    node = await start_node(store_url, fake_tops)
     try:
         path, params = phone2("BUSY")
         answers = await asyncio.gather(*(node.get(path, params) for _ in range(20)))
         assert {(s, b["success"]) for s, b in answers} == {(200, True)}
         await settled(node)
-        assert fake.sends_by_call == {20260306: 1}
+        assert fake_tops.sends_by_call == {20260306: 1}
         outcomes = sorted(r["outcome"] for r in await node.requests())
         assert outcomes == ["delivered"] + ["skipped"] * 19
     finally:
         await stop_node(node)
 
 
-async def test_phone1_and_phone2_arriving_together_give_one_send(fake, sqlite_url):
-    node = await start_node(sqlite_url, fake)
+async def test_phone1_and_phone2_arriving_together_give_one_send(fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops)
     try:
         answers = await asyncio.gather(*(node.get(*cb) for cb in [phone1("NO_ANSWER")] * 5 + [phone2("BUSY")] * 5))
         assert {s for s, _ in answers} == {200}
         await settled(node)
-        assert fake.sends_by_call[20260306] == 1
+        assert fake_tops.sends_by_call[20260306] == 1
     finally:
         await stop_node(node)
 
 
-async def test_restart_between_phone1_and_phone2_gives_one_combined_send(fake, sqlite_url):
-    first = await start_node(sqlite_url, fake)
+async def test_restart_between_phone1_and_phone2_gives_one_combined_send(fake_tops, sqlite_url):
+    first = await start_node(sqlite_url, fake_tops)
     assert (await first.get(*phone1("NUMBER_TEMP_FAILURE")))[0] == 200
     await stop_node(first)
-    second = await start_node(sqlite_url, fake, node_id="n2")
+    second = await start_node(sqlite_url, fake_tops, node_id="n2")
     try:
         assert (await second.get(*phone2("NO_ANSWER")))[0] == 200
         await settled(second)
-        assert [(r.api, r.fields) for r in fake.received] == [
+        assert [(r.api, r.fields) for r in fake_tops.received] == [
             ("createNotAnswer", {"callId": 20260306, "callTime": "2026-03-06 13:51:00",
                                  "errorInfo1": "NUMBER_TEMP_FAILURE", "errorInfo2": "NO_ANSWER"})]
         outcomes = [(r["flow"], r["outcome"]) for r in await second.requests()]
@@ -159,29 +150,29 @@ async def test_restart_between_phone1_and_phone2_gives_one_combined_send(fake, s
         await stop_node(second)
 
 
-async def test_a_crash_after_the_answer_loses_nothing(fake, sqlite_url):
-    node = await start_node(sqlite_url, fake, deliver=False)
+async def test_a_crash_after_the_answer_loses_nothing(fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops, deliver=False)
     for path, params in [phone1("BUSY"), phone2("BUSY"), (START, {"callId": "9", "userId": "u", "displayPhone": "1"})]:
         assert (await node.get(path, params))[0] == 200
     await crash_node(node)
-    assert fake.received == []
-    again = await start_node(sqlite_url, fake, node_id="n2")
+    assert fake_tops.received == []
+    again = await start_node(sqlite_url, fake_tops, node_id="n2")
     try:
         await settled(again)
-        assert sorted(r.api for r in fake.received) == ["createCallStart", "createNotAnswer"]
-        assert sum(fake.sends_by_call.values()) == 2
+        assert sorted(r.api for r in fake_tops.received) == ["createCallStart", "createNotAnswer"]
+        assert sum(fake_tops.sends_by_call.values()) == 2
     finally:
         await stop_node(again)
 
 
-async def test_phone1_expiry_sends_phone1_alone_and_a_late_phone2_adds_nothing(fake, sqlite_url):
+async def test_phone1_expiry_sends_phone1_alone_and_a_late_phone2_adds_nothing(fake_tops, sqlite_url):
     ameyo = AmeyoConfig(phone1_state_ttl_s=0.3, sweep_interval_s=0.05)
-    node = await start_node(sqlite_url, fake, ameyo=ameyo)
+    node = await start_node(sqlite_url, fake_tops, ameyo=ameyo)
     try:
         assert (await node.get(*phone1("PROVIDER_TEMP_FAILURE")))[0] == 200
-        await fake.wait_for(lambda f: len(f.received) == 1, timeout=5)
+        await fake_tops.wait_for(lambda f: len(f.received) == 1, timeout=5)
         await settled(node)
-        assert [(r.api, r.fields) for r in fake.received] == [
+        assert [(r.api, r.fields) for r in fake_tops.received] == [
             ("createNotAnswer", {"callId": 20260306, "callTime": "2026-03-06 13:50:00",
                                  "errorInfo1": "PROVIDER_TEMP_FAILURE"})]
         log = await node.requests()
@@ -190,22 +181,22 @@ async def test_phone1_expiry_sends_phone1_alone_and_a_late_phone2_adds_nothing(f
         # Phone 2 after the expiry: the gate (processed) or the outbox key keeps it from a second send.
         assert (await node.get(*phone2("BUSY")))[0] == 200
         await settled(node)
-        assert fake.sends_by_call[20260306] == 1
+        assert fake_tops.sends_by_call[20260306] == 1
         assert await node.phone1_states() == 0
     finally:
         await stop_node(node)
 
 
-async def test_expired_phone1_is_sent_on_read_when_phone2_comes_first(fake, sqlite_url):
+async def test_expired_phone1_is_sent_on_read_when_phone2_comes_first(fake_tops, sqlite_url):
     # The sweeper runs only at start here: phone 2 finds the expired state itself.
     ameyo = AmeyoConfig(phone1_state_ttl_s=0.2, sweep_interval_s=3600)
-    node = await start_node(sqlite_url, fake, ameyo=ameyo)
+    node = await start_node(sqlite_url, fake_tops, ameyo=ameyo)
     try:
         assert (await node.get(*phone1("NO_ANSWER")))[0] == 200
         await wait_until(lambda: _has_expired(node), what="phone-1 state to expire")
         assert (await node.get(*phone2("BUSY")))[0] == 200
         await settled(node)
-        assert [(r.api, r.fields) for r in fake.received] == [
+        assert [(r.api, r.fields) for r in fake_tops.received] == [
             ("createNotAnswer", {"callId": 20260306, "callTime": "2026-03-06 13:50:00", "errorInfo1": "NO_ANSWER"})]
         decisions = {r["flow"]: r for r in await node.requests()}
         assert decisions["not_answer_phone2"]["decision"]["phone1_state"] == "expired"
@@ -218,13 +209,13 @@ async def _has_expired(node) -> bool:
     return bool(await node.service.recorder.expired_keys())
 
 
-async def test_phone1_expiry_without_send_discards(fake, sqlite_url):
+async def test_phone1_expiry_without_send_discards(fake_tops, sqlite_url):
     ameyo = AmeyoConfig(phone1_state_ttl_s=0.2, sweep_interval_s=0.05, send_phone1_on_expiry=False)
-    node = await start_node(sqlite_url, fake, ameyo=ameyo)
+    node = await start_node(sqlite_url, fake_tops, ameyo=ameyo)
     try:
         assert (await node.get(*phone1("NO_ANSWER")))[0] == 200
         await wait_until(lambda: _outcomes_are(node, ["expired", "discarded"]), what="the discard")
-        assert fake.received == [] and await node.outbox_rows() == []
+        assert fake_tops.received == [] and await node.outbox_rows() == []
     finally:
         await stop_node(node)
 
@@ -233,13 +224,13 @@ async def _outcomes_are(node, outcomes) -> bool:
     return [r["outcome"] for r in await node.requests()] == outcomes
 
 
-async def test_dry_run_records_every_payload_and_sends_nothing(fake, sqlite_url):
-    node = await start_node(sqlite_url, fake, tops=tops_config(fake, real_send=False))
+async def test_dry_run_records_every_payload_and_sends_nothing(fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops, tops=tops_config(fake_tops, real_send=False))
     try:
         for cb in [phone1("NO_ANSWER"), phone2("BUSY"), (START, {"callId": "7", "userId": "u", "displayPhone": "1"})]:
             assert (await node.get(*cb))[0] == 200
         await settled(node)
-        assert fake.received == []
+        assert fake_tops.received == []
         log = await node.requests()
         assert [r["outcome"] for r in log] == ["combined", "dry_run", "dry_run"]
         assert log[1]["payload"] == {"predictiveCallCreateNotAnswer": {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from telephonyd.logs import ContextFilter, log_context
@@ -34,18 +33,12 @@ async def fake() -> AsyncIterator[FakeDIDOptimizer]:
         yield server
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def delivered(node, key: str) -> bool:
     return (await node.states()).get(key) == "delivered"
 
 
-async def test_delivers_the_payload_with_the_api_key(sqlite_url, fake, session) -> None:
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+async def test_delivers_the_payload_with_the_api_key(sqlite_url, fake, http_session) -> None:
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "1795237838.1", call_result("1795237838.1"))
         assert result.created
@@ -61,9 +54,9 @@ async def test_delivers_the_payload_with_the_api_key(sqlite_url, fake, session) 
     assert row["delivered_at"] is not None and row["lease_until"] is None
 
 
-async def test_no_api_key_header_when_none_is_configured(sqlite_url, session) -> None:
+async def test_no_api_key_header_when_none_is_configured(sqlite_url, http_session) -> None:
     async with FakeDIDOptimizer() as open_fake:
-        sender = did_sender(session, open_fake.base_url)
+        sender = did_sender(http_session, open_fake.base_url)
         async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
             await node.outbox.enqueue(TARGET, "u1", call_result("u1"))
             await wait_until(lambda: delivered(node, "u1"))
@@ -81,9 +74,9 @@ async def test_no_api_key_header_when_none_is_configured(sqlite_url, session) ->
     ],
     ids=["500", "503", "html-502", "429-plain-text", "408"],
 )
-async def test_retryable_failure_then_success_delivers_once(sqlite_url, fake, session, failure, error) -> None:
+async def test_retryable_failure_then_success_delivers_once(sqlite_url, fake, http_session, failure, error) -> None:
     fake.script(failure)
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "u-retry", call_result("u-retry"))
         await wait_until(lambda: delivered(node, "u-retry"), what="delivery after a retry")
@@ -93,9 +86,9 @@ async def test_retryable_failure_then_success_delivers_once(sqlite_url, fake, se
     assert row["attempts"] == 2 and row["last_status"] == 200
 
 
-async def test_retry_error_is_kept_while_waiting(sqlite_url, fake, session) -> None:
+async def test_retry_error_is_kept_while_waiting(sqlite_url, fake, http_session) -> None:
     fake.script(Reply.html(502))
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     config = fast_config(backoff_base_s=30.0, backoff_max_s=60.0)  # the retry stays in the future
     async with outbox_node(sqlite_url, config=config, senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "u-wait", call_result("u-wait"))
@@ -114,9 +107,9 @@ async def _row_in_state(node, row_id: int, state: str, attempts: int | None = No
     return None
 
 
-async def test_hang_times_out_and_is_retried(sqlite_url, fake, session) -> None:
+async def test_hang_times_out_and_is_retried(sqlite_url, fake, http_session) -> None:
     fake.script(Reply.never_answers())
-    sender = did_sender(session, fake.base_url, api_key=API_KEY, timeout_s=0.3)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY, timeout_s=0.3)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "u-hang", call_result("u-hang"))
         await wait_until(lambda: delivered(node, "u-hang"), what="delivery after a hang")
@@ -126,9 +119,9 @@ async def test_hang_times_out_and_is_retried(sqlite_url, fake, session) -> None:
     assert row["attempts"] == 2
 
 
-async def test_retry_after_is_honoured(sqlite_url, fake, session) -> None:
+async def test_retry_after_is_honoured(sqlite_url, fake, http_session) -> None:
     fake.script(Reply.rate_limited("1"))
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         await node.outbox.enqueue(TARGET, "u-429", call_result("u-429"))
         await wait_until(lambda: delivered(node, "u-429"), what="delivery after a 429")
@@ -138,9 +131,9 @@ async def test_retry_after_is_honoured(sqlite_url, fake, session) -> None:
     assert second.at - first.at >= 1.0
 
 
-async def test_success_false_is_a_dead_letter_never_resent(sqlite_url, fake, session) -> None:
+async def test_success_false_is_a_dead_letter_never_resent(sqlite_url, fake, http_session) -> None:
     fake.script(Reply.success_false("Campaign not found"))
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "u-false", call_result("u-false"))
         row = await wait_until(lambda: _row_in_state(node, result.id, "dead"))
@@ -154,8 +147,8 @@ async def test_success_false_is_a_dead_letter_never_resent(sqlite_url, fake, ses
     assert stats["dead"] == 1 and stats["by_state"]["delivered"] == 1
 
 
-async def test_bad_request_is_a_dead_letter_with_the_reason(sqlite_url, fake, session) -> None:
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+async def test_bad_request_is_a_dead_letter_with_the_reason(sqlite_url, fake, http_session) -> None:
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         payload = call_result("u-400")
         del payload["campaignId"]
@@ -166,11 +159,11 @@ async def test_bad_request_is_a_dead_letter_with_the_reason(sqlite_url, fake, se
 
 
 async def test_401_dead_letters_and_marks_the_target_unhealthy_until_a_success(
-    sqlite_url, fake, session, caplog
+    sqlite_url, fake, http_session, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong_key = "did_" + "ff00" * 16
-    sender = did_sender(session, fake.base_url, api_key=wrong_key)
+    sender = did_sender(http_session, fake.base_url, api_key=wrong_key)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "u-401", call_result("u-401"))
         row = await wait_until(lambda: _row_in_state(node, result.id, "dead"))
@@ -189,11 +182,11 @@ async def test_401_dead_letters_and_marks_the_target_unhealthy_until_a_success(
     assert wrong_key not in logged and API_KEY not in logged
 
 
-async def test_connection_refused_is_retried_and_never_shows_the_key(sqlite_url, session, caplog) -> None:
+async def test_connection_refused_is_retried_and_never_shows_the_key(sqlite_url, http_session, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     async with FakeDIDOptimizer(api_key=API_KEY) as gone:
         dead_url = gone.base_url
-    sender = did_sender(session, dead_url, api_key=API_KEY)
+    sender = did_sender(http_session, dead_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "u-refused", call_result("u-refused"))
         row = await wait_until(lambda: _row_in_state(node, result.id, "pending", attempts=1))
@@ -205,9 +198,9 @@ async def test_connection_refused_is_retried_and_never_shows_the_key(sqlite_url,
     assert API_KEY not in "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
 
 
-async def test_disabled_target_keeps_rows_pending_then_delivers_when_enabled(sqlite_url, fake, session) -> None:
+async def test_disabled_target_keeps_rows_pending_then_delivers_when_enabled(sqlite_url, fake, http_session) -> None:
     other = RecordingSender()
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, False), "other": (other, True)}) as node:
         for n in range(3):
             await node.outbox.enqueue(TARGET, f"u-off-{n}", call_result(f"u-off-{n}"))
@@ -229,8 +222,8 @@ async def _all_delivered(node, count: int) -> bool:
     return len(states) == count and set(states.values()) == {"delivered"}
 
 
-async def test_delivered_is_never_sent_again(sqlite_url, fake, session) -> None:
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+async def test_delivered_is_never_sent_again(sqlite_url, fake, http_session) -> None:
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         first = await node.outbox.enqueue(TARGET, "u-once", call_result("u-once"))
         await wait_until(lambda: delivered(node, "u-once"))
@@ -244,8 +237,8 @@ async def test_delivered_is_never_sent_again(sqlite_url, fake, session) -> None:
     assert fake.requests_for("u-once")[0].json["duration"] == 2
 
 
-async def test_duplicate_key_creates_nothing_and_delivers_once(sqlite_url, fake, session) -> None:
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+async def test_duplicate_key_creates_nothing_and_delivers_once(sqlite_url, fake, http_session) -> None:
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
         a = await node.outbox.enqueue(TARGET, "u-dup", call_result("u-dup"))
         b = await node.outbox.enqueue(TARGET, "u-dup", call_result("u-dup"))
@@ -276,9 +269,9 @@ async def test_sender_exception_text_is_kept_as_last_error(sqlite_url) -> None:
     assert row["last_error"] == "ValueError: bad payload shape"
 
 
-async def test_max_attempts_turns_a_row_into_a_dead_letter(sqlite_url, fake, session) -> None:
+async def test_max_attempts_turns_a_row_into_a_dead_letter(sqlite_url, fake, http_session) -> None:
     fake.script(*[Reply.error(500)] * 5)
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     async with outbox_node(sqlite_url, config=fast_config(max_attempts=3), senders={TARGET: (sender, True)}) as node:
         result = await node.outbox.enqueue(TARGET, "u-max", call_result("u-max"))
         row = await wait_until(lambda: _row_in_state(node, result.id, "dead"))
@@ -299,12 +292,12 @@ class _Capture(logging.Handler):
         self.records.append(record)
 
 
-async def test_log_context_of_the_enqueue_follows_the_delivery(sqlite_url, fake, session) -> None:
+async def test_log_context_of_the_enqueue_follows_the_delivery(sqlite_url, fake, http_session) -> None:
     capture = _Capture()
     logger = logging.getLogger("telephonyd.outbox")
     logger.addHandler(capture)
     logger.setLevel(logging.INFO)
-    sender = did_sender(session, fake.base_url, api_key=API_KEY)
+    sender = did_sender(http_session, fake.base_url, api_key=API_KEY)
     try:
         async with outbox_node(sqlite_url, senders={TARGET: (sender, True)}) as node:
             with log_context(uniqueid="1795237857.3", linkedid="1795237857.1", agi_script="call_log"):

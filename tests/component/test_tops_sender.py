@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from telephonyd.config import TopsConfig, TopsTarget
@@ -26,23 +25,9 @@ def row(payload: dict[str, Any] | None = None, attempts: int = 0) -> OutboxRow:
     return OutboxRow(id=1, target="tops", key="k", payload=payload, attempts=attempts, created_at=0.0)
 
 
-@pytest.fixture
-async def fake():
-    fake = FakeTops()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def config(fake: FakeTops, **overrides: Any) -> TopsConfig:
+def config(fake_tops: FakeTops, **overrides: Any) -> TopsConfig:
     values: dict[str, Any] = {"real_send": True, "timeout_s": 0.5,
-                              "test": TopsTarget(base_url=fake.base_url, api_key=fake.api_key)}
+                              "test": TopsTarget(base_url=fake_tops.base_url, api_key=fake_tops.api_key)}
     return TopsConfig(**{**values, **overrides})
 
 
@@ -54,32 +39,32 @@ class Results:
         self.calls.append((payload, outcome, reply))
 
 
-async def test_wire_format_and_success(fake, session):
+async def test_wire_format_and_success(fake_tops, http_session):
     results = Results()
-    sender = TopsSender(config(fake), session, on_result=results)
+    sender = TopsSender(config(fake_tops), http_session, on_result=results)
     delivery = await sender.send(row())
     assert (delivery.outcome, delivery.status) == ("delivered", 200)
-    assert fake.violations == []
-    [received] = fake.received
+    assert fake_tops.violations == []
+    [received] = fake_tops.received
     assert received.api == "createCallEnd" and received.fields == BODY["predictiveCallCreateCallEnd"]
-    assert received.headers["X-FastHelp-API-Key"] == fake.api_key
+    assert received.headers["X-FastHelp-API-Key"] == fake_tops.api_key
     [(payload, outcome, reply)] = results.calls
     assert payload["request_id"] == "r1" and outcome == "delivered"
     assert reply["status"] == 200 and reply["attempts"] == 1 and '"success"' in reply["body"]
     assert sender.health() == {"ok": True, "state": "sending", "env": "TEST", "sent": 1, "last_error": None}
 
 
-async def test_prod_env_selects_the_prod_target(fake, session):
-    cfg = config(fake, env="prod", test=TopsTarget(base_url="http://127.0.0.1:9", api_key="x" * 32),
-                 prod=TopsTarget(base_url=fake.base_url, api_key=fake.api_key))
-    assert (await TopsSender(cfg, session).send(row())).outcome == "delivered"
+async def test_prod_env_selects_the_prod_target(fake_tops, http_session):
+    cfg = config(fake_tops, env="prod", test=TopsTarget(base_url="http://127.0.0.1:9", api_key="x" * 32),
+                 prod=TopsTarget(base_url=fake_tops.base_url, api_key=fake_tops.api_key))
+    assert (await TopsSender(cfg, http_session).send(row())).outcome == "delivered"
 
 
-async def test_dry_run_sends_nothing(fake, session):
+async def test_dry_run_sends_nothing(fake_tops, http_session):
     results = Results()
-    delivery = await TopsSender(config(fake, real_send=False), session, on_result=results).send(row())
+    delivery = await TopsSender(config(fake_tops, real_send=False), http_session, on_result=results).send(row())
     assert delivery.outcome == "delivered" and delivery.response == "dry_run"
-    assert fake.received == [] and [c[1] for c in results.calls] == ["dry_run"]
+    assert fake_tops.received == [] and [c[1] for c in results.calls] == ["dry_run"]
 
 
 @pytest.mark.parametrize(("reply", "outcome", "unhealthy"), [
@@ -91,38 +76,38 @@ async def test_dry_run_sends_nothing(fake, session):
     (Reply.success(delay_s=2.0), "retry", False),  # slower than timeout_s
     (Reply.hang(), "retry", False),
 ])
-async def test_reply_classes(reply, outcome, unhealthy, fake, session):
-    fake.default = reply
+async def test_reply_classes(reply, outcome, unhealthy, fake_tops, http_session):
+    fake_tops.default = reply
     results = Results()
-    sender = TopsSender(config(fake), session, on_result=results)
+    sender = TopsSender(config(fake_tops), http_session, on_result=results)
     delivery = await sender.send(row())
     assert (delivery.outcome, delivery.unhealthy) == (outcome, unhealthy)
     assert sender.health()["ok"] is not unhealthy
     assert results.calls[0][1] == outcome and results.calls[0][2]["error"]
 
 
-async def test_wrong_key_is_refused(fake, session):
-    cfg = config(fake, test=TopsTarget(base_url=fake.base_url, api_key="wrong" * 6))
-    delivery = await TopsSender(cfg, session).send(row())
+async def test_wrong_key_is_refused(fake_tops, http_session):
+    cfg = config(fake_tops, test=TopsTarget(base_url=fake_tops.base_url, api_key="wrong" * 6))
+    delivery = await TopsSender(cfg, http_session).send(row())
     assert delivery.outcome == "dead" and delivery.status == 400
-    assert fake.violations == ["missing or wrong X-FastHelp-API-Key"]
+    assert fake_tops.violations == ["missing or wrong X-FastHelp-API-Key"]
 
 
-async def test_no_key_configured_waits_unhealthy(fake, session):
-    cfg = config(fake, test=TopsTarget(base_url=fake.base_url))
-    delivery = await TopsSender(cfg, session).send(row())
-    assert (delivery.outcome, delivery.unhealthy) == ("retry", True) and fake.received == []
+async def test_no_key_configured_waits_unhealthy(fake_tops, http_session):
+    cfg = config(fake_tops, test=TopsTarget(base_url=fake_tops.base_url))
+    delivery = await TopsSender(cfg, http_session).send(row())
+    assert (delivery.outcome, delivery.unhealthy) == ("retry", True) and fake_tops.received == []
 
 
-async def test_nothing_listening_is_retried(session):
+async def test_nothing_listening_is_retried(http_session):
     cfg = TopsConfig(real_send=True, test=TopsTarget(base_url="http://127.0.0.1:9", api_key="k" * 32), timeout_s=1)
-    delivery = await TopsSender(cfg, session).send(row())
+    delivery = await TopsSender(cfg, http_session).send(row())
     assert delivery.outcome == "retry" and "Cannot connect" in delivery.error
 
 
-async def test_malformed_payload_is_a_dead_letter(fake, session):
-    delivery = await TopsSender(config(fake), session).send(row({"api": "deleteEverything", "body": {}}))
-    assert delivery.outcome == "dead" and fake.received == []
+async def test_malformed_payload_is_a_dead_letter(fake_tops, http_session):
+    delivery = await TopsSender(config(fake_tops), http_session).send(row({"api": "deleteEverything", "body": {}}))
+    assert delivery.outcome == "dead" and fake_tops.received == []
 
 
 @pytest.fixture
@@ -136,17 +121,17 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-async def test_tls_is_verified(self_signed, session):
+async def test_tls_is_verified(self_signed, http_session):
     cert, key = self_signed
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    fake = FakeTops()
-    await fake.start(ssl_context=context)
+    fake_tops = FakeTops()
+    await fake_tops.start(ssl_context=context)
     try:
-        assert fake.base_url.startswith("https://")
-        untrusted = await TopsSender(config(fake), session).send(row())
-        assert untrusted.outcome == "retry" and fake.received == []
-        trusted = await TopsSender(config(fake, ca_file=str(cert)), session).send(row())
-        assert trusted.outcome == "delivered" and len(fake.received) == 1
+        assert fake_tops.base_url.startswith("https://")
+        untrusted = await TopsSender(config(fake_tops), http_session).send(row())
+        assert untrusted.outcome == "retry" and fake_tops.received == []
+        trusted = await TopsSender(config(fake_tops, ca_file=str(cert)), http_session).send(row())
+        assert trusted.outcome == "delivered" and len(fake_tops.received) == 1
     finally:
-        await fake.close()
+        await fake_tops.close()

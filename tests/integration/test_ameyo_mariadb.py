@@ -8,7 +8,6 @@ import itertools
 import pytest
 
 from tests.component.ameyo_harness import settled, start_node, stop_node
-from tests.fakes.tops import FakeTops
 
 pytestmark = pytest.mark.mariadb
 
@@ -22,17 +21,9 @@ def callback(call_id: int, index: int, status: str) -> dict[str, str]:
             "callTime": "2026-03-06 13:50:00"}
 
 
-@pytest.fixture
-async def fake():
-    fake = FakeTops()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-async def test_two_instances_on_one_mariadb_send_once(fake, mariadb_url):
-    a = await start_node(mariadb_url, fake, node_id="a")
-    b = await start_node(mariadb_url, fake, node_id="b")
+async def test_two_instances_on_one_mariadb_send_once(fake_tops, mariadb_url):
+    a = await start_node(mariadb_url, fake_tops, node_id="a")
+    b = await start_node(mariadb_url, fake_tops, node_id="b")
     try:
         nodes = itertools.cycle([a, b])
         calls = range(7001, 7011)
@@ -42,8 +33,8 @@ async def test_two_instances_on_one_mariadb_send_once(fake, mariadb_url):
         answers = await asyncio.gather(*(node.get(END, params) for node, params in requests))
         assert {status for status, _ in answers} == {200}
         await settled(a, b, timeout=15)
-        assert fake.violations == []
-        assert fake.sends_by_call == {c: 1 for c in calls}
+        assert fake_tops.violations == []
+        assert fake_tops.sends_by_call == {c: 1 for c in calls}
         # Whether phone 1 or phone 2 won the race, no phone-1 state is left and no call lost a send.
         assert await a.phone1_states() == 0
         rows = await a.outbox_rows()
@@ -57,14 +48,14 @@ async def test_two_instances_on_one_mariadb_send_once(fake, mariadb_url):
         await stop_node(b)
 
 
-async def test_phone1_on_one_instance_phone2_on_the_other(fake, mariadb_url):
-    a = await start_node(mariadb_url, fake, node_id="a")
-    b = await start_node(mariadb_url, fake, node_id="b")
+async def test_phone1_on_one_instance_phone2_on_the_other(fake_tops, mariadb_url):
+    a = await start_node(mariadb_url, fake_tops, node_id="a")
+    b = await start_node(mariadb_url, fake_tops, node_id="b")
     try:
         assert (await a.get(END, callback(8001, 0, "PROVIDER_TEMP_FAILURE")))[0] == 200
         assert (await b.get(END, callback(8001, 1, "NO_ANSWER")))[0] == 200
         await settled(a, b)
-        assert [(r.api, r.fields) for r in fake.received] == [
+        assert [(r.api, r.fields) for r in fake_tops.received] == [
             ("createNotAnswer", {"callId": 8001, "callTime": "2026-03-06 13:50:00",
                                  "errorInfo1": "PROVIDER_TEMP_FAILURE", "errorInfo2": "NO_ANSWER"})]
     finally:

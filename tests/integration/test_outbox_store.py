@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import sqlalchemy as sa
 
@@ -26,12 +24,6 @@ from tests.outbox_harness import (
     outbox_node,
     wait_until,
 )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def _committed_keys(url: str) -> dict[str, int]:
@@ -150,10 +142,10 @@ async def test_expired_lease_counts_against_max_attempts(store_url) -> None:
     assert (row["state"], row["attempts"]) == ("dead", 1)
 
 
-async def test_crashed_node_rows_are_delivered_once_after_the_lease(store_url, session) -> None:
+async def test_crashed_node_rows_are_delivered_once_after_the_lease(store_url, http_session) -> None:
     async with FakeDIDOptimizer() as fake:
         fake.script(*[Reply.never_answers()] * 3)
-        sender = did_sender(session, fake.base_url, timeout_s=30.0)
+        sender = did_sender(http_session, fake.base_url, timeout_s=30.0)
         config = fast_config(lease_s=2.0)
         async with outbox_node(store_url, config=config, senders={TARGET: (sender, True)}) as first:
             for n in range(3):
@@ -228,9 +220,9 @@ async def test_skip_locked_claims_are_disjoint(mariadb_url) -> None:
     assert len(ids) == len(set(ids)) == 60
 
 
-async def test_two_instances_share_the_work_and_deliver_each_row_once(mariadb_url, session) -> None:
+async def test_two_instances_share_the_work_and_deliver_each_row_once(mariadb_url, http_session) -> None:
     async with FakeDIDOptimizer() as fake:
-        sender = did_sender(session, fake.base_url)
+        sender = did_sender(http_session, fake.base_url)
         config = fast_config(concurrency=4, claim_batch=4)
         async with (
             outbox_node(mariadb_url, node_id="ast1", config=config, senders={TARGET: (sender, True)}, run=False) as a,
