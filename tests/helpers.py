@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -32,3 +33,22 @@ async def running(component: C, stop_timeout: float = 2.0) -> AsyncIterator[C]:
     finally:
         await comp.stop(stop_timeout)
         await asyncio.wait_for(task, stop_timeout + 1.0)
+
+
+async def wait_until(
+    condition: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = "condition",
+    interval: float = 0.01,
+) -> Any:
+    """Poll ``condition`` (sync or async) every ``interval`` s until truthy and return its value;
+    fail with `AssertionError` naming ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,21 +29,6 @@ def fast_config(**overrides: Any) -> OutboxConfig:
     return OutboxConfig(**{**FAST, **overrides})
 
 
-async def wait_until(
-    condition: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll ``condition`` (sync or async) until truthy; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class RecordingSender:

@@ -19,7 +19,8 @@ from telephonyd.outbox import Outbox
 from telephonyd.store import Store
 from telephonyd.upstream.tops import TopsSender
 from tests.fakes.tops import FakeTops
-from tests.outbox_harness import fast_config, wait_until
+from tests.helpers import wait_until
+from tests.outbox_harness import fast_config
 
 
 def tops_config(fake: FakeTops, **overrides: Any) -> TopsConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,15 +18,12 @@ from telephonyd.contacts import ContactChange, ContactsSync
 from telephonyd.contacts.schema import metadata
 from telephonyd.store import Store
 from tests.fakes.ami import FakeAMIServer
+from tests.helpers import wait_until
 
 SECRET = "rig-secret"
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached in time"
-        await asyncio.sleep(0.005)
+until = functools.partial(wait_until, timeout=5.0, interval=0.005)
 
 
 @dataclass
@@ -56,10 +54,10 @@ class ContactsRig:
     async def settled(self, events: int, timeout: float = 5.0) -> None:
         """At least ``events`` ContactStatus/PeerStatus events applied, and nothing left to write."""
         await until(lambda: self.sync.counters["events"] >= events and self.sync.health()["queued_events"] == 0
-                    and self.sync.health()["pending_writes"] == 0, timeout, "contacts sync idle")
+                    and self.sync.health()["pending_writes"] == 0, timeout=timeout, what="contacts sync idle")
 
     async def synced(self, resyncs: int = 1, timeout: float = 5.0) -> None:
-        await until(lambda: self.sync.counters["resyncs"] >= resyncs and self.client.connected, timeout, "resync")
+        await until(lambda: self.sync.counters["resyncs"] >= resyncs and self.client.connected, timeout=timeout, what="resync")
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ from telephonyd.presence.state import PresenceEvent
 from telephonyd.store import Store
 from telephonyd.web import HTTPServer
 from tests.fakes.ami import FakeAMIServer
+from tests.helpers import wait_until
 
 ADMIN_TOKEN = "rig-admin-token"
 AMI_SECRET = "rig-ami-secret"
@@ -68,14 +69,7 @@ class Rig:
                          and self.contacts.health()["state"] == "synced")
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``predicate`` until it is truthy (deadline ``timeout`` s); returns its value."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = predicate()
-            if value:
-                return value
-            await asyncio.sleep(0.01)
+eventually = wait_until
 
 
 @contextlib.asynccontextmanager

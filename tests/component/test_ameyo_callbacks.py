@@ -18,7 +18,7 @@ from tests.component.ameyo_harness import (
     stop_node,
     tops_config,
 )
-from tests.outbox_harness import wait_until
+from tests.helpers import wait_until
 
 END = "/index.php"
 START = "/call_start.php"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,16 +18,12 @@ from telephonyd.config import AMIConfig
 from telephonyd.errors import ConfigError
 from tests.fakes.ami import FakeAMIServer
 from tests.fakes.ami_wire import recorded_events, value_of
-from tests.helpers import running
+from tests.helpers import running, wait_until
 
 SECRET = "s3cret-ami"
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
+until = functools.partial(wait_until, timeout=5.0, interval=0.005)
 
 
 def config(fake: FakeAMIServer, **overrides: Any) -> AMIConfig:

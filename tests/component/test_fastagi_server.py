@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from telephonyd.config import FastAGIConfig
 from telephonyd.errors import ConfigError, ProtocolError
 from telephonyd.fastagi import AGICommandTimeout, AGISession, FastAGIServer
 from telephonyd.logs import ContextFilter
+from tests import helpers
 from tests.conftest import ASTERISK_FIXTURES
 from tests.fakes.agi import REPLY_511, FakeChannel, recorded_channels, run_session
 
@@ -38,12 +40,7 @@ def addr(server: FastAGIServer) -> tuple[str, int]:
     return server.bound_addresses[0]
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
+wait_until = functools.partial(helpers.wait_until, timeout=5.0, interval=0.005)
 
 
 # -- replaying the recordings --------------------------------------------------------------------

@@ -14,15 +14,8 @@ import pytest
 from telephonyd.logs import ContextFilter, log_context
 from telephonyd.outbox import Delivery
 from tests.fakes.did_optimizer import FakeDIDOptimizer, Reply
-from tests.outbox_harness import (
-    TARGET,
-    RecordingSender,
-    call_result,
-    did_sender,
-    fast_config,
-    outbox_node,
-    wait_until,
-)
+from tests.helpers import wait_until
+from tests.outbox_harness import TARGET, RecordingSender, call_result, did_sender, fast_config, outbox_node
 
 API_KEY = "did_" + "ab12" * 16
 

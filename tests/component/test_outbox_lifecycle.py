@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from telephonyd.errors import StoreError
 from telephonyd.outbox import Outbox, metadata
 from telephonyd.store import Store
-from tests.outbox_harness import RecordingSender, fast_config, outbox_node, wait_until
+from tests.helpers import wait_until
+from tests.outbox_harness import RecordingSender, fast_config, outbox_node
 
 
 def _operational_error() -> sa.exc.OperationalError:

@@ -16,6 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from telephonyd.presence.state import AgentRetired, AgentStatus
 from telephonyd.presence.stream import AgentStream
+from tests.helpers import wait_until
 
 SINCE = "2026-11-21T04:54:15.000Z"
 
@@ -105,7 +106,7 @@ async def test_a_slow_client_is_dropped_and_the_others_get_everything() -> None:
         try:
             async with http.ws_connect(url) as fast:
                 assert (await receive(fast))["type"] == "agents:snapshot"
-                await asyncio.wait_for(_until(lambda: stream.clients == 2), 5)
+                await wait_until(lambda: stream.clients == 2, timeout=5, what="two WebSocket clients")
                 name = "agent-" + "x" * 4000  # big messages fill the slow peer's buffers sooner
                 received: list[dict] = []
                 sent = 0
@@ -122,11 +123,6 @@ async def test_a_slow_client_is_dropped_and_the_others_get_everything() -> None:
                 assert (await receive(fast))["state"] == "ringing"
         finally:
             slow.close()
-
-
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)
 
 
 async def test_close_ends_every_socket_with_going_away() -> None:

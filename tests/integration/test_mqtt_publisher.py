@@ -4,6 +4,7 @@ republish after a reconnect, retired endpoints cleared, a broker outage that nev
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import socket
@@ -17,7 +18,7 @@ from telephonyd.config import MQTTConfig
 from telephonyd.mqtt import MQTTPublisher
 from telephonyd.presence.state import AgentRetired, AgentsResynced, AgentStatus
 from tests.fakes.mqtt_consumer import MQTTConsumer, retained
-from tests.helpers import running
+from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.mosquitto
 
@@ -52,10 +53,7 @@ def make(host: str, port: int, prefix: str, presence: StaticPresence, **extra) -
     return MQTTPublisher(config, node_id="ast1", presence=presence)
 
 
-async def until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
+until = functools.partial(wait_until, timeout=10.0, interval=0.02)
 
 
 def doc(payload: bytes) -> dict:

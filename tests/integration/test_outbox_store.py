@@ -15,15 +15,8 @@ from telephonyd.outbox.queries import OutboxQueries
 from telephonyd.outbox.schema import outbox as outbox_table
 from telephonyd.store import Store
 from tests.fakes.did_optimizer import FakeDIDOptimizer, Reply
-from tests.outbox_harness import (
-    TARGET,
-    RecordingSender,
-    call_result,
-    did_sender,
-    fast_config,
-    outbox_node,
-    wait_until,
-)
+from tests.helpers import wait_until
+from tests.outbox_harness import TARGET, RecordingSender, call_result, did_sender, fast_config, outbox_node
 
 
 async def _committed_keys(url: str) -> dict[str, int]:

@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 
 from telephonyd.outbox.queries import OutboxQueries
-from tests.outbox_harness import RecordingSender, fast_config, outbox_node, wait_until
+from tests.helpers import wait_until
+from tests.outbox_harness import RecordingSender, fast_config, outbox_node
 
 
 async def test_a_late_result_of_an_expired_claim_never_lands_on_the_next_claim(store_url) -> None:

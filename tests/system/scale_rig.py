@@ -5,12 +5,12 @@ a read-only view of the shared outbox table."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import glob
 import json
 import shutil
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Self, TypeVar
 
 import aiohttp
@@ -24,6 +24,7 @@ from tests.fakes.agi import FakeChannel, run_session
 from tests.fakes.did_optimizer import FakeDIDOptimizer, Reply
 from tests.fakes.tops import FakeTops
 from tests.fakes.tops import Reply as TopsReply
+from tests.helpers import wait_until
 
 T = TypeVar("T")
 
@@ -90,18 +91,7 @@ async def start_all(daemons: Iterable[Any], timeout: float = 40.0) -> None:
     await asyncio.gather(*(asyncio.to_thread(d.start, timeout) for d in daemons))
 
 
-async def until(probe: Callable[[], Awaitable[T] | T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll ``probe`` (sync or async) until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s")
-        await asyncio.sleep(0.02)  # poll interval of a condition with a deadline
+until = functools.partial(wait_until, timeout=20.0, interval=0.02)
 
 
 async def play_on(plan: list[tuple[int, FakeChannel]], concurrency: int = 12) -> list[str | None]:
