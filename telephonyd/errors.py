@@ -6,6 +6,8 @@ is a property of the error (`retryable`), not of the place that catches it.
 
 from __future__ import annotations
 
+import asyncio
+
 
 class TelephonydError(Exception):
     """Root of telephonyd's errors. `retryable` tells whether the same operation may succeed later."""
@@ -58,8 +60,6 @@ def raise_if_cancelling() -> None:
     it raises `CancelledError` when the current task has a cancellation pending
     (`asyncio.Task.cancelling`, Python 3.11+).
     """
-    import asyncio
-
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

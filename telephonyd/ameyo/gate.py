@@ -9,8 +9,10 @@ one of two identical callbacks passes.
 TTL per state: ``processing`` ``processing_ttl_s``, ``processed`` ``dedupe_ttl_s``,
 ``waiting_phone2`` ``phone1_state_ttl_s`` (phone 2 passes at any time), ``failed`` none.
 Statements are compiled once per store (`Prepared`): this is on every callback's path.
-`Gate.insert_many` inserts the new keys of a whole batch first, in key order (so concurrent
-instances lock keys in the same order); only keys that already existed take the per-callback path.
+`Gate.insert_many` inserts the new keys of a whole batch first, in one statement and in key order
+(so concurrent instances lock keys in the same order): insert-or-ignore ... RETURNING where the
+dialect has it, else a second statement reads back which rows carry this batch's request ids. Only
+keys that already existed take the per-callback path.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ class Gate:
         self.stale = sa.or_(gate.c.state == FAILED, gate.c.updated_at + ttl <= now)
         values = {"state": sa.bindparam("new_state"), "updated_at": now, "request_id": sa.bindparam("request_id"),
                   "flow": sa.bindparam("flow")}
-        self._insert = Prepared(store.insert_ignore(gate).values(gate_key=sa.bindparam("key"), **values))
+        insert = store.insert_ignore(gate).values(gate_key=sa.bindparam("key"), **values)
+        self._insert = Prepared(insert)
+        # A batch's new gates: one multi-row statement (one round trip on MariaDB), not one per row.
+        self._insert_many = insert
+        self._insert_returning = insert.returning(gate.c.request_id)
         where_key = gate.c.gate_key == sa.bindparam("key")
         self._take_stale = Prepared(sa.update(gate).where(where_key, self.stale).values(**values))
         self._take_phone2 = Prepared(
@@ -72,6 +78,8 @@ class Gate:
             .where(gate.c.gate_key == sa.bindparam("b_key"), gate.c.state == sa.bindparam("b_from"))
             .values(state=sa.bindparam("b_state"), updated_at=now)
         )
+        self._owners = sa.select(gate.c.gate_key, gate.c.request_id).where(
+            gate.c.gate_key.in_(sa.bindparam("keys", expanding=True)))
 
     def insert_many(self, conn: sa.Connection, claims: list[dict[str, str]]) -> set[str]:
         """Insert the gates that do not exist yet; returns the request ids whose gate was inserted.
@@ -85,9 +93,12 @@ class Gate:
             first.setdefault(claim["key"], claim)
         if not first:
             return set()
-        insert = self._insert
-        return {claim["request_id"] for key, claim in sorted(first.items())
-                if insert.execute(conn, claim).rowcount == 1}
+        rows = [first[k] for k in sorted(first)]
+        if conn.dialect.insert_executemany_returning:
+            return set(conn.execute(self._insert_returning, rows).scalars().all())
+        conn.execute(self._insert_many, rows)
+        owners = conn.execute(self._owners, {"keys": list(first)}).all()
+        return {request_id for key, request_id in owners if first[key]["request_id"] == request_id}
 
     def claim(
         self, conn: sa.Connection, key: str, *, state: str, request_id: str, flow: str, phone2: bool, ttls: GateTTLs,

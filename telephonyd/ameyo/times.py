@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
-TOPS_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
 _STAMP = re.compile(
     r"^(?P<y>\d{4})[/-](?P<mo>\d{1,2})[/-](?P<d>\d{1,2})[ T](?P<h>\d{1,2}):(?P<mi>\d{2}):(?P<s>\d{2})"
     r"(?:\.\d{1,6})?"

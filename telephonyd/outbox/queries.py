@@ -123,8 +123,9 @@ class OutboxQueries:
         }  # fmt: skip
         self._add = Prepared(store.insert_ignore(t).values(**new_row))
         self._insert = Prepared(store.insert_ignore(t).values(**new_row, enqueue_batch=sa.bindparam("b_batch")))
-        self._lookup = Prepared(sa.select(t.c.id, t.c.enqueue_batch).where(
-            t.c.target == sa.bindparam("b_target"), _KEY == sa.bindparam("b_key")))
+        # One lookup per target and batch: on MariaDB a statement per row would be a round trip each.
+        self._lookup = sa.select(t.c.id, _KEY, t.c.enqueue_batch).where(
+            t.c.target == sa.bindparam("b_target"), _KEY.in_(sa.bindparam("b_keys", expanding=True)))
         # SQLite's claim, built once: one conditional UPDATE ... RETURNING (see `claim`).
         due = sa.and_(t.c.state == PENDING, t.c.target == sa.bindparam("b_target"), t.c.next_attempt_at <= now)
         ids = sa.select(t.c.id).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(sa.bindparam("b_limit"))
@@ -177,11 +178,13 @@ class OutboxQueries:
 
         def work(conn: sa.Connection) -> dict[tuple[str, str], tuple[int, bool]]:
             self._insert.executemany(conn, params)
+            by_target: dict[str, list[str]] = {}
+            for r in ordered:
+                by_target.setdefault(r.target, []).append(r.key)
             found: dict[tuple[str, str], tuple[int, bool]] = {}
-            for p in params:
-                rec = self._lookup.execute(conn, p).fetchone()
-                if rec is not None:
-                    found[(p["b_target"], p["b_key"])] = (int(rec[0]), rec[1] == batch)
+            for target, keys in by_target.items():
+                for row_id, key, row_batch in conn.execute(self._lookup, {"b_target": target, "b_keys": keys}):
+                    found[(target, key)] = (int(row_id), row_batch == batch)
             return found
 
         found = await self._transaction(work, urgent=True)  # a caller waits to answer its peer

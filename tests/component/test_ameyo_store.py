@@ -76,12 +76,18 @@ async def test_failed_blocks_nothing(store):
     assert await claim(store, "k") == (True, None)
 
 
-async def test_bulk_insert_gives_each_new_key_to_its_first_claimer(store):
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "read-back"])
+async def test_bulk_insert_gives_each_new_key_to_its_first_claimer(store, returning, monkeypatch):
     g = Gate(store)
     assert (await claim(store, "old"))[0]
     claims = [{"key": k, "new_state": PROCESSING, "request_id": r, "flow": "f"}
               for k, r in [("a", "r1"), ("b", "r2"), ("a", "r3"), ("old", "r4")]]
-    assert await store.write(lambda conn: g.insert_many(conn, claims)) == {"r1", "r2"}
+
+    def insert_many(conn: sa.Connection) -> set[str]:
+        monkeypatch.setattr(conn.dialect, "insert_executemany_returning", returning)
+        return g.insert_many(conn, claims)
+
+    assert await store.write(insert_many) == {"r1", "r2"}
     assert await claim(store, "a") == (False, PROCESSING)
 
 
