@@ -6,8 +6,9 @@ Facts (Asterisk 22.10.1 recordings 01/01b, main/manager.c):
   and ``Key: md5hex(challenge + secret)``. A bad secret: Asterisk waits 1 s, answers ``Response:
   Error`` / ``Message: Authentication failed`` and closes.
 - ``Ping`` answers ``Response: Success`` / ``Ping: Pong``.
-- An action Asterisk does not know answers ``Response: Error`` / ``Message: Invalid/unknown command``
-  (how a 13-15 server answers ``PJSIPShowContacts``).
+- An action Asterisk does not have answers ``Response: Error`` / ``Message: Invalid/unknown command:
+  <Action>. Use Action: ListCommands to show available commands.`` (ami_actions_22.10.1.txt); the
+  contacts listing tells it by its prefix (`telephonyd.contacts.listing.is_unknown_command`).
 - List actions answer ``EventList: start``, one event per item, then ``<Name>Complete`` with
   ``EventList: Complete`` (compared case-insensitively).
 """
@@ -17,9 +18,6 @@ from __future__ import annotations
 import hashlib
 
 from .message import AMIMessage
-
-UNKNOWN_COMMAND = "invalid/unknown command"
-
 
 def login_plain(username: str, secret: str, events: str) -> dict[str, str]:
     return {"Action": "Login", "Username": username, "Secret": secret, "Events": events}
@@ -48,12 +46,6 @@ def logoff() -> dict[str, str]:
 
 def core_settings() -> dict[str, str]:
     return {"Action": "CoreSettings"}
-
-
-def is_unknown_command(reply: AMIMessage) -> bool:
-    """True when Asterisk does not know the action (module not loaded, older version)."""
-    message = (reply.get("Message") or "").strip().lower()
-    return reply.is_error and message == UNKNOWN_COMMAND
 
 
 def starts_list(reply: AMIMessage) -> bool:

@@ -2,10 +2,19 @@
 
 Which action lists contacts depends on the version, so it is chosen by what the server answers:
 ``PJSIPShowContacts`` (16+), else ``PJSIPShowRegistrationInboundContactStatuses`` (13.14-15.x)
-when the first answers ``Invalid/unknown command``; if neither is known res_pjsip is not loaded and
-PJSIP contacts are left alone. chan_sip (``SIPpeers``, Asterisk <= 20) and IAX2 (``IAXpeerlist``)
-registered peers are listed the same way in owned mode. An ``Error`` saying nothing was found
-(``No Contacts found``) is an empty list; any other error fails the listing.
+when the first is not available; if neither is, res_pjsip is not loaded and PJSIP contacts are left
+alone. chan_sip (``SIPpeers``, Asterisk <= 20) and IAX2 (``IAXpeerlist``) registered peers are listed
+the same way in owned mode. An ``Error`` saying nothing was found (``No Contacts found``) is an empty
+list; any other error fails the listing.
+
+"Not available" is what Asterisk 22.10.1 answers for an action no loaded module registers
+(main/manager.c; recorded for ``SIPpeers``, ``IAXpeerlist``, ``QueueStatus`` and an unknown action in
+tests/fixtures/asterisk-22.10.1/ami/ami_actions_22.10.1.txt)::
+
+    Response: Error
+    Message: Invalid/unknown command: SIPpeers. Use Action: ListCommands to show available commands.
+
+so it is matched on its ``Invalid/unknown command`` prefix, never on the whole text.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from .parse import (
     contact_from_status_detail,
 )
 
-UNKNOWN_COMMAND = "invalid/unknown command"
+#: The start of Asterisk's answer to an action it does not have (compared case-insensitively).
+UNKNOWN_COMMAND_PREFIX = "invalid/unknown command"
 
 
 class AMISource(Protocol):
@@ -59,7 +69,8 @@ class Listing:
 
 
 def is_unknown_command(reply: MessageLike) -> bool:
-    return _is_error(reply) and (reply.get("Message") or "").strip().lower() == UNKNOWN_COMMAND
+    """True when Asterisk does not have the action (module not loaded, older or newer version)."""
+    return _is_error(reply) and (reply.get("Message") or "").strip().lower().startswith(UNKNOWN_COMMAND_PREFIX)
 
 
 def found_nothing(reply: MessageLike) -> bool:

@@ -54,6 +54,34 @@ def received_stream(path: Path) -> bytes:
     return b"".join(raw for direction, raw in transcript_blocks(path) if direction in ("banner", "received"))
 
 
+@dataclass(frozen=True)
+class RecordedAction:
+    """One action of a ``>>> ``-annotated session (ami_actions_*.txt) and Asterisk's reply bytes."""
+
+    sent: Pairs
+    reply: bytes
+
+    @property
+    def name(self) -> str:
+        return value_of(self.sent, "Action")
+
+
+def action_transcript(path: Path) -> list[RecordedAction]:
+    """The actions of ``ami_actions_22.10.1.txt``: each ``>>> `` block (sent, CRLF-ended) is followed
+    by the reply bytes verbatim; the annotation adds one bare ``\n`` after each reply, removed here."""
+    data = path.read_bytes()
+    out: list[RecordedAction] = []
+    for chunk in data.split(b"\n>>> ")[1:]:
+        sent, sep, reply = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        if reply.endswith(b"\r\n\n"):
+            reply = reply[:-1]
+        pairs = [(k, v) for k, _, v in (ln.partition(": ") for ln in sent.decode().split("\r\n")) if k]
+        out.append(RecordedAction(pairs, reply))
+    return out
+
+
 def split_raw(data: bytes) -> list[Pairs]:
     """Messages of a raw ``*_events*`` recording (each ends with ``\\r\\n\\r\\n``)."""
     messages: list[Pairs] = []

@@ -18,12 +18,15 @@ from telephonyd.ami.framing import (
 from tests.fakes.ami_wire import (
     AMI_RECORDINGS,
     VICIDIAL_RECORDINGS,
+    action_transcript,
     received_stream,
     split_raw,
 )
 
 ANNOTATED = ["01_ami_banner_login.txt", "01b_ami_login_bad_secret.txt", "03_PJSIPShowContacts_registered.txt"]
-RAW = sorted(p.name for p in AMI_RECORDINGS.glob("*.txt") if p.name not in ANNOTATED)
+#: ``>>> ``-annotated sessions: the replies, concatenated, are the stream.
+ACTIONS = ["ami_actions_22.10.1.txt"]
+RAW = sorted(p.name for p in AMI_RECORDINGS.glob("*.txt") if p.name not in ANNOTATED + ACTIONS)
 VICIDIAL_RAW = sorted(p.name for p in VICIDIAL_RECORDINGS.glob("*_ami_events.txt"))
 
 
@@ -33,11 +36,13 @@ def stream_of(name: str) -> tuple[bytes, str | None]:
         data = received_stream(AMI_RECORDINGS / name)
         banner, rest = split_banner(data)
         return rest, banner
+    if name in ACTIONS:
+        return b"".join(a.reply for a in action_transcript(AMI_RECORDINGS / name)), None
     path = AMI_RECORDINGS / name if (AMI_RECORDINGS / name).exists() else VICIDIAL_RECORDINGS / name
     return path.read_bytes(), None
 
 
-ALL = ANNOTATED + RAW + VICIDIAL_RAW
+ALL = ANNOTATED + ACTIONS + RAW + VICIDIAL_RAW
 
 
 def as_pairs(messages) -> list[list[tuple[str, str]]]:  # type: ignore[no-untyped-def]
