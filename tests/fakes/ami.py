@@ -4,11 +4,14 @@ It holds endpoints and contacts it can change, producing the recorded event orde
 - register: ContactStatus NonQualified -> PeerStatus Reachable -> ContactStatus Reachable
   (-> DeviceStateChange NOT_INUSE), 02_register_ami_events_all.txt;
 - unregister: PeerStatus Unreachable -> DeviceStateChange UNAVAILABLE -> ContactStatus Removed.
-It answers Login (plain or MD5 challenge), Challenge, Ping, Logoff, CoreSettings, PJSIPShowContacts,
-PJSIPShowEndpoints, PJSIPShowEndpoint, DeviceStateList (and SIPpeers with ``chan_sip=True``, the
-13-15 ``PJSIPShowRegistrationInboundContactStatuses`` when ``asterisk_version`` < 16) from that
-state, ``Invalid/unknown command`` otherwise. Faults: drop connections, Shutdown then come back
-with FullyBooted, reject logins (wait, Error, close), garbage, oversized lines, silence.
+Every reply to an action is one a real Asterisk 22.10.1 gave (`tests.fakes.ami_replies`): Login,
+Ping, Logoff, CoreSettings, PJSIPShowContacts, PJSIPShowRegistrationInboundContactStatuses,
+PJSIPShowEndpoints, PJSIPShowEndpoint, DeviceStateList and CoreShowChannels are filled from the
+fake's state on the recorded templates; SIPpeers, IAXpeerlist (not loaded on 22) and the other
+recorded actions get their recorded reply. Anything else raises `UnrecordedAction`: the connection
+is closed and `stop` (the ``async with`` exit) raises it in the test. Faults: drop connections,
+Shutdown then come back with FullyBooted, reject logins (wait, Error, close), garbage, oversized
+lines, silence.
 
 Usage::
 
@@ -29,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Self
 
+from tests.fakes.ami_replies import ReplyBook, UnrecordedAction, fill, frame, key_of, messages
 from tests.fakes.ami_wire import AMI_RECORDINGS as RECORDINGS
 from tests.fakes.ami_wire import (
     FakeContact,
@@ -44,7 +48,7 @@ from tests.fakes.ami_wire import (
     value_of,
 )
 
-__all__ = ["RECORDINGS", "FakeAMIServer", "FakeContact", "FakeEndpoint", "channel_event", "recorded_events"]
+__all__ = ["RECORDINGS", "FakeAMIServer", "UnrecordedAction", "FakeContact", "FakeEndpoint", "channel_event", "recorded_events"]
 
 
 @dataclass
@@ -81,30 +85,28 @@ class _Session:
 
 
 class FakeAMIServer:
-    """See the module docstring. ``asterisk_version`` picks version-specific behaviour."""
+    """See the module docstring. ``book``: the recorded replies (loaded from tests/fixtures)."""
 
     def __init__(
         self,
         *,
         username: str = "telephonyd",
         secret: str = "secret",
-        asterisk_version: str = "22.10.1",
-        chan_sip: bool = False,
+        book: ReplyBook | None = None,
         bad_login_delay_s: float = 1.0,
         host: str = "127.0.0.1",
     ) -> None:
         self.username = username
         self.secret = secret
-        self.asterisk_version = asterisk_version
-        self.major = int(asterisk_version.split(".")[0])
-        self.chan_sip = chan_sip
+        self.book = book or ReplyBook()
+        #: `UnrecordedAction` raised while answering; `stop` raises the first one.
+        self.errors: list[UnrecordedAction] = []
         self.bad_login_delay_s = bad_login_delay_s
         self.host = host
         self.port = 0
         self.banner = banner()
         self.endpoints: dict[str, FakeEndpoint] = {}
         self.contacts: dict[str, FakeContact] = {}
-        self.sip_peers: dict[str, str] = {}  # chan_sip peer name -> "ip:port"
         self.actions: list[Pairs] = []
         self.logins = 0
         self.login_times: list[float] = []  # monotonic arrival of every Login action
@@ -112,8 +114,8 @@ class FakeAMIServer:
         #: Called (with no argument) just before answering the action of that lower-case name,
         #: e.g. to send events that Asterisk emits while a listing is being built.
         self.before_reply: dict[str, Callable[[], None]] = {}
-        #: Actions (lower-case name) answered ``Response: Error`` with this message instead.
-        self.refuse: dict[str, str] = {}
+        #: Actions (lower-case name) whose reply waits until the event is set (a slow Asterisk).
+        self.hold: dict[str, asyncio.Event] = {}
         self.booted = True
         self._sessions: list[_Session] = []
         self._server: asyncio.Server | None = None
@@ -136,6 +138,8 @@ class FakeAMIServer:
         self.drop_connections()
         if self._conn_tasks:
             await asyncio.wait(set(self._conn_tasks), timeout=2.0)
+        if self.errors:
+            raise self.errors[0]
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -181,7 +185,7 @@ class FakeAMIServer:
         cid = contact_id(ep.aor, uri)
         if cid in self.contacts:
             return self.refresh(cid, expires_s=expires_s)
-        created = "Created" if self.major < 16 else "NonQualified"
+        created = "NonQualified"
         contact = FakeContact(ep.aor, endpoint, uri, status=created, expiration_time=int(time.time()) + expires_s,
                               qualify_frequency=5 if qualify else 0, via_port=port, **fields)  # type: ignore[arg-type]
         # Asterisk's endpoint is available while any contact is (an Unreachable one does not count):
@@ -239,17 +243,6 @@ class FakeAMIServer:
             contact = self.contacts.pop(cid, None)
             if contact is not None and not any(c.status != "Unreachable" for c in self._contacts_of(contact.endpoint)):
                 self.endpoints[contact.endpoint].device_state = "UNAVAILABLE"
-
-    def sip_peer_status(self, peer: str, status: str, address: str | None = None, **extra: str) -> None:
-        """chan_sip PeerStatus (Registered carries Address; Unregistered a Cause)."""
-        if status == "Registered" and address:
-            self.sip_peers[peer] = address
-        elif status == "Unregistered":
-            self.sip_peers.pop(peer, None)
-        fields = dict(extra)
-        if address:
-            fields["Address"] = address
-        self.emit(peer_status(f"SIP/{peer}", status, **fields))
 
     def set_device_state(self, endpoint: str, state: str) -> None:
         ep = self.endpoints.get(endpoint) or self.add_endpoint(endpoint)
@@ -341,7 +334,12 @@ class FakeAMIServer:
                     await self._awake.wait()
                     pairs = [(k, v) for k, _, v in (ln.partition(": ") for ln in block.decode().split("\r\n")) if k]
                     self.actions.append(pairs)
-                    if not await self._answer(session, pairs):
+                    try:
+                        answered = await self._answer(session, pairs)
+                    except UnrecordedAction as exc:
+                        self.errors.append(exc)
+                        return
+                    if not answered:
                         return
                     await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -353,57 +351,58 @@ class FakeAMIServer:
             self._conn_tasks.discard(task)
 
     async def _answer(self, s: _Session, pairs: Pairs) -> bool:
-        action = value_of(pairs, "Action").lower()
+        action = value_of(pairs, "Action")
+        name = action.lower()
         aid = value_of(pairs, "ActionID")
-        hook = self.before_reply.get(action)
+        hook = self.before_reply.get(name)
         if hook is not None and s.logged_in:
             hook()
-        if action in self.refuse and s.logged_in:
-            s.send(encode([("Response", "Error"), ("ActionID", aid), ("Message", self.refuse[action])]))
-            return True
-        head = [("Response", "Success"), ("ActionID", aid)]
-        if action == "login":
+        held = self.hold.get(name)
+        if held is not None:
+            await held.wait()
+        book = self.book
+        if name == "login":
             return await self._login(s, pairs, aid)
-        if action == "challenge":
+        if name == "challenge":
             s.challenge = str(random.randint(100_000_000, 999_999_999))
-            s.send(encode(head + [("Challenge", s.challenge)]))
-        elif not s.logged_in:
-            s.send(encode([("Response", "Error"), ("ActionID", aid), ("Message", "Permission denied")]))
-        elif action == "ping":
-            s.send(encode(head + [("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}")]))
-        elif action == "logoff":
-            s.send(encode([("Response", "Goodbye"), ("ActionID", aid), ("Message", "Thanks for all the fish.")]))
+            s.send(book.single("Challenge", aid, Challenge=s.challenge))
+            return True
+        if not s.logged_in:
+            raise UnrecordedAction(f"no recording of Asterisk answering {action} before Login")
+        if name == "ping":
+            s.send(book.single("Ping", aid, Timestamp=f"{time.time():.6f}"))
+        elif name == "logoff":
+            s.send(book.single("Logoff", aid))
             return False
-        elif action == "coresettings":
-            s.send(encode(head + [("AMIversion", "11.0.0"), ("AsteriskVersion", self.asterisk_version),
-                                  ("SystemName", ""), ("CoreMaxCalls", "0")]))
-        elif action == "pjsipshowcontacts" and self.major >= 16:
-            self._send_list(s, aid, "Contacts", "ContactList",
-                            [c.list_item(aid) for c in self.contacts.values()])
-        elif action == "pjsipshowregistrationinboundcontactstatuses" and self.major < 16:
-            self._send_list(s, aid, "Contacts", "ContactStatusDetail",
-                            [c.status_detail(aid) for c in self.contacts.values()])
-        elif action == "pjsipshowendpoint":
+        elif name == "pjsipshowcontacts":
+            if not self.contacts:
+                s.send(book.single("PJSIPShowContacts", aid, where="No Contacts found"))
+            else:
+                s.send(book.listing("PJSIPShowContacts").render(
+                    aid, [("ContactList", c.list_values()) for c in self.contacts.values()]))
+        elif name == "pjsipshowregistrationinboundcontactstatuses":
+            s.send(book.listing(action).render(
+                aid, [("ContactStatusDetail", c.status_detail_values()) for c in self.contacts.values()]))
+        elif name == "pjsipshowendpoint":
             self._show_endpoint(s, aid, value_of(pairs, "Endpoint"))
-        elif action == "pjsipshowendpoints":
-            self._send_list(s, aid, "Endpoints", "EndpointList", [
-                [("Event", "EndpointList"), ("ActionID", aid), ("ObjectType", "endpoint"), ("ObjectName", ep.name),
-                 ("Transport", "transport-udp"), ("Aor", ep.aor), ("Auths", ep.name), ("OutboundAuths", ""),
-                 ("Contacts", "".join(f"{c.aor}/{c.uri}," for c in self._contacts_of(ep.name))),
-                 ("DeviceState", _DEVICE_TEXT.get(ep.device_state, "Unknown")), ("ActiveChannels", "0")]
-                for ep in self.endpoints.values() if ep.tech == "PJSIP"])
-        elif action == "devicestatelist":
-            self._send_list(s, aid, "Device State Changes", "DeviceStateChange", [
-                [("Event", "DeviceStateChange"), ("ActionID", aid), ("Device", f"{ep.tech}/{ep.name}"),
-                 ("State", ep.device_state)] for ep in self.endpoints.values()], message="Device State Changes will follow")
-        elif action == "sippeers" and self.chan_sip:
-            self._send_list(s, aid, "Peers", "PeerEntry", [
-                [("Event", "PeerEntry"), ("ActionID", aid), ("Channeltype", "SIP"), ("ObjectName", peer),
-                 ("ChanObjectType", "peer"), ("IPaddress", addr.rsplit(":", 1)[0]), ("IPport", addr.rsplit(":", 1)[1]),
-                 ("Dynamic", "yes"), ("Status", "OK (5 ms)")] for peer, addr in self.sip_peers.items()],
-                message="Peer status list will follow")
+        elif name == "pjsipshowendpoints":
+            s.send(book.listing("PJSIPShowEndpoints").render(aid, [
+                ("EndpointList", {"ObjectName": ep.name, "Aor": ep.aor, "Auths": ep.name,
+                                  "Contacts": "".join(f"{c.aor}/{c.uri}," for c in self._contacts_of(ep.name)),
+                                  "DeviceState": _DEVICE_TEXT.get(ep.device_state, "Unknown")})
+                for ep in self.endpoints.values()]))
+        elif name == "devicestatelist":
+            s.send(book.listing("DeviceStateList").render(aid, [
+                ("DeviceStateChange", {"Device": f"{ep.tech}/{ep.name}", "State": ep.device_state})
+                for ep in self.endpoints.values()]))
+        elif name == "coreshowchannels":
+            s.send(book.listing("CoreShowChannels").render(aid, []))
+        elif book.has(action) and len(messages(book.reply(action))) == 1:
+            # Answered the same whatever the state (CoreSettings, Filter, an action no module has...).
+            only = messages(book.reply(action))[0]
+            s.send(frame([fill(only, {"ActionID": aid})]))
         else:
-            s.send(encode([("Response", "Error"), ("ActionID", aid), ("Message", "Invalid/unknown command")]))
+            raise UnrecordedAction(f"no recorded reply of Asterisk 22.10.1 to Action: {action} in this state")
         return True
 
     async def _login(self, s: _Session, pairs: Pairs, aid: str) -> bool:
@@ -417,12 +416,12 @@ class FakeAMIServer:
         if self.reject_logins or user != self.username or not good:
             with contextlib.suppress(TimeoutError):  # Asterisk waits before answering
                 await asyncio.wait_for(self._closed.wait(), self.bad_login_delay_s)
-            s.send(encode([("Response", "Error"), ("ActionID", aid), ("Message", "Authentication failed")]))
+            s.send(self.book.single("Login", aid, where="Authentication failed"))
             with contextlib.suppress(ConnectionError):
                 await s.writer.drain()
             return False
         s.events = (value_of(pairs, "Events") or "on").lower()
-        s.send(encode([("Response", "Success"), ("ActionID", aid), ("Message", "Authentication accepted")]))
+        s.send(self.book.single("Login", aid, where="Authentication accepted"))
         s.logged_in = True
         self.logins += 1
         if self.booted and s.wants([("Privilege", "system,all")]):
@@ -433,34 +432,23 @@ class FakeAMIServer:
         return [("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", "12"), ("LastReload", "12"),
                 ("Status", "Fully Booted")]
 
-    def _send_list(self, s: _Session, aid: str, what: str, event: str, items: list[Pairs], *,
-                   message: str | None = None) -> None:
-        if not items and what == "Contacts":
-            # Byte-exact from 01_ami_banner_login.txt: note the bare LF after the message.
-            s.send(f"Response: Error\r\nActionID: {aid}\r\nMessage: No Contacts found\n\r\n\r\n".encode())
-            return
-        text = message or f"A listing of {what} follows, presented as {event} events"
-        out = [encode([("Response", "Success"), ("ActionID", aid), ("EventList", "start"), ("Message", text)])]
-        out.extend(encode(item) for item in items)
-        out.append(encode([("Event", f"{event}Complete"), ("ActionID", aid), ("EventList", "Complete"),
-                           ("ListItems", str(len(items)))]))
-        s.send(b"".join(out))
-
     def _show_endpoint(self, s: _Session, aid: str, name: str) -> None:
         ep = self.endpoints.get(name)
         if ep is None or ep.tech != "PJSIP":
-            s.send(encode([("Response", "Error"), ("ActionID", aid), ("Message", f"Unable to retrieve endpoint {name}")]))
+            s.send(self.book.single("PJSIPShowEndpoint", aid, where="Unable to retrieve endpoint",
+                                    Message=f"Unable to retrieve endpoint {name}"))
             return
-        items = [[("Event", "EndpointDetail"), ("ActionID", aid), ("ObjectType", "endpoint"), ("ObjectName", name),
-                  ("Aors", ep.aor), ("DeviceState", _DEVICE_TEXT.get(ep.device_state, "Unknown")),
-                  ("ActiveChannels", "0")]]
-        items.extend(c.status_detail(aid) for c in self._contacts_of(name))
-        out = [encode([("Response", "Success"), ("ActionID", aid), ("EventList", "start"),
-                       ("Message", "Following are Events for each object associated with the Endpoint")])]
-        out.extend(encode(item) for item in items)
-        out.append(encode([("Event", "EndpointDetailComplete"), ("ActionID", aid), ("EventList", "Complete"),
-                           ("ListItems", str(len(items)))]))
-        s.send(b"".join(out))
+        contacts = self._contacts_of(name)
+        items: list[tuple[str, dict[str, object]]] = [
+            ("EndpointDetail", {"ObjectName": name, "Aors": ep.aor, "Auth": name,
+                                "DeviceState": _DEVICE_TEXT.get(ep.device_state, "Unknown")}),
+            ("AuthDetail", {"ObjectName": name, "Username": name, "EndpointName": name}),
+            ("TransportDetail", {"EndpointName": name}),
+            ("AorDetail", {"ObjectName": ep.aor, "Contacts": ",".join(f"{c.aor}/{c.uri}" for c in contacts),
+                           "TotalContacts": len(contacts), "ContactsRegistered": len(contacts), "EndpointName": name}),
+        ]
+        items.extend(("ContactStatusDetail", c.status_detail_values()) for c in contacts)
+        s.send(self.book.listing("PJSIPShowEndpoint").render(aid, items))
 
 
 _DEVICE_TEXT = {"NOT_INUSE": "Not in use", "INUSE": "In use", "BUSY": "Busy", "UNAVAILABLE": "Unavailable",

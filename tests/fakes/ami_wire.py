@@ -165,27 +165,22 @@ class FakeContact:
                 ("ContactStatus", status or self.status), ("AOR", self.aor), ("EndpointName", self.endpoint),
                 ("RoundtripUsec", str(self.rtt_usec if rtt is None else rtt))]
 
-    def list_item(self, action_id: str) -> Pairs:
-        """ContactList item in the field order of 03_PJSIPShowContacts_registered.txt."""
-        rtt = str(self.rtt_usec) if self.status == "Reachable" else "N/A"
-        return [("Event", "ContactList"), ("ActionID", action_id), ("ObjectType", "contact"),
-                ("ObjectName", self.id), ("ViaAddr", self.via_addr), ("QualifyTimeout", f"{self.qualify_timeout:.6f}"),
-                ("Qualify2xxOnly", "false"), ("CallId", self.call_id), ("RegServer", self.reg_server),
-                ("PruneOnBoot", self.prune_on_boot), ("Path", ""), ("Endpoint", self.endpoint),
-                ("ViaPort", str(self.via_port)), ("AuthenticateQualify", "no"), ("Uri", self.uri),
-                ("QualifyFrequency", str(self.qualify_frequency)), ("UserAgent", self.user_agent),
-                ("ExpirationTime", str(self.expiration_time)), ("OutboundProxy", ""),
-                ("Status", self.status), ("RoundtripUsec", rtt)]
+    def list_values(self) -> dict[str, str]:
+        """The values of this contact's ``ContactList`` item (PJSIPShowContacts); the fields and their
+        order come from the recorded item (ami_actions_22.10.1.txt)."""
+        return {"ObjectName": self.id, "ViaAddr": self.via_addr, "QualifyTimeout": f"{self.qualify_timeout:.6f}",
+                "CallId": self.call_id, "RegServer": self.reg_server, "PruneOnBoot": self.prune_on_boot,
+                "Endpoint": self.endpoint, "ViaPort": str(self.via_port), "Uri": self.uri,
+                "QualifyFrequency": str(self.qualify_frequency), "UserAgent": self.user_agent,
+                "ExpirationTime": str(self.expiration_time), "Status": self.status,
+                "RoundtripUsec": str(self.rtt_usec) if self.status == "Reachable" else "N/A"}
 
-    def status_detail(self, action_id: str) -> Pairs:
-        """ContactStatusDetail (PJSIPShowEndpoint on 22; the 13-15 inbound-status listing)."""
-        return [("Event", "ContactStatusDetail"), ("ActionID", action_id), ("AOR", self.aor), ("URI", self.uri),
-                ("UserAgent", self.user_agent), ("RegExpire", str(self.expiration_time)),
-                ("ViaAddress", f"{self.via_addr}:{self.via_port}"), ("CallID", self.call_id),
-                ("Status", self.status), ("RoundtripUsec", str(self.rtt_usec)), ("EndpointName", self.endpoint),
-                ("ID", self.id), ("AuthenticateQualify", "0"), ("OutboundProxy", ""), ("Path", ""),
-                ("QualifyFrequency", str(self.qualify_frequency)), ("QualifyTimeout", f"{self.qualify_timeout:.3f}"),
-                ("Qualify2xxOnly", "0")]
+    def status_detail_values(self) -> dict[str, str]:
+        """The values of this contact's ``ContactStatusDetail`` item (PJSIPShowEndpoint)."""
+        return {"AOR": self.aor, "URI": self.uri, "UserAgent": self.user_agent, "RegExpire": str(self.expiration_time),
+                "ViaAddress": f"{self.via_addr}:{self.via_port}", "CallID": self.call_id, "Status": self.status,
+                "RoundtripUsec": str(self.rtt_usec), "EndpointName": self.endpoint, "ID": self.id,
+                "QualifyFrequency": str(self.qualify_frequency), "QualifyTimeout": f"{self.qualify_timeout:.3f}"}
 
 
 def peer_status(peer: str, status: str, **extra: str) -> Pairs:
