@@ -16,8 +16,29 @@ Facts (Asterisk 22.10.1 recordings 01/01b, main/manager.c):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from .message import AMIMessage
+
+#: Every action telephonyd sends to Asterisk. `AMIConnection.request` refuses any other name, so this
+#: list cannot fall behind the code; each one has a real Asterisk's recorded reply in tests/fixtures
+#: (checked by tests/unit/test_recorded_coverage.py). Add the recording with the action.
+SENT_ACTIONS: frozenset[str] = frozenset({
+    "Login", "Challenge", "Ping", "Logoff", "CoreSettings",                          # the client itself
+    "PJSIPShowContacts", "PJSIPShowRegistrationInboundContactStatuses",             # contacts resync
+    "SIPpeers", "IAXpeerlist", "PJSIPShowEndpoint",                                 # contacts resync/upkeep
+    "DeviceStateList", "PJSIPShowEndpoints", "CoreShowChannels",                    # presence seed
+})  # fmt: skip
+
+
+def check_sendable(fields: Mapping[str, Any]) -> str:
+    """The action's name; raises ValueError when it is not in `SENT_ACTIONS` (compared exactly)."""
+    name = str(fields.get("Action", ""))
+    if name not in SENT_ACTIONS:
+        raise ValueError(f"AMI action {name!r} is not in telephonyd.ami.actions.SENT_ACTIONS")
+    return name
+
 
 def login_plain(username: str, secret: str, events: str) -> dict[str, str]:
     return {"Action": "Login", "Username": username, "Secret": secret, "Events": events}

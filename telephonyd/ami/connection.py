@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .actions import check_sendable
 from .dispatch import PendingActions
 from .errors import AMIActionTimeout, AMIConnectionLost
 from .framing import encode_action
@@ -41,14 +42,15 @@ class AMIConnection:
         """Send one action; wait for its reply (and list items up to ``...Complete``).
 
         ``timeout`` (default ``default_timeout_s``) bounds the reply, then each gap between list
-        items. Raises `AMIActionTimeout`, `AMIConnectionLost`, `ValueError` (line break in a field).
+        items. Raises `AMIActionTimeout`, `AMIConnectionLost`, `ValueError` (line break in a field, or
+        an action not in `actions.SENT_ACTIONS`).
         """
+        name = check_sendable(fields)
         timeout = self.default_timeout_s if timeout is None else timeout
         action_id = self.next_action_id()
         payload = {k: v for k, v in fields.items() if k.lower() != "actionid"}
         payload["ActionID"] = action_id
         data = encode_action(payload)
-        name = str(fields.get("Action", "?"))
         pending = self.pending.add(action_id, is_list=is_list)
         try:
             try:
