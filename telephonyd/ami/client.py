@@ -1,7 +1,10 @@
 """`AMIClient`: one logged-in AMI session to Asterisk, kept up with reconnects.
 
 Lifecycle: `start` checks the configuration; `run` connects, logs in and serves the session,
-reconnecting with capped exponential backoff and jitter until `stop`. The read loop only parses
+reconnecting until `stop`: with capped exponential backoff and jitter after a failure past the TCP
+connect (login refused, banner missing), but every `refused_probe_s` while the connect itself fails
+(Asterisk down or restarting), so a login follows within that much of Asterisk listening again
+however long it was down. The read loop only parses
 and routes: replies go to the action waiting for them, events to synchronous subscriber callbacks
 (which must only enqueue), because Asterisk drops a session it cannot write to for 100 ms
 (``writetimeout``). A ``Ping`` every ``ping_interval_s`` must be answered within ``ping_timeout_s``,
@@ -53,6 +56,9 @@ class AMIClient:
     backoff bounds, line/message size caps. ``rng`` makes the backoff jitter reproducible in tests.
     """
 
+    #: Seconds between connect attempts while the port refuses (or the connect times out).
+    refused_probe_s = 0.5
+
     def __init__(self, config: AMIConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
         self._rng = rng or random.Random()
@@ -66,9 +72,12 @@ class AMIClient:
         self._resync_wanted = asyncio.Event()
         self._session_task: asyncio.Task[None] | None = None
         self._session_logged_in = False
+        self._session_reached = False
+        self._refused_streak = 0
         self._state = "stopped"
         self._last_error: str | None = None
-        self._counters = {"connects": 0, "disconnects": 0, "login_failures": 0, "events": 0, "resyncs": 0}
+        self._counters = {"connects": 0, "disconnects": 0, "login_failures": 0, "events": 0, "resyncs": 0,
+                          "connects_refused": 0}
         #: The banner line and the AMI version in it (``11.0.0`` on Asterisk 22).
         self.banner: str | None = None
         self.ami_version: str | None = None
@@ -144,6 +153,7 @@ class AMIClient:
             while not self._stopping.is_set():
                 self._session_task = asyncio.create_task(self._session(), name="ami-session")
                 self._session_logged_in = False
+                self._session_reached = False
                 try:
                     await self._session_task
                 except asyncio.CancelledError:
@@ -154,15 +164,25 @@ class AMIClient:
                     self._counters["login_failures"] += 1
                     self._note_failure("auth_failed", exc, level=logging.ERROR)
                 except (AMIError, ProtocolError, OSError, TimeoutError) as exc:
+                    quiet = not self._session_reached and self._refused_streak > 0
                     self._note_failure("auth_failed" if self._state == "auth_failed" else "backoff", exc,
-                                       level=logging.WARNING)
+                                       level=logging.DEBUG if quiet else logging.WARNING)
                 finally:
                     self._session_task = None
                 if self._stopping.is_set():
                     break
-                attempt = 0 if self._session_logged_in else attempt + 1
-                delay = self._backoff(attempt)
-                log.info("AMI reconnect scheduled", extra={"retry_in_s": round(delay, 2), "attempt": attempt})
+                if self._session_logged_in:
+                    attempt, self._refused_streak = 0, 0
+                    delay = self._backoff(attempt)
+                elif not self._session_reached:  # nothing listens yet: probe until it does
+                    self._refused_streak += 1
+                    self._counters["connects_refused"] += 1
+                    delay = min(self.refused_probe_s, self._backoff(attempt))
+                else:
+                    attempt, self._refused_streak = attempt + 1, 0
+                    delay = self._backoff(attempt)
+                log.log(logging.DEBUG if self._refused_streak > 1 else logging.INFO, "AMI reconnect scheduled",
+                        extra={"retry_in_s": round(delay, 2), "attempt": attempt})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
@@ -207,6 +227,7 @@ class AMIClient:
         self._phase("connecting")
         async with asyncio.timeout(cfg.connect_timeout_s):
             reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
+        self._session_reached = True
         conn = AMIConnection(reader, writer, self._next_action_id, default_timeout_s=cfg.action_timeout_s)
         self._conn = conn
         tasks: list[asyncio.Task[None]] = []

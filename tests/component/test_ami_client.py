@@ -168,6 +168,28 @@ async def test_res_pjsip_reload_asks_for_a_resync(fake: FakeAMIServer) -> None:
         assert len(calls) == 2
 
 
+async def test_login_within_two_seconds_of_asterisk_listening_again_however_long_it_was_down() -> None:
+    """With the shipped backoff (1 s doubling to 60 s) a long outage used to push the next attempt
+    tens of seconds past Asterisk's return; refused connects are now probed every 0.5 s."""
+    fake = await FakeAMIServer(secret=SECRET).start()
+    client = AMIClient(config(fake, backoff_base_s=1.0, backoff_max_s=60.0))
+    calls = resync_counter(client)
+    try:
+        async with running(client):
+            await until(lambda: client.connected and len(calls) == 1)
+            await fake.shutdown()  # the port now refuses
+            # 8 refused probes: ~4 s down, where doubling backoff would be waiting 4-8 s by now
+            await until(lambda: client.health()["connects_refused"] >= 8, timeout=15)
+            assert client.health()["state"] == "backoff" and not client.connected
+            await fake.boot()
+            back = time.monotonic()
+            await until(lambda: len(fake.login_times) == 2, timeout=5)
+            assert fake.login_times[-1] - back < 2.0
+            await until(lambda: client.connected and len(calls) == 2, timeout=5)  # then resync
+    finally:
+        await fake.stop()
+
+
 @pytest.mark.parametrize("fault", ["garbage", "oversized"])
 async def test_untrusted_peer_is_disconnected(fake: FakeAMIServer, fault: str,
                                               caplog: pytest.LogCaptureFixture) -> None:
