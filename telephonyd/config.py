@@ -245,8 +245,9 @@ class AMIConfig(Section):
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     #: The login's ``Events`` header: ``on``, ``off`` or event classes. ``system`` carries
     #: ContactStatus/PeerStatus/FullyBooted/Shutdown/Reload, ``call`` DeviceStateChange/Newchannel/
-    #: Hangup/Dial*, ``agent`` queue member events. Asterisk also filters by the user's ``read=``.
-    events: str = Field("system,call,agent", pattern=r"^(on|off|[a-z]+(,[a-z]+)*)$")
+    #: Hangup/Dial*, ``agent`` queue member events, ``security`` SuccessfulAuth (the only trace of a
+    #: registration refresh). Asterisk also filters by the user's ``read=``.
+    events: str = Field("system,call,agent,security", pattern=r"^(on|off|[a-z]+(,[a-z]+)*)$")
     #: ActionIDs are ``<prefix>-<counter>`` (deterministic, so recorded traffic can be replayed).
     action_id_prefix: str = Field("telephonyd", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 

@@ -11,9 +11,13 @@ to a queue. One worker task does everything else, in order, so no two steps race
   and reconciles the database in ONE transaction. Events received before the list reply are
   superseded by it and dropped; later ones are applied on top;
 - owned mode: asks ``PJSIPShowEndpoint`` for the details (expiration, user agent, via...) of new
-  contacts, and every ``expiry_check_s`` for contacts whose ``expiration_time`` passed: Asterisk
-  sends no event on a refresh's new expiry, so a row is only dropped when Asterisk no longer lists
-  it (or, while AMI is down, when its expiration passed);
+  contacts, of contacts whose registration was refreshed, and every ``expiry_check_s`` of contacts
+  whose ``expiration_time`` passed. A refresh (re-REGISTER) sends no ContactStatus on Asterisk 22.10.1;
+  its only AMI trace is the security event ``SuccessfulAuth`` (``Service: PJSIP``) whose ``SessionID``
+  is the REGISTER's Call-ID, i.e. the contact's ``call_id`` (lab recording
+  ami/events/re_register_events_on.txt), so that event triggers the check when the AMI user reads
+  ``security``. A row is only dropped when Asterisk no longer lists it (or, while AMI is down, when
+  its expiration passed);
 - asterisk mode: every ``expiry_check_s`` our status columns are compared with memory and fixed
   (Asterisk may insert a row after the status event).
 """
@@ -82,6 +86,7 @@ class ContactsSync(UpkeepMixin):
         self._pending = PendingWrites(owned=self.owned)
         self._verifier = EndpointVerifier(reg_server=self.reg_server, max_endpoints=config.verify_max_endpoints)
         self._snapshot_seq: dict[str, int] = {}
+        self._call_ids: dict[str, str] | None = None  # Call-ID -> endpoint, rebuilt after changes
         self._subscribers: list[ChangeCallback] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._worker: asyncio.Task[None] | None = None
@@ -130,6 +135,7 @@ class ContactsSync(UpkeepMixin):
         self._unsubscribe = [
             self.ami.subscribe("ContactStatus", self._on_event),
             self.ami.subscribe("PeerStatus", self._on_event),
+            self.ami.subscribe("SuccessfulAuth", self._on_event),
             self.ami.on_connect(self._on_ami_connect),
         ]
         self._state = "waiting_for_ami"
@@ -261,6 +267,9 @@ class ContactsSync(UpkeepMixin):
                 if self._superseded(event.seq, "PJSIP", event.endpoint):
                     continue
                 change = self.table.apply_status(event, now)
+            elif name == "successfulauth":
+                self._refreshed(message)
+                continue
             elif name == "peerstatus" and self.owned:
                 peer = parse_peer_status(message)
                 if peer is None or self._superseded(peer.seq, peer.tech, None):
@@ -270,6 +279,17 @@ class ContactsSync(UpkeepMixin):
                 self._mark(change, message.received_at)
                 changes.append(change)
         self._notify(changes)
+
+    def _refreshed(self, message: Any) -> None:
+        """A REGISTER (or any request) authenticated: when its Call-ID is a contact's, the contact
+        was refreshed and its new expiration is read with PJSIPShowEndpoint (owned mode)."""
+        if not self.owned or (message.get("Service") or "") != "PJSIP":
+            return
+        if self._call_ids is None:
+            self._call_ids = {c.call_id: c.endpoint for c in self.table.values() if c.call_id and c.endpoint}
+        endpoint = self._call_ids.get(message.get("SessionID") or "")
+        if endpoint is not None:
+            self._verifier.want((endpoint,))
 
     def _superseded(self, seq: int, tech: str, endpoint: str | None) -> bool:
         snapshot = self._snapshot_seq.get(tech, 0)
@@ -287,6 +307,8 @@ class ContactsSync(UpkeepMixin):
             self._verifier.want((contact.endpoint,))
 
     def _notify(self, changes: list[ContactChange]) -> None:
+        if changes:
+            self._call_ids = None
         for change in changes:
             for callback in list(self._subscribers):
                 try:

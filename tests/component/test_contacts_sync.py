@@ -71,16 +71,24 @@ async def test_register_unreachable_unregister_converge(sqlite_url: str) -> None
         assert ("updated", "Unreachable") in kinds
 
 
-async def test_a_refresh_repeating_the_status_writes_nothing(sqlite_url: str) -> None:
+async def test_a_re_register_updates_the_expiration(sqlite_url: str) -> None:
+    """Asterisk 22 sends no ContactStatus on a refresh, only ChallengeSent/SuccessfulAuth whose
+    SessionID is the REGISTER's Call-ID: that is enough to read the new expiration at once."""
     async with contacts_rig(sqlite_url, setup=three) as rig:
         await rig.synced()
         before = (await rig.rows())[ID_1010]
-        written = rig.sync.counters["rows_written"]
-        for _ in range(5):
-            rig.fake.refresh(ID_1010)
-        await rig.settled(events=5)
-        assert rig.sync.counters["rows_written"] == written
-        assert (await rig.rows())[ID_1010] == before
+        rig.fake.refresh(ID_1010, expires_s=7200)
+        new_expiry = rig.fake.contacts[ID_1010].expiration_time
+        assert new_expiry > before["expiration_time"] + 3000
+        rows = await rig.wait_rows(lambda r: r[ID_1010]["expiration_time"] == new_expiry)
+        assert {k: v for k, v in rows[ID_1010].items() if k != "expiration_time"} == {
+            k: v for k, v in before.items() if k != "expiration_time"}
+        assert [value_of(a, "Endpoint") for a in rig.fake.actions_named("PJSIPShowEndpoint")] == ["1010"]
+        other = FakeContact("1010", "1010", "sip:1010@10.0.0.9:5060", call_id="someone-else@x")
+        for event in other.auth_events():  # an INVITE's authentication: not a known contact's Call-ID
+            rig.fake.emit(event)
+        await rig.settled(events=2)  # SuccessfulAuth only (ChallengeSent is not subscribed)
+        assert len(rig.fake.actions_named("PJSIPShowEndpoint")) == 1
 
 
 async def test_a_burst_for_one_contact_is_one_write_of_the_latest_state(sqlite_url: str) -> None:

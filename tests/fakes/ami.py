@@ -42,6 +42,7 @@ from tests.fakes.ami_wire import (
     contact_id,
     device_state_change,
     encode,
+    fully_booted,
     peer_status,
     recorded_events,
     split_raw,
@@ -205,10 +206,12 @@ class FakeAMIServer:
         return contact
 
     def refresh(self, cid: str, *, expires_s: int = 3600) -> FakeContact:
-        """A registration refresh: Asterisk re-sends the current status."""
+        """A registration refresh: a new expiration and, on Asterisk 22, no ContactStatus at all,
+        only the security events of the REGISTER's authentication (re_register_events_on.txt)."""
         contact = self.contacts[cid]
         contact.expiration_time = int(time.time()) + expires_s
-        self.emit(contact.status_event())
+        for event in contact.auth_events():
+            self.emit(event)
         return contact
 
     def unregister(self, cid: str) -> None:
@@ -429,8 +432,7 @@ class FakeAMIServer:
         return True
 
     def _fully_booted(self) -> Pairs:
-        return [("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", "12"), ("LastReload", "12"),
-                ("Status", "Fully Booted")]
+        return fully_booted()
 
     def _show_endpoint(self, s: _Session, aid: str, name: str) -> None:
         ep = self.endpoints.get(name)

@@ -100,8 +100,9 @@ def split_raw(data: bytes) -> list[Pairs]:
 def recorded_events(name: str, *, event: str | None = None) -> list[Pairs]:
     """Events of a raw recording under ami/ (or vicidial/), optionally only those named ``event``."""
     path = AMI_RECORDINGS / name
-    if not path.exists():
-        path = VICIDIAL_RECORDINGS / name
+    for other in (AMI_RECORDINGS / "events" / name, VICIDIAL_RECORDINGS / name):
+        if not path.exists():
+            path = other
     found = split_raw(path.read_bytes())
     if event is not None:
         found = [m for m in found if value_of(m, "Event").lower() == event.lower()]
@@ -150,20 +151,31 @@ class FakeContact:
     user_agent: str = "sipp-lab"
     via_addr: str = "127.0.0.1"
     via_port: int = 5070
-    call_id: str = "1-19622@127.0.0.1"
+    call_id: str = ""  # default: one per contact, like a phone's REGISTER Call-ID
     reg_server: str = ""
     prune_on_boot: str = "no"
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.call_id:
+            self.call_id = f"1-{int(hashlib.md5(self.uri.encode()).hexdigest()[:6], 16) % 99991}@127.0.0.1"
 
     @property
     def id(self) -> str:
         return contact_id(self.aor, self.uri)
 
     def status_event(self, status: str | None = None, rtt: int | None = None) -> Pairs:
-        """ContactStatus in wire order (02_register_ami_events_all.txt)."""
-        return [("Event", "ContactStatus"), ("Privilege", "system,all"), ("URI", self.uri),
-                ("ContactStatus", status or self.status), ("AOR", self.aor), ("EndpointName", self.endpoint),
-                ("RoundtripUsec", str(self.rtt_usec if rtt is None else rtt))]
+        """ContactStatus on the recorded one (ami_all_ContactStatus_PeerStatus_events.txt)."""
+        return with_values(recorded_event("ami_all_ContactStatus_PeerStatus_events.txt", "ContactStatus"),
+                           URI=self.uri, ContactStatus=status or self.status, AOR=self.aor,
+                           EndpointName=self.endpoint, RoundtripUsec=str(self.rtt_usec if rtt is None else rtt))
+
+    def auth_events(self) -> list[Pairs]:
+        """What a re-REGISTER of this contact sends on Asterisk 22 (events/re_register_events_on.txt):
+        ChallengeSent then SuccessfulAuth (class security), ``SessionID`` = the REGISTER's Call-ID."""
+        values = {"AccountID": self.endpoint, "SessionID": self.call_id}
+        return [with_values(recorded_event("re_register_events_on.txt", name, Service="PJSIP"), **values)
+                for name in ("ChallengeSent", "SuccessfulAuth")]
 
     def list_values(self) -> dict[str, str]:
         """The values of this contact's ``ContactList`` item (PJSIPShowContacts); the fields and their
@@ -179,21 +191,37 @@ class FakeContact:
         """The values of this contact's ``ContactStatusDetail`` item (PJSIPShowEndpoint)."""
         return {"AOR": self.aor, "URI": self.uri, "UserAgent": self.user_agent, "RegExpire": str(self.expiration_time),
                 "ViaAddress": f"{self.via_addr}:{self.via_port}", "CallID": self.call_id, "Status": self.status,
-                "RoundtripUsec": str(self.rtt_usec), "EndpointName": self.endpoint, "ID": self.id,
+                "RoundtripUsec": str(self.rtt_usec) if self.status == "Reachable" else "N/A",
+                "EndpointName": self.endpoint, "ID": self.id,
                 "QualifyFrequency": str(self.qualify_frequency), "QualifyTimeout": f"{self.qualify_timeout:.3f}"}
 
 
-def peer_status(peer: str, status: str, **extra: str) -> Pairs:
-    """PeerStatus as res_pjsip sends it (``Peer: PJSIP/1010``); chan_sip adds Cause/Address/Time."""
-    tech = peer.split("/", 1)[0]
-    pairs: Pairs = [("Event", "PeerStatus"), ("Privilege", "system,all"), ("ChannelType", tech),
-                    ("Peer", peer), ("PeerStatus", status)]
-    pairs.extend(extra.items())
-    return pairs
+def recorded_event(recording: str, event: str, **where: str) -> Pairs:
+    """The first ``event`` of a recording (whose fields equal ``where``): the template the fake fills."""
+    found = [m for m in recorded_events(recording, event=event)
+             if all(value_of(m, k) == v for k, v in where.items())]
+    if not found:
+        raise ValueError(f"no {event} recorded in {recording}")
+    return list(found[0])
+
+
+def peer_status(peer: str, status: str) -> Pairs:
+    """PeerStatus as res_pjsip sends it (``Peer: PJSIP/1010``), on the recorded one."""
+    return with_values(recorded_event("ami_all_ContactStatus_PeerStatus_events.txt", "PeerStatus"),
+                       ChannelType=peer.split("/", 1)[0], Peer=peer, PeerStatus=status)
 
 
 def device_state_change(device: str, state: str) -> Pairs:
-    return [("Event", "DeviceStateChange"), ("Privilege", "call,all"), ("Device", device), ("State", state)]
+    return with_values(recorded_event("02_register_ami_events_all.txt", "DeviceStateChange"), Device=device, State=state)
+
+
+def fully_booted() -> Pairs:
+    return recorded_event("re_register_events_on.txt", "FullyBooted")
+
+
+def reload_event(module: str) -> Pairs:
+    """``module reload res_pjsip.so`` (events/reload_register_unregister_events.txt)."""
+    return with_values(recorded_event("reload_register_unregister_events.txt", "Reload"), Module=module)
 
 
 def channel_event(event: str, channel: str, uniqueid: str, *, linkedid: str | None = None,
