@@ -172,12 +172,15 @@ class ContactsSync(UpkeepMixin):
 
     def health(self) -> dict[str, Any]:
         state = self._state
-        if state == "synced" and not self.ami.connected:
-            state = "waiting_for_ami"
-        elif state == "synced" and self._failures:
-            state = "store_failing"
-        elif state == "synced" and self._resync_failures:
-            state = "resync_failing"
+        if state in ("synced", "waiting_for_ami"):
+            if not self.ami.connected:
+                state = "waiting_for_ami"
+            elif self._failures:
+                state = "store_failing"
+            elif self._resync_failures:
+                state = "resync_failing"
+            elif state == "waiting_for_ami":
+                state = "resyncing"  # logged in, the first listing not done yet
         return {
             "ok": state == "synced",
             "state": state,

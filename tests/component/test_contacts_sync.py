@@ -258,3 +258,25 @@ async def test_a_failed_listing_fails_the_resync_and_is_retried(sqlite_url: str,
         del rig.fake.hold["pjsipshowcontacts"]
         rig.fake.refresh(contact_id("1011", "sip:1011@127.0.0.1:5071"))
         await rig.wait_rows(lambda r: ID_1010 not in r, timeout=5)
+
+
+async def test_status_never_says_waiting_for_ami_while_ami_is_connected(sqlite_url: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    held = asyncio.Event()
+
+    def setup(fake: FakeAMIServer) -> None:
+        three(fake)
+        fake.hold["pjsipshowcontacts"] = held
+
+    async with contacts_rig(sqlite_url, setup=setup, ami={"action_timeout_s": 0.3}) as rig:
+        monkeypatch.setattr(rig.sync, "resync_retry_base_s", 0.05)
+        await until(lambda: rig.client.connected)
+        assert rig.sync.health()["state"] in ("resyncing", "resync_failing")
+        await until(lambda: rig.sync.health()["state"] == "resync_failing")  # the first listing timed out
+        held.set()
+        del rig.fake.hold["pjsipshowcontacts"]
+        await until(lambda: rig.sync.health()["state"] == "synced")
+        rig.fake.drop_connections()
+        rig.fake.reject_logins = True
+        await until(lambda: not rig.client.connected)
+        assert rig.sync.health()["state"] == "waiting_for_ami"
