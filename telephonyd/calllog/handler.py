@@ -10,7 +10,8 @@ Dialplan (VICIdial's own lines work unchanged; the argument form is the plain al
 
 The handler answers a result word (the FastAGI server stores it in ``TELEPHONYD_RESULT``):
 
-* ``STARTED`` - start stage: the dialed number, time, campaign, agent, lead and list were
+* ``STARTED`` - start stage (any session outside the ``h`` extension that is not VICIdial's hangup
+  line, with or without arguments): the dialed number, time, campaign, agent, lead and list were
   remembered for the end stage (in memory, bounded, with a TTL); nothing is reported.
 * ``SKIPPED`` - end stage of a leg that never dialed (no DIALSTATUS anywhere): reporting it would
   count the call twice (e.g. a caller hanging up during the start stage, recording 08).
@@ -75,9 +76,14 @@ def variable_names(config: CallLogConfig) -> VariableNames:
     )
 
 
-def is_end_stage(env: Mapping[str, str], script: str, args: list[str]) -> bool:
-    """The ``h`` extension, VICIdial's HVcauses script name, or any AGI argument."""
-    return env.get(c.ENV_EXTENSION, "").strip() == c.HANGUP_EXTENSION or is_hvcauses(script) or bool(args)
+def is_end_stage(env: Mapping[str, str], script: str) -> bool:
+    """The ``h`` extension or VICIdial's HVcauses script name: only these report.
+
+    Arguments do not make an end stage: ``call_log,PROBE`` before Dial (or mid-call) would report a
+    call whose dial status is ``PROBE`` and make the real outcome at hangup a ``DUPLICATE``. Outside
+    ``h`` they are read as a start stage (remembered, nothing sent).
+    """
+    return env.get(c.ENV_EXTENSION, "").strip() == c.HANGUP_EXTENSION or is_hvcauses(script)
 
 
 class CallLogHandler:
@@ -135,7 +141,7 @@ class CallLogHandler:
             if not uniqueid:
                 log.warning("call_log session without agi_uniqueid; nothing recorded")
                 result = c.RESULT_ERROR
-            elif is_end_stage(env, session.script, args):
+            elif is_end_stage(env, session.script):
                 result = await self._end_stage(session, uniqueid, hangup_fields(session.script, args))
             else:
                 result = await self._start_stage(session, uniqueid)

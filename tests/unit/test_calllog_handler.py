@@ -263,13 +263,20 @@ async def test_session_without_uniqueid_is_an_error() -> None:
     assert outbox.calls == []
 
 
-async def test_end_stage_is_recognised_by_extension_script_or_arguments() -> None:
+async def test_end_stage_is_the_h_extension_or_the_hangup_line_only() -> None:
     outbox = RecordingOutbox()
     handler = make_handler(outbox)
     busy = {"DIALSTATUS": "BUSY", "HANGUPCAUSE": "17"}
-    # arguments outside `h` (e.g. a hangup handler): end stage
+    # arguments outside `h` (call_log,PROBE before Dial, or mid-call): a start stage, nothing reported
+    probe = FakeChannel.synthetic({}, args=["PROBE"], uniqueid="1.1", extension="915550001")
+    assert await handler(MemorySession(probe)) == "STARTED"
     ch = FakeChannel.synthetic(busy, args=["BUSY", "17"], uniqueid="1.1", extension="915550001")
-    assert await handler(MemorySession(ch)) == "QUEUED"
+    assert await handler(MemorySession(ch)) == "STARTED"
+    assert outbox.calls == []
+    # the same call's `h` extension then reports its real outcome, once
+    end = FakeChannel.synthetic(busy, args=["BUSY", "17"], uniqueid="1.1", extension="h")
+    assert await handler(MemorySession(end)) == "QUEUED"
+    assert outbox.calls[0][2]["dialStatus"] == "BUSY"
     # no arguments, not `h`, plain script: start stage even though DIALSTATUS is set
     ch = FakeChannel.synthetic(busy, uniqueid="1.2", extension="915550001")
     assert await handler(MemorySession(ch)) == "STARTED"
@@ -279,6 +286,7 @@ async def test_end_stage_is_recognised_by_extension_script_or_arguments() -> Non
     )
     assert await handler(MemorySession(ch)) == "QUEUED"
     assert [k for _, k, _ in outbox.calls] == ["1.1", "1.3"]
+    assert "PROBE" not in str(outbox.calls)
 
 
 async def test_start_cache_is_bounded() -> None:
