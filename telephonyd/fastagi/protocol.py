@@ -21,6 +21,11 @@ from urllib.parse import parse_qsl
 
 from ..errors import LimitExceeded, ProtocolError
 
+#: Every AGI command telephonyd sends (`AGISession.command` refuses any other, words compared
+#: case-insensitively); each has a real Asterisk's recorded replies on a live and on a dead channel in
+#: tests/fixtures (tests/unit/test_fastagi_fake.py). Add the recording with the command.
+SENT_COMMANDS: tuple[str, ...] = ("GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VERBOSE")
+
 #: Longest command line accepted, in bytes, without its ``\n``.
 MAX_COMMAND_BYTES = 8192
 
@@ -297,6 +302,13 @@ class ReplyParser:
 
 # ---------------------------------------------------------------------------------------------
 # Commands
+
+
+def check_sendable(command: str) -> None:
+    """Raise ValueError unless ``command`` starts with one of `SENT_COMMANDS`."""
+    words = command.upper().split()
+    if not any(words[: len(known.split())] == known.split() for known in SENT_COMMANDS):
+        raise ValueError(f"AGI command {' '.join(words[:3])!r} is not in fastagi.protocol.SENT_COMMANDS")
 
 
 def format_command(command: str) -> bytes:

@@ -18,6 +18,7 @@ from .protocol import (
     AGIReplyError,
     ReplyParser,
     agi_args,
+    check_sendable,
     format_command,
     get_full_variable_command,
     get_variable_command,
@@ -95,11 +96,13 @@ class AGISession:
     async def command(self, line: str, *, timeout: float | None = None) -> AGIReply:
         """Send one command line and return its final reply (any code: 200, 510, 511, 520 ...).
 
-        Raises ValueError for a malformed line (nothing is sent), `AGICommandTimeout` when no reply
+        Raises ValueError for a malformed line or a command not in `SENT_COMMANDS` (nothing is
+        sent), `AGICommandTimeout` when no reply
         comes within ``timeout`` (default: the session's command timeout), `AGIConnectionClosed`
         when Asterisk closes the socket, `LimitExceeded` for an oversized reply line,
         `ProtocolError` for a line that is no AGI reply or when the session is already unusable.
         """
+        check_sendable(line)
         data = format_command(line)
         async with self._lock:
             if self._unusable is not None:

@@ -2,27 +2,22 @@
 
 It replays recordings of a real Asterisk 22.10.1 (``tests/fixtures/asterisk-22.10.1/``): the ``agi_*``
 block of a recording is sent byte-exact, and the channel's variables are taken from what that
-Asterisk answered to the recorded ``GET VARIABLE`` and ``GET FULL VARIABLE`` commands. From then on
-the fake answers *any* command by Asterisk's rules (res_agi.c of 22.x, checked against the
-recordings), not by looking the command up in the recording, so a server that asks for something
-the recording never saw still gets a realistic answer:
+Asterisk answered to the recorded ``GET VARIABLE`` and ``GET FULL VARIABLE`` commands. A command is
+answered by res_agi.c's rules (the value read, the expansion, the stored variable), and the reply
+must then have a form a real Asterisk gave to that command on a channel in the same state (live, or
+dead: ``h`` extension or after a ``HANGUP`` line), the data in parentheses aside: `recorded_forms`.
+A command whose reply form was never recorded raises `UnrecordedCommand` (in `FakeChannel.answer`,
+so in `run_session` and in the test): it is a question for a real Asterisk, never a made-up reply.
 
-- ``GET VARIABLE X``: ``200 result=1 (value)`` when set (also when empty: ``200 result=1 ()``),
-  ``200 result=0`` when unset. Names ending in ``)`` are dialplan functions (``CALLERID(num)``).
-- ``GET FULL VARIABLE expr``: ``${...}`` substitution, nested (``${F(${G()},x)}``), with
-  ``${VAR:offset:length}``; unknown names expand to nothing; always ``result=1``.
-- ``SET VARIABLE name value``: stored, ``200 result=1``. Arguments are split the way Asterisk's
-  ``parse_args()`` does (double quotes group, a backslash escapes the next character).
-- ``VERBOSE`` -> ``200 result=1``; ``NOOP`` -> ``200 result=0`` (as recorded); ``ANSWER`` -> ``200
-  result=0``; ``CHANNEL STATUS`` -> ``200 result=6`` (up); ``HANGUP`` -> ``200 result=1``, then an
-  unsolicited ``HANGUP`` line; ``EXEC Set x=y`` / other applications; ``DATABASE GET|PUT|DEL``;
-  ``GOSUB`` -> ``100 result=0 Trying...`` then ``200 result=0 Gosub complete``.
-- ``STREAM FILE`` -> ``200 result=0 endpos=0``; ``GET DATA`` -> ``200 result= (timeout)``.
-- Wrong argument count -> the multi-line ``520-...`` / ``520 End of proper usage.`` answer.
-- Anything else -> ``510 Invalid or unknown command``.
-- Dead channel (after a hangup, or from the start in the ``h`` extension): only the commands
-  res_agi marks "dead" run (GET/SET VARIABLE, GET FULL VARIABLE, VERBOSE, NOOP, EXEC, DATABASE);
-  others get ``511 Command Not Permitted on a dead channel or intercept routine``.
+Recorded forms (vicidial/, agi/ and the lab sessions agi/lab_agi_command_responses.txt):
+
+- ``GET VARIABLE X``: ``200 result=1 (value)`` when set (``200 result=1 ()`` when empty), ``200
+  result=0`` when unset, live and dead. ``GET FULL VARIABLE expr``: ``200 result=1 (expansion)``.
+- ``SET VARIABLE name value``: ``200 result=1``, live and dead (``h``). ``VERBOSE``: ``200 result=1``.
+- A wrong argument count: ``520 Invalid command syntax.  Proper usage not available.`` (one line).
+- ``NOOP`` -> ``200 result=0``, ``CHANNEL STATUS`` -> ``200 result=6`` (live); on a dead channel
+  ``CHANNEL STATUS``, ``ANSWER``, ``STREAM FILE`` -> ``511 Command Not Permitted on a dead channel or
+  intercept routine``; ``BOGUS COMMAND`` -> ``510 Invalid or unknown command``.
 
 `run_session` plays one AGI() call against a server: connects, sends the block, answers commands,
 optionally pushes an unsolicited ``HANGUP`` line, and returns a `SessionTranscript` with every
@@ -34,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +42,8 @@ from .agi_rules import expand, parse_agi_args
 
 __all__ = [
     "AGI_DIR", "FIXTURES", "REPLY_510", "REPLY_511", "VICIDIAL_DIR", "FakeChannel", "RecordedExchange",
-    "SessionTranscript", "make_env_block", "parse_agi_args", "recorded_channels", "run_session",
+    "SessionTranscript", "UnrecordedCommand", "make_env_block", "parse_agi_args", "recorded_channels",
+    "recorded_forms", "run_session",
 ]  # fmt: skip
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "asterisk-22.10.1"
@@ -54,6 +52,12 @@ AGI_DIR = FIXTURES / "agi"
 
 REPLY_510 = "510 Invalid or unknown command"
 REPLY_511 = "511 Command Not Permitted on a dead channel or intercept routine"
+#: What Asterisk 22.10.1 answers a wrong argument count (lab_agi_command_responses.txt).
+REPLY_520 = "520 Invalid command syntax.  Proper usage not available."
+
+
+class UnrecordedCommand(AssertionError):
+    """The fake was asked an AGI command whose reply no recording of a real Asterisk shows."""
 
 # Commands res_agi.c marks as allowed on a dead channel (the last field of its command table).
 _DEAD_OK = {
@@ -61,13 +65,6 @@ _DEAD_OK = {
     ("DATABASE", "GET"), ("DATABASE", "PUT"), ("DATABASE", "DEL"), ("DATABASE", "DELTREE"),
     ("ASYNCAGI", "BREAK"),
 }  # fmt: skip
-
-_USAGE = {
-    ("GET", "VARIABLE"): " Usage: GET VARIABLE <variablename>\n   Returns 0 if <variablename> is not set.",
-    ("GET", "FULL"): " Usage: GET FULL VARIABLE <expression> [<channelname>]\n   Evaluates an expression.",
-    ("SET", "VARIABLE"): " Usage: SET VARIABLE <variablename> <value>\n   Sets a variable.",
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # The channel
@@ -202,11 +199,20 @@ class FakeChannel:
         argv = parse_agi_args(line)
         words = [a.upper() for a in argv]
         key = _command_key(words)
+        dead = self.dead
         if key is None:
-            return [REPLY_510]
-        if self.dead and key not in _DEAD_OK:
-            return [REPLY_511]
-        return self._run(key, argv)
+            lines = [REPLY_510]
+        elif dead and key not in _DEAD_OK:
+            lines = [REPLY_511]
+        else:
+            lines = self._run(key, argv)
+        form = reply_form("\n".join(lines))
+        allowed = recorded_forms().get((form_key(words), dead), set())
+        if form not in allowed:
+            state = "dead" if dead else "live"
+            raise UnrecordedCommand(f"no recording of Asterisk answering {line!r} with {form!r} on a {state} "
+                                    f"channel (recorded: {sorted(allowed) or 'nothing'})")
+        return lines
 
     def _run(self, key: tuple[str, ...], argv: list[str]) -> list[str]:
         argc = len(argv)
@@ -284,7 +290,31 @@ def _command_key(words: list[str]) -> tuple[str, ...] | None:
 
 
 def _usage(key: tuple[str, ...]) -> list[str]:
-    return ["520-Invalid command syntax.  Proper usage follows:", *_USAGE[key].split("\n"), "520 End of proper usage."]
+    return [REPLY_520]
+
+
+def form_key(words: list[str]) -> tuple[str, ...]:
+    """The command as res_agi.c's table names it (``("GET", "FULL")``), or ``("?", first word)``."""
+    key = _command_key(words)
+    return key if key is not None else ("?", words[0] if words else "")
+
+
+def reply_form(reply: str) -> str:
+    """A reply with the data in parentheses of a ``200`` line blanked: ``200 result=1 (...)``."""
+    return re.sub(r"^(200 result=\S*) \(.*\)$", r"\1 (...)", reply, flags=re.S)
+
+
+@functools.cache
+def recorded_forms() -> dict[tuple[tuple[str, ...], bool], frozenset[str]]:
+    """(command key, dead channel) -> the reply forms a real Asterisk 22.10.1 gave, from every recording."""
+    forms: dict[tuple[tuple[str, ...], bool], set[str]] = {}
+    for chan in recorded_channels():
+        h = chan.env.get("extension") == "h"
+        for exchange in chan.exchanges:
+            words = [a.upper() for a in parse_agi_args(exchange.command)]
+            dead = h or exchange.after_hangup
+            forms.setdefault((form_key(words), dead), set()).add(reply_form(exchange.reply))
+    return {k: frozenset(v) for k, v in forms.items()}
 
 
 def make_env_block(fields: Mapping[str, str]) -> bytes:
@@ -313,9 +343,10 @@ def _builtins(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def recorded_channels() -> list[FakeChannel]:
-    """Every recorded AGI session: the VICIdial-style captures and the plain ``agi/`` sessions."""
+    """Every recorded AGI session: the VICIdial-style captures, the plain ``agi/`` sessions and the lab's."""
     captures = [FakeChannel.from_recording(p) for p in sorted(VICIDIAL_DIR.glob("*_agi*.txt"))]
-    return captures + FakeChannel.agi_sessions()
+    lab = AGI_DIR / "lab_agi_command_responses.txt"
+    return captures + FakeChannel.agi_sessions() + (FakeChannel.agi_sessions(lab) if lab.exists() else [])
 
 
 # ---------------------------------------------------------------------------------------------

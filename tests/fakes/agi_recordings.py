@@ -129,10 +129,14 @@ def derive_variables(exchanges: list[RecordedExchange], base: Mapping[str, str])
             if result == "1" and data:
                 fulls.append((argv[3], data))
     for expr, data in fulls:
-        inner = single_token(expr)
-        if inner is None:
-            continue
-        name = expand(inner, variables) if "${" in inner else inner
-        if ":" not in name and name not in variables:
-            variables[name] = data
+        exprs, values = expr.split("\x1f"), data.split("\x1f")  # the daemon's joined form
+        if len(exprs) != len(values):
+            exprs, values = [expr], [data]
+        for part, value in zip(exprs, values):
+            inner = single_token(part)
+            if inner is None:
+                continue
+            name = expand(inner, variables) if "${" in inner else inner
+            if ":" not in name and name not in variables and value:
+                variables[name] = value
     return variables

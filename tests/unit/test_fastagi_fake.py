@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ASTERISK_FIXTURES
-from tests.fakes.agi import REPLY_510, REPLY_511, FakeChannel, parse_agi_args, recorded_channels
+from telephonyd.fastagi.protocol import SENT_COMMANDS
+from tests.fakes.agi import (
+    REPLY_510,
+    REPLY_511,
+    REPLY_520,
+    FakeChannel,
+    UnrecordedCommand,
+    parse_agi_args,
+    recorded_channels,
+    recorded_forms,
+)
 
 CHANNELS = recorded_channels()
 
@@ -22,7 +32,7 @@ def test_fake_answers_every_recorded_command_as_recorded(channel: FakeChannel):
 
 def test_recordings_cover_the_expected_sessions():
     names = [c.name for c in CHANNELS]
-    assert len(names) == 21
+    assert len(names) == 23  # 15 VICIdial-style, 6 plain, 2 lab (live and h)
     assert sum(1 for c in CHANNELS if c.hangup_before_command is not None) == 4
     start_08 = FakeChannel.from_recording(
         ASTERISK_FIXTURES / "vicidial" / "08_CALLER_HANGUP_DURING_START_agi1_START_4577.txt"
@@ -74,8 +84,7 @@ def test_get_variable_set_unset_and_empty():
 def test_unknown_usage_and_dead_channel_rules():
     chan = FakeChannel.synthetic()
     assert chan.answer("BOGUS COMMAND") == [REPLY_510]
-    usage = chan.answer("GET VARIABLE")
-    assert usage[0].startswith("520-") and usage[-1] == "520 End of proper usage."
+    assert chan.answer("GET VARIABLE") == [REPLY_520]  # one line on 22.10.1, not the usage text
     assert chan.answer("CHANNEL STATUS") == ["200 result=6"]
     assert chan.answer("NOOP") == ["200 result=0"]
     chan.dead = True
@@ -116,3 +125,25 @@ def test_synthetic_block_has_asterisk_field_order_and_args():
 )
 def test_argument_splitting_follows_res_agi(line, argv):
     assert parse_agi_args(line) == argv
+
+
+@pytest.mark.parametrize("line", ["HANGUP", "GOSUB sub s 1", "DATABASE GET fam key", "EXEC Set X=1", "ANSWER",
+                                  "STREAM FILE beep \"\"", "NOTACOMMAND here"])
+def test_the_fake_fails_the_test_on_a_command_asterisk_never_answered_so(line: str) -> None:
+    """No recording shows these on a live channel: no reply is invented, the test fails."""
+    with pytest.raises(UnrecordedCommand, match="no recording"):
+        FakeChannel.synthetic().answer(line)
+
+
+def test_a_reply_form_recorded_only_on_a_live_channel_is_not_given_on_a_dead_one() -> None:
+    chan = FakeChannel.synthetic(extension="h")
+    with pytest.raises(UnrecordedCommand, match="dead"):
+        chan.answer("NOOP")
+
+
+@pytest.mark.parametrize("command", SENT_COMMANDS)
+@pytest.mark.parametrize("dead", [False, True], ids=["live", "dead"])
+def test_every_command_the_daemon_sends_has_recorded_replies_live_and_dead(command: str, dead: bool) -> None:
+    """The commands come from the code (``SENT_COMMANDS``, enforced by ``AGISession.command``)."""
+    key = tuple(command.split()[:2])
+    assert recorded_forms().get((key, dead)), f"no recorded reply of a real Asterisk to {command} ({dead=})"

@@ -44,7 +44,7 @@ def _expected_env(raw: bytes) -> dict[str, str]:
 
 
 def test_recorded_blocks_are_all_present():
-    assert len(BLOCK_FILES) == 21
+    assert len(BLOCK_FILES) == 23  # with the two lab blocks
 
 
 # -- block parser --------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_route_of_recorded_vicidial_hangup_scripts():
         script = ch.env["network_script"]
         r = parse_script(script)
         assert r.script == script
-        assert r.route in ("call_log", "amd_log")
+        assert r.route in ("call_log", "amd_log", "agi_probe", "agi_probe_h")
         assert r.route + r.tail == script
         if "--HVcauses--" in script:
             assert r.tail.startswith("--HVcauses--PRI-----NODEBUG-----")
