@@ -79,23 +79,27 @@ async def presence_rig(
     presence: PresenceConfig | None = None,
     mqtt: MQTTConfig | None = None,
     setup: Callable[[FakeAMIServer], None] | None = None,
+    server: Any = None,
+    node_id: str = "ast1",
 ) -> AsyncIterator[Rig]:
-    ami = FakeAMIServer(secret=AMI_SECRET)
-    await ami.start()
+    """``server``: another started fake (a recorded-dialogue replay) in place of a FakeAMIServer."""
+    ami = server if server is not None else FakeAMIServer(secret=AMI_SECRET)
+    if server is None:
+        await ami.start()
     if setup is not None:
         setup(ami)
     store = Store(store_url, schemas=[contacts_metadata])
     await store.start()
     client = AMIClient(AMIConfig(enabled=True, port=ami.port, secret=AMI_SECRET, ping_interval_s=30,
                                  backoff_base_s=0.05, backoff_max_s=0.2, action_timeout_s=5))
-    contacts = ContactsSync(store, client, PSContactsConfig(coalesce_s=0.01), node_id="ast1")
-    service = PresenceService(presence or PresenceConfig(), ami=client, contacts=contacts, node_id="ast1")
+    contacts = ContactsSync(store, client, PSContactsConfig(coalesce_s=0.01), node_id=node_id)
+    service = PresenceService(presence or PresenceConfig(), ami=client, contacts=contacts, node_id=node_id)
     stream = AgentStream(service.agents, queue_size=1000)
     http = HTTPServer(HTTPConfig(listen="127.0.0.1:0", admin_token=ADMIN_TOKEN),
                       status=_status, ready=_ready)
     http.add_routes(routes(service, stream), auth="admin")
     http.on_shutdown(stream.close)
-    publisher = MQTTPublisher(mqtt, node_id="ast1", presence=service) if mqtt is not None else None
+    publisher = MQTTPublisher(mqtt, node_id=node_id, presence=service) if mqtt is not None else None
     rig = Rig(ami, store, client, contacts, service, stream, http, publisher)
     service.add_listener(rig.events.append)
     service.add_listener(stream.publish_event)
