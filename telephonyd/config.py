@@ -225,7 +225,8 @@ class AMIConfig(Section):
     ``auth``: ``plain`` (Secret in the Login) or ``md5`` (Challenge, then the md5 of challenge +
     secret). ``action_timeout_s`` bounds a reply (and each gap in a list); a ``Ping`` every
     ``ping_interval_s`` must be answered within ``ping_timeout_s``; reconnects wait
-    ``backoff_base_s`` doubling up to ``backoff_max_s`` (with jitter). A line or message over
+    ``backoff_base_s`` doubling up to ``backoff_max_s`` (with jitter), except while the connect itself
+    is refused: then every 0.5 s (`AMIClient.refused_probe_s`). A line or message over
     ``max_line_bytes``/``max_message_bytes`` ends the session.
     """
 
