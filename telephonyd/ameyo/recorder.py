@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -108,13 +108,14 @@ class CallbackRecorder:
             self._log(tx, item, http_status=400, outcome="rejected", error=item.rejection.message,
                       error_field=item.rejection.field)
             return Recorded("rejected", {})
-        route = item.route
+        route = routed = item.route
         if route.phone2_alt is not None and route.state_key is not None and self.phone1.stored(tx, route.state_key):
             # Phone-2 inference without the dial index: a phone 1 of this call is waiting.
             route = route.phone2_alt
+            item = replace(item, route=route)
         if item.request_id in tx.memo.get("gates_won", ()):
             claim = Claim(True)
-            if route is not item.route and item.route.flow == "phone1_wait":
+            if route is not routed and routed.flow == "phone1_wait":  # won as a phone 1 in `prepare`
                 self.gate.set_state_later(tx, route.gate_key, PROCESSING, only_from=WAITING_PHONE2)
         else:
             params = self._claim_params(item, route)

@@ -151,6 +151,23 @@ async def test_phone1_and_phone2_arriving_together_give_one_send(fake_tops, sqli
         await stop_node(node)
 
 
+async def test_phone2_inferred_from_the_stored_phone1_is_logged_as_phone2(fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops)
+    try:
+        for code in ("480", "1"):  # neither callback carries shareablePhonesDialIndex nor a dialled phone
+            assert (await node.get(END, {**CALL, "hangupCauseCode": code, "phoneList": TWO}))[0] == 200
+        await settled(node)
+        first, second = await node.requests()
+        assert (first["flow"], first["outcome"]) == ("phone1_wait", "combined")
+        assert (second["flow"], second["outcome"]) == ("not_answer_phone2", "delivered")
+        assert second["decision"]["phone2_from"] == "stored phone-1 state"
+        assert [r.fields["errorInfo1"] + "/" + r.fields["errorInfo2"] for r in fake_tops.received] == [
+            "PROVIDER_TEMP_FAILURE/NUMBER_FAILURE"]
+        assert await node.gates() == {"end|crt-1|100|20260306": "processed"}
+    finally:
+        await stop_node(node)
+
+
 async def test_restart_between_phone1_and_phone2_gives_one_combined_send(fake_tops, sqlite_url):
     first = await start_node(sqlite_url, fake_tops)
     assert (await first.get(*phone1("NUMBER_TEMP_FAILURE")))[0] == 200
