@@ -39,6 +39,11 @@ class Phone1States:
         self._select = {only: sa.select(*_COLUMNS, self._expired).where(w).with_for_update()
                         for only, w in self._where.items()}
         self._delete = sa.delete(phone1_state).where(by_key)
+        self._exists = Prepared(sa.select(phone1_state.c.status).where(by_key))
+
+    def stored(self, tx: Transaction, key: str) -> bool:
+        """Whether a phone-1 state ``key`` is stored (expired or not)."""
+        return self._exists.execute(tx.conn, {"key": key}).fetchone() is not None
 
     def insert(self, tx: Transaction, route: Route, request_id: str, expiry_body: str) -> bool:
         """Store phone 1 of ``route``; False when a phone 1 of this call is already stored."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -90,8 +90,8 @@ class CallbackRecorder:
         tx.memo["gates_tried"] = {c["key"] for c in claims}
 
     @staticmethod
-    def _claim_params(item: Pending) -> dict[str, str]:
-        route = item.route
+    def _claim_params(item: Pending, route: Route | None = None) -> dict[str, str]:
+        route = route or item.route
         assert route is not None
         state = WAITING_PHONE2 if route.flow == "phone1_wait" else PROCESSING
         return {"key": route.gate_key, "new_state": state, "request_id": item.request_id, "flow": route.flow}
@@ -108,11 +108,17 @@ class CallbackRecorder:
             self._log(tx, item, http_status=400, outcome="rejected", error=item.rejection.message,
                       error_field=item.rejection.field)
             return Recorded("rejected", {})
-        route = item.route
+        route = routed = item.route
+        if route.phone2_alt is not None and route.state_key is not None and self.phone1.stored(tx, route.state_key):
+            # Phone-2 inference without the dial index: a phone 1 of this call is waiting.
+            route = route.phone2_alt
+            item = replace(item, route=route)
         if item.request_id in tx.memo.get("gates_won", ()):
             claim = Claim(True)
+            if route is not routed and routed.flow == "phone1_wait":  # won as a phone 1 in `prepare`
+                self.gate.set_state_later(tx, route.gate_key, PROCESSING, only_from=WAITING_PHONE2)
         else:
-            params = self._claim_params(item)
+            params = self._claim_params(item, route)
             claim = self.gate.claim(
                 tx.conn, route.gate_key, state=params["new_state"], request_id=item.request_id, flow=route.flow,
                 phone2=route.phone2, ttls=self.settings.ttls, exists=route.gate_key in tx.memo.get("gates_tried", ()),
@@ -127,6 +133,9 @@ class CallbackRecorder:
         phone1_status = None
         if route.phone1_field is not None and route.state_key is not None:
             phone1_status, decision["phone1_state"] = self._take_phone1(tx, route, item.request_id)
+        elif route.clears_phone1 and route.state_key is not None:
+            # Connected on phone 1 after all: a stored phone-1 failure is superseded, never sent later.
+            _, decision["phone1_state"] = self._take_phone1(tx, route, item.request_id, mark="superseded")
         request = route.complete(phone1_status)
         decision.update({k: v for k, v in request.fields.items() if k.startswith("errorInfo")})
         if self.settings.dry_run:
@@ -153,8 +162,10 @@ class CallbackRecorder:
         self._log(tx, item, outcome="skipped", decision=decision)
         return Recorded("skipped", {"phone1": "already_stored"})
 
-    def _take_phone1(self, tx: Transaction, route: Route, request_id: str) -> tuple[str | None, str]:
-        """(phone-1 status or None, 'used'|'expired'|'none'), consuming the stored state."""
+    def _take_phone1(self, tx: Transaction, route: Route, request_id: str,
+                     mark: str = "combined") -> tuple[str | None, str]:
+        """(phone-1 status or None, 'used'|'expired'|'none'), consuming the stored state; the phone-1
+        row of the request log is marked ``mark``."""
         assert route.state_key is not None
         row = self.phone1.pop(tx, route.state_key, ttl_s=self.settings.phone1_ttl_s, only_expired=False)
         if row is None:
@@ -164,8 +175,8 @@ class CallbackRecorder:
             return None, "expired"
         if row["gate_key"] != route.gate_key:  # same key: this callback's claim already moved it
             self.gate.set_state_later(tx, row["gate_key"], PROCESSING, only_from=WAITING_PHONE2)
-        self.log.mark(tx, row["request_id"], "combined", request_id)
-        return row["status"], "used"
+        self.log.mark(tx, row["request_id"], mark, request_id)
+        return row["status"], "used" if mark == "combined" else mark
 
     # -- phone-1 expiry --------------------------------------------------------------------------
 

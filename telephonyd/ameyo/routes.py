@@ -60,10 +60,11 @@ def access_denied(service: AmeyoService, request: web.Request) -> tuple[int, str
 
 
 def callback_params(request: web.Request) -> dict[str, str]:
-    """The query as a plain mapping: first value of each name, trimmed, ``token`` removed."""
+    """The query as a plain mapping: the last value of each repeated name (as PHP fills ``$_GET``,
+    which the relay and Ameyo's integration rely on), trimmed, ``token`` removed."""
     params: dict[str, str] = {}
     for name, value in request.query.items():
-        if name != "token" and name not in params:
+        if name != "token":
             params[name] = value.strip()
     return params
 

@@ -7,11 +7,12 @@ Call start (``/call_start.php``): ``callId`` = first non-empty of ``callId``, ``
 ``predictiveStaffId`` = ``userId``; ``targetTel`` = ``displayPhone``, else ``phone``,
 ``dialledPhone``, ``dstPhone``. One createCallStart.
 
-Call end / not answered (``/index.php``): the status of this attempt is ``systemDisposition`` when it
-is a known status, else ``hangupCauseCode`` through `HANGUP_CODE_STATUS`. Connected means the status
-is CONNECTED. Two or more distinct phones (``phoneList``, else phone1/phone2/cstmPhone/dialled phone)
-make the two-phone flow; ``shareablePhonesDialIndex`` (default 0) says which phone this attempt
-dialled. Rules:
+Call end / not answered (``/index.php``): the status of this attempt, the phones and the dial index
+are read as the relay reads them (`status`). Connected means the status is CONNECTED (any case).
+Two or more distinct phones make the two-phone flow; ``shareablePhonesDialIndex`` (default 0) says
+which phone this attempt dialled. Without an index >= 1, the attempt is phone 2 when its dialled
+phone is the second phone, or (decided in the recorder, `Route.phone2_alt`) when a phone-1 state of
+the call is stored and the attempt does not say it dialled the first phone. Rules:
 
 1. connected (one phone, or dial index 0) -> createCallEnd, ``subCtiHistoryId`` = ``customerCRTId``;
 2. connected, two phones, dial index >= 1 -> createCallEnd with ``errorInfo`` = stored phone-1 status;
@@ -21,8 +22,12 @@ dialled. Rules:
 5. not connected, two phones, dial index >= 1 -> createNotAnswer with ``errorInfo1`` = stored phone-1
    status and ``errorInfo2`` = this status.
 
-A stored phone-1 status that is missing reads ``UNKNOWN``. A callback that cannot be routed raises
-`CallbackRejected` naming the query parameter at fault.
+A stored phone-1 status that is missing reads ``UNKNOWN`` in createNotAnswer and leaves ``errorInfo``
+out of createCallEnd (as the relay). A connected attempt of a two-phone call clears the phone-1
+state. A time Ameyo sends in a form not understood is replaced by the time the callback arrived,
+with a warning in the decision (the relay forwarded it as written). A callback that cannot be
+routed (no call id, no status, a connected call without customerCRTId, userId or target phone)
+raises `CallbackRejected` naming the query parameter at fault.
 
 Keys: the dedupe gate key is ``end|crtObjectId|customerId|callId`` (``crtObjectId`` falls back to
 ``customerCRTId``) or ``start|callId|userId|displayPhone``; phone-1 state is keyed by
@@ -34,12 +39,21 @@ whichever callback (phone 2, a late duplicate, the phone-1 expiry) produces it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
+from .status import (
+    CONNECTED,
+    UNKNOWN,
+    CallbackRejected,
+    attempt_status,
+    dial_index,
+    dialled_phone,
+    hangup_causes,
+    phone_list,
+)
 from .times import parse_time, tops_time
 
 API_CALL_START = "createCallStart"
@@ -52,48 +66,19 @@ ROOT_KEYS = {
     API_NOT_ANSWER: "predictiveCallCreateNotAnswer",
 }
 
-CONNECTED = "CONNECTED"
-UNKNOWN = "UNKNOWN"
-
-KNOWN_STATUSES = frozenset({
-    "CONNECTED", "CALL_DROP", "CALL_HANGUP", "NO_ANSWER", "PROVIDER_FAILURE", "BUSY",
-    "PROVIDER_TEMP_FAILURE", "NUMBER_FAILURE", "CALL_NOT_PICKED", "ATTEMPT_FAILED", "NUMBER_TEMP_FAILURE",
-})
-
-#: ``hangupCauseCode`` (Q.850 or SIP) -> status, used when ``systemDisposition`` is empty or unknown.
-#: The relay's table; it names no status for the SIT codes 760-763 (special information tones: the
-#: network says the number cannot be reached), which are mapped to NUMBER_FAILURE here.
-HANGUP_CODE_STATUS: dict[int, str] = {
-    16: "CALL_HANGUP",
-    17: "BUSY", 18: "BUSY", 19: "BUSY", 486: "BUSY", 600: "BUSY",
-    404: "NUMBER_FAILURE",
-    408: "PROVIDER_TEMP_FAILURE", 480: "PROVIDER_TEMP_FAILURE", 487: "PROVIDER_TEMP_FAILURE",
-    503: "PROVIDER_TEMP_FAILURE",
-    403: "PROVIDER_FAILURE_403",
-    603: "NUMBER_TEMP_FAILURE",
-    760: "NUMBER_FAILURE", 761: "NUMBER_FAILURE", 762: "NUMBER_FAILURE", 763: "NUMBER_FAILURE",
-}
-
 _MAX_KEY = 150
 #: Largest callId: a signed 64-bit integer (TopS.II reads it as a number).
 _MAX_CALL_ID = 2**63 - 1
 
 
-class CallbackRejected(ValueError):
-    """The callback cannot be routed; ``field`` is the query parameter at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
 @dataclass(frozen=True)
 class RoutingRules:
-    """What routing needs from ``ameyo`` config: the zone for times and the final phone-1 statuses."""
+    """What routing needs: the zone for times, the final phone-1 statuses (``ameyo`` config) and the
+    hangup code table (`status.hangup_causes`, read from the package data)."""
 
     zone: tzinfo
     phone1_final: frozenset[str] = frozenset({"CALL_DROP"})
+    hangup_codes: Mapping[str, tuple[str, str]] = field(default_factory=hangup_causes)
 
 
 @dataclass(frozen=True)
@@ -116,7 +101,10 @@ class Route:
     ``request`` is the TopS.II request, or None when phone 1 waits for phone 2 (then ``expiry_request``
     is what to send if phone 2 never comes). ``phone1_field`` names the field to fill from the stored
     phone-1 status (``errorInfo`` or ``errorInfo1``; see `complete`). ``phone2`` lets this callback
-    through a gate left ``waiting_phone2`` by phone 1.
+    through a gate left ``waiting_phone2`` by phone 1 (phone 2, or any connected attempt of a
+    two-phone call). ``phone2_alt`` is the route to take instead when a phone-1 state of the call is
+    stored (phone-2 inference without the dial index). ``clears_phone1``: a connected phone 1 of a
+    two-phone call, which discards a stored phone-1 state. ``warnings`` also appear in ``decision``.
     """
 
     channel: str
@@ -131,11 +119,15 @@ class Route:
     expiry_request: TopsRequest | None = None
     phone2: bool = False
     decision: dict[str, Any] = field(default_factory=dict)
+    phone2_alt: Route | None = None
+    clears_phone1: bool = False
+    warnings: tuple[str, ...] = ()
 
     def complete(self, phone1_status: str | None) -> TopsRequest:
-        """The request with the stored phone-1 status filled in (``UNKNOWN`` when there is none)."""
+        """The request with the stored phone-1 status filled in; with none, ``errorInfo1`` reads
+        ``UNKNOWN`` and ``errorInfo`` is left out (it is optional in createCallEnd)."""
         assert self.request is not None
-        if self.phone1_field is None:
+        if self.phone1_field is None or (phone1_status is None and self.phone1_field == "errorInfo"):
             return self.request
         fields = {self.phone1_field: phone1_status or UNKNOWN, **self.request.fields}
         return TopsRequest(self.request.api, self.request.key, {ROOT_KEYS[self.request.api]: _ordered(fields)})
@@ -159,11 +151,16 @@ def _first(params: Mapping[str, str], *names: str) -> tuple[str, str]:
 
 
 def _numeric_call_id(name: str, value: str) -> str:
+    """The call id as canonical digits. Refused (as the relay, which sends nothing for callId 0):
+    empty and zero; refused (decision, the relay cast them): anything but ASCII digits, or a number
+    past a signed 64-bit integer."""
     if not value:
         raise CallbackRejected(name, f"missing {name}")
     if not value.isascii() or not value.isdigit():
         raise CallbackRejected(name, f"{name} must be numeric, got {value[:40]!r}")
     digits = value.lstrip("0") or "0"
+    if digits == "0":
+        raise CallbackRejected(name, f"{name} is 0 (TopS.II takes no callId 0)")
     if len(digits) > 19 or int(digits) > _MAX_CALL_ID:
         raise CallbackRejected(name, f"{name} is too large for a callId ({len(value)} digits)")
     return digits
@@ -200,67 +197,20 @@ def route_call_start(params: Mapping[str, str], rules: RoutingRules) -> Route:
 # -- call end / not answered ------------------------------------------------------------------------
 
 
-def attempt_status(params: Mapping[str, str]) -> tuple[str, str]:
-    """(status, source parameter) of this attempt; raises `CallbackRejected` when there is none."""
-    disposition = params.get("systemDisposition", "").upper()
-    if disposition in KNOWN_STATUSES:
-        return disposition, "systemDisposition"
-    code = params.get("hangupCauseCode", "")
-    if code.isascii() and code.isdigit() and len(code) <= 6 and int(code) in HANGUP_CODE_STATUS:
-        return HANGUP_CODE_STATUS[int(code)], "hangupCauseCode"
-    if disposition:
-        raise CallbackRejected("systemDisposition", f"unknown systemDisposition {disposition[:40]!r} "
-                               "and no mappable hangupCauseCode")
-    if code:
-        raise CallbackRejected("hangupCauseCode", f"unmapped hangupCauseCode {code[:20]!r} and no systemDisposition")
-    raise CallbackRejected("systemDisposition", "missing systemDisposition and hangupCauseCode")
+def _time(params: Mapping[str, str], rules: RoutingRules, received: datetime, warnings: list[str],
+          *names: str) -> tuple[str, str]:
+    """(TopS time, source) from the first present parameter, else the time the callback arrived.
 
-
-def phone_list(params: Mapping[str, str]) -> list[str]:
-    """The distinct phones of this customer, in order; raises `CallbackRejected` on a bad phoneList.
-
-    ``phoneList`` is a JSON string ``{"phoneList": ["090...", "080..."]}`` (a bare JSON list is
-    accepted too); without it the list is phone1, phone2, cstmPhone, the dialled phone.
-    """
-    raw = params.get("phoneList", "")
-    if raw:
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise CallbackRejected("phoneList", "phoneList is not JSON (or nested too deeply)") from None
-        entries = data.get("phoneList") if isinstance(data, dict) else data
-        if not isinstance(entries, list) or not all(isinstance(e, (str, int)) and not isinstance(e, bool) for e in entries):
-            raise CallbackRejected("phoneList", 'phoneList must be {"phoneList": ["phone", ...]}')
-        candidates = [str(e).strip() for e in entries]
-    else:
-        candidates = [params.get("phone1", ""), params.get("phone2", ""), params.get("cstmPhone", ""),
-                      _first(params, "dialedPhone", "dialledPhone", "dstPhone")[1]]
-    phones: list[str] = []
-    for phone in candidates:
-        if phone and phone not in phones:
-            phones.append(phone)
-    return phones
-
-
-def _dial_index(params: Mapping[str, str]) -> int:
-    raw = params.get("shareablePhonesDialIndex", "")
-    if not raw:
-        return 0
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
-        raise CallbackRejected("shareablePhonesDialIndex",
-                               f"shareablePhonesDialIndex must be a number from 0 to 9999, got {raw[:20]!r}")
-    return int(raw)
-
-
-def _time(params: Mapping[str, str], rules: RoutingRules, received: datetime, *names: str) -> tuple[str, str]:
-    """(TopS time, source) from the first present parameter, else the time the callback arrived."""
+    A value in no known form is replaced by the arrival time, with a warning (the relay forwarded
+    such values as written, or used its clock for ``callConnectedTime``)."""
     for name in names:
         raw = params.get(name, "")
         if raw:
             try:
                 return tops_time(parse_time(raw, rules.zone), rules.zone), name
             except ValueError as exc:
-                raise CallbackRejected(name, f"bad {name}: {exc}") from None
+                warnings.append(f"{name}: {exc}; the time the callback arrived is used")
+                return tops_time(received, rules.zone), f"received ({name} not understood)"
     return tops_time(received, rules.zone), "received"
 
 
@@ -268,29 +218,48 @@ def route_call_end(params: Mapping[str, str], rules: RoutingRules, received: dat
     """The route of a ``/index.php`` callback (rules 1-5); raises `CallbackRejected`.
 
     ``received`` (aware) stands in for ``callEndTime``/``callTime``/``callStartTime`` when Ameyo
-    sends none.
+    sends none (or one in a form not understood).
     """
     call_id = _numeric_call_id("unique_id", params.get("unique_id", ""))
-    status, status_from = attempt_status(params)
-    phones = phone_list(params)
-    index = _dial_index(params)
+    status, status_from = attempt_status(params, rules.hangup_codes)
+    phones, phones_from = phone_list(params)
+    index, index_given = dial_index(params)
+    dialled = dialled_phone(params)
+    two_phones = len(phones) >= 2
+    decision: dict[str, Any] = {"status": status, "status_from": status_from, "phones": phones,
+                                "phones_from": phones_from, "two_phones": two_phones}
+    if params.get("shareablePhonesDialIndex"):
+        decision["dial_index"] = index if index_given else f"ignored: {params['shareablePhonesDialIndex'][:20]!r}"
+    if params.get("dispositionCode"):
+        decision["dispositionCode"] = params["dispositionCode"]
+    if not two_phones or index >= 1:
+        return _route_attempt(params, rules, received, call_id, status, two_phones, index >= 1, decision)
+    if dialled and dialled == phones[1]:
+        return _route_attempt(params, rules, received, call_id, status, True, True,
+                              {**decision, "phone2_from": "dialled phone"})
+    route = _route_attempt(params, rules, received, call_id, status, True, False, decision)
+    if dialled == phones[0]:
+        return route
+    alt = _route_attempt(params, rules, received, call_id, status, True, True,
+                         {**decision, "phone2_from": "stored phone-1 state"})
+    return replace(route, phone2_alt=alt)
+
+
+def _route_attempt(params: Mapping[str, str], rules: RoutingRules, received: datetime, call_id: str, status: str,
+                   two_phones: bool, phone2: bool, decision: dict[str, Any]) -> Route:
     customer = params.get("customerId", "")
     crt_object = params.get("crtObjectId", "") or params.get("customerCRTId", "")
-    two_phones = len(phones) >= 2
-    phone2 = two_phones and index >= 1
-    connected = status == CONNECTED
+    connected = status.upper() == CONNECTED
+    warnings: list[str] = []
     base: dict[str, Any] = {
         "gate_key": bounded_key("end", crt_object, customer, call_id),
         "call_id": call_id,
         "customer_id": customer,
         "status": status,
-        "phone2": phone2,
+        "phone2": two_phones and (phone2 or connected),
         "state_key": bounded_key(customer, call_id) if two_phones else None,
     }
-    decision: dict[str, Any] = {"status": status, "status_from": status_from, "connected": connected,
-                                "dial_index": index, "phones": phones, "two_phones": two_phones}
-    if params.get("dispositionCode"):
-        decision["dispositionCode"] = params["dispositionCode"]
+    decision = {**decision, "connected": connected, "phone2": phone2}
 
     if connected:
         flow = "connected_phone2" if phone2 else "connected"
@@ -303,41 +272,43 @@ def route_call_end(params: Mapping[str, str], rules: RoutingRules, received: dat
         tel_field, target = _first(params, "dialedPhone", "dialledPhone", "dstPhone", "cstmPhone")
         if not target:
             raise CallbackRejected("dialledPhone", "no target phone (dialedPhone, dialledPhone, dstPhone or cstmPhone)")
-        start, start_from = _time(params, rules, received, "callStartTime", "callConnectedTime")
-        end, end_from = _time(params, rules, received, "callEndTime")
+        start, start_from = _time(params, rules, received, warnings, "callStartTime", "callConnectedTime")
+        end, end_from = _time(params, rules, received, warnings, "callEndTime")
         fields = {"callId": int(call_id), "callStartTime": start, "callEndTime": end, "subCtiHistoryId": sub_cti,
                   "targetTel": target, "predictiveStaffId": staff}
         decision.update(flow=flow, targetTel_from=tel_field, callStartTime_from=start_from, callEndTime_from=end_from)
+        if warnings:
+            decision["warnings"] = warnings
         request = TopsRequest(API_CALL_END, bounded_key(API_CALL_END, call_id, customer), {ROOT_KEYS[API_CALL_END]: fields})
-        return Route(channel="call_end", flow=flow, request=request,
-                     phone1_field="errorInfo" if phone2 else None, decision=decision, **base)
+        return Route(channel="call_end", flow=flow, request=request, phone1_field="errorInfo" if phone2 else None,
+                     clears_phone1=two_phones and not phone2, decision=decision, warnings=tuple(warnings), **base)
 
-    call_time, time_from = _time(params, rules, received, "callTime")
+    call_time, time_from = _time(params, rules, received, warnings, "callTime")
     decision["callTime_from"] = time_from
+    if warnings:
+        decision["warnings"] = warnings
     one_phone = TopsRequest(
         API_NOT_ANSWER,
         bounded_key(API_NOT_ANSWER, call_id, customer),
         {ROOT_KEYS[API_NOT_ANSWER]: {"callId": int(call_id), "callTime": call_time, "errorInfo1": status}},
     )
+    common = {"channel": "not_answer", "decision": decision, "warnings": tuple(warnings), **base}
     if not two_phones:
         decision["flow"] = "not_answer"
-        return Route(channel="not_answer", flow="not_answer", request=one_phone, decision=decision, **base)
-    if index == 0:
-        if status in rules.phone1_final:
+        return Route(flow="not_answer", request=one_phone, **common)
+    if not phone2:
+        if status.upper() in rules.phone1_final:
             decision["flow"] = "phone1_final"
-            return Route(channel="not_answer", flow="phone1_final", request=one_phone, decision=decision, **base)
+            return Route(flow="phone1_final", request=one_phone, **common)
         decision["flow"] = "phone1_wait"
-        return Route(channel="not_answer", flow="phone1_wait", expiry_request=one_phone, decision=decision, **base)
+        return Route(flow="phone1_wait", expiry_request=one_phone, **common)
     decision["flow"] = "not_answer_phone2"
     request = TopsRequest(
         API_NOT_ANSWER,
         one_phone.key,
         {ROOT_KEYS[API_NOT_ANSWER]: {"callId": int(call_id), "callTime": call_time, "errorInfo2": status}},
     )
-    return Route(channel="not_answer", flow="not_answer_phone2", request=request, phone1_field="errorInfo1",
-                 decision=decision, **base)
-
-
+    return Route(flow="not_answer_phone2", request=request, phone1_field="errorInfo1", **common)
 _FIELD_ORDER = ("callId", "callTime", "callStartTime", "callEndTime", "subCtiHistoryId", "targetTel",
                 "predictiveStaffId", "errorInfo", "errorInfo1", "errorInfo2")
 

@@ -36,7 +36,8 @@ from . import requestlog
 from .batch import GroupCommitter, Transaction
 from .gate import GateTTLs
 from .recorder import CallbackRecorder, OutboxLike, Pending, Settings
-from .routing import CallbackRejected, RoutingRules, route_call_end, route_call_start
+from .routing import CallbackRejected, Route, RoutingRules, route_call_end, route_call_start
+from .status import UNMAPPED_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def _settings(config: AmeyoConfig, tops: TopsConfig) -> Settings:
 
 
 def _rules(config: AmeyoConfig) -> RoutingRules:
-    return RoutingRules(zone=ZoneInfo(config.timezone), phone1_final=frozenset(config.phone1_final_dispositions))
+    return RoutingRules(zone=ZoneInfo(config.timezone),
+                        phone1_final=frozenset(s.upper() for s in config.phone1_final_dispositions))
 
 
 class AmeyoService:
@@ -93,6 +95,9 @@ class AmeyoService:
         self.committer = GroupCommitter(store, max_batch=config.write_batch_max, timeout_s=WRITE_TIMEOUT_S,
                                         before=self.recorder.prepare, after_commit=outbox.notify)
         self.counts: Counter[str] = Counter()
+        #: Values forwarded with a stand-in: ``unmapped_hangup_code`` (status `UNMAPPED_STATUS`),
+        #: ``time_not_understood`` (the arrival time); exported as ``telephonyd_ameyo_fallbacks``.
+        self.fallbacks: Counter[str] = Counter()
         self.state = "created"
         self.tops_unhealthy = False
         self.tops_last_error: str | None = None
@@ -157,6 +162,7 @@ class AmeyoService:
             "ok": running and not self.tops_unhealthy,
             "state": ("degraded" if self.tops_unhealthy else "running") if running else self.state,
             "counts": dict(self.counts),
+            "fallbacks": dict(self.fallbacks),
             "backlog": self.committer.backlog,
             "tops_unhealthy": self.tops_unhealthy,
             "tops_last_error": self.tops_last_error,
@@ -175,6 +181,7 @@ class AmeyoService:
                 else:
                     route = route_call_end(params, self.rules, datetime.now(UTC))
                 pending = Pending(request_id, path, params, route=route)
+                self._note_fallbacks(route, path)
             except CallbackRejected as exc:
                 pending = Pending(request_id, path, params, rejection=exc,
                                   channel="call_start" if kind == "start" else "general")
@@ -203,6 +210,16 @@ class AmeyoService:
             log.info("callback recorded", extra={"flow": pending.route.flow, "outcome": recorded.outcome,
                                                  "call_id": pending.route.call_id, **recorded.detail})
             return 200, {**ACK, "request_id": request_id}
+
+    def _note_fallbacks(self, route: Route, path: str) -> None:
+        if route.decision.get("status_from") == "unmapped_hangupCauseCode":
+            self.fallbacks["unmapped_hangup_code"] += 1
+            log.warning("hangupCauseCode outside the table, forwarded as " + UNMAPPED_STATUS,
+                        extra={"path": path, "call_id": route.call_id})
+        for warning in route.warnings:
+            self.fallbacks["time_not_understood"] += 1
+            log.warning("callback time not understood", extra={"path": path, "call_id": route.call_id,
+                                                                "warning": warning[:200]})
 
     async def record_upstream(
         self,

@@ -295,6 +295,11 @@ class TelephonydCollector(Collector):
             callbacks.add_metric([result], n)
         yield callbacks
         yield _counter("telephonyd_ameyo_phone1_expired", "Phone-1 states expired without a phone-2 callback", expired)
+        fallbacks = CounterMetricFamily("telephonyd_ameyo_fallbacks", "Callback values forwarded with a stand-in "
+                                        "(unmapped_hangup_code, time_not_understood)", labels=["kind"])
+        for kind, n in sorted((h.get("fallbacks") or {}).items()):
+            fallbacks.add_metric([kind], n)
+        yield fallbacks
         yield _gauge("telephonyd_ameyo_backlog", "Callbacks waiting for their group commit", _number(h.get("backlog")))
         yield _gauge("telephonyd_tops_unhealthy", "1 after TopS.II refused authentication or licence",
                      1 if h.get("tops_unhealthy") else 0)

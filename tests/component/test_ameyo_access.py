@@ -22,10 +22,8 @@ REJECTED = [
     (END, {**CALL, "unique_id": "A-17", "systemDisposition": "NO_ANSWER"}, "unique_id"),
     (END, {**CALL, "systemDisposition": "CONNECTED"}, "customerCRTId"),
     (END, {**CALL, "dialledPhone": "", "customerCRTId": "x", "systemDisposition": "CONNECTED"}, "dialledPhone"),
-    (END, {**CALL, "systemDisposition": "MOON_PHASE"}, "systemDisposition"),
-    (END, {**CALL, "hangupCauseCode": "12345"}, "hangupCauseCode"),
-    (END, {**CALL, "systemDisposition": "NO_ANSWER", "phoneList": "[broken"}, "phoneList"),
-    (END, {**CALL, "systemDisposition": "NO_ANSWER", "callTime": "tomorrow"}, "callTime"),
+    (END, {**CALL, "unique_id": "0", "systemDisposition": "NO_ANSWER"}, "unique_id"),
+    (END, {**CALL, "systemDisposition": "", "hangupCauseCode": ""}, "systemDisposition"),
     ("/call_start.php", {"callId": "1", "userId": "u"}, "displayPhone"),
     ("/call_start.php", {"sessionId": "s-1", "userId": "u", "displayPhone": "1"}, "sessionId"),
 ]
@@ -49,6 +47,33 @@ async def test_unroutable_callbacks_answer_400_and_leave_no_gate(path, params, f
             assert (await node.get(path, {**params, "customerCRTId": "d1"}))[0] == 200
             await settled(node)
             assert fake_tops.sends_by_call == {3003: 1}
+    finally:
+        await stop_node(node)
+
+
+async def test_values_not_understood_are_forwarded_counted_and_logged(fake_tops, sqlite_url):
+    """What the relay forwarded is forwarded: an unknown disposition as written, a code outside the
+    table as UNKNOWN (counted), a broken phoneList as the single phone, a time in no known form as
+    the arrival time with a warning in the request log."""
+    node = await start_node(sqlite_url, fake_tops)
+    cases = [
+        ({"unique_id": "3101", "systemDisposition": "MOON_PHASE"}, "MOON_PHASE"),
+        ({"unique_id": "3102", "hangupCauseCode": "12345"}, "UNKNOWN"),
+        ({"unique_id": "3103", "systemDisposition": "NO_ANSWER", "phoneList": "[broken"}, "NO_ANSWER"),
+        ({"unique_id": "3104", "systemDisposition": "NO_ANSWER", "callTime": "tomorrow"}, "NO_ANSWER"),
+    ]
+    try:
+        for extra, _ in cases:
+            assert (await node.get(END, {**CALL, **extra}))[0] == 200
+        await settled(node)
+        sent = {r.fields["callId"]: r.fields["errorInfo1"] for r in fake_tops.of("createNotAnswer")}
+        assert sent == {int(extra["unique_id"]): status for extra, status in cases}
+        assert node.service.health()["fallbacks"] == {"unmapped_hangup_code": 1, "time_not_understood": 1}
+        rows = {r["call_id"]: r for r in await node.requests()}
+        assert rows["3104"]["decision"]["callTime_from"] == "received (callTime not understood)"
+        assert "tomorrow" in rows["3104"]["decision"]["warnings"][0]
+        assert rows["3102"]["decision"]["status_from"] == "unmapped_hangupCauseCode"
+        assert rows["3103"]["decision"]["phones_from"] == "params_after_bad_phoneList"
     finally:
         await stop_node(node)
 

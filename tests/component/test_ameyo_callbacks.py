@@ -79,6 +79,24 @@ SCENARIOS = [
     ("a final phone-1 disposition is sent at once and closes the gate",
      [phone1("CALL_DROP"), phone2("BUSY")],
      [("createNotAnswer", {"callId": 20260306, "callTime": "2026-03-06 13:50:00", "errorInfo1": "CALL_DROP"})]),
+    ("phone 2 without a dial index, connected: inferred from the stored phone 1, errorInfo, nothing left",
+     [(END, {**CALL, "hangupCauseCode": "480", "phoneList": TWO, "callTime": "2026-03-06 13:50:00"}),
+      (END, {**CALL, "systemDisposition": "CONNECTED", "phoneList": TWO, "customerCRTId": "d336-2",
+             "dstPhone": "08033334444", **CONNECTED_TIMES})],
+     [("createCallEnd", {"callId": 20260306, "callStartTime": "2026-03-06 13:52:00",
+                         "callEndTime": "2026-03-06 13:55:30", "subCtiHistoryId": "d336-2",
+                         "targetTel": "08033334444", "predictiveStaffId": "agent7",
+                         "errorInfo": "PROVIDER_TEMP_FAILURE"})]),
+    ("phone 2 without a dial index, not answered: inferred from the stored phone 1",
+     [(END, {**CALL, "hangupCauseCode": "480", "phoneList": TWO, "callTime": "2026-03-06 13:50:00"}),
+      (END, {**CALL, "hangupCauseCode": "1", "phoneList": TWO, "callTime": "2026-03-06 13:51:00"})],
+     [("createNotAnswer", {"callId": 20260306, "callTime": "2026-03-06 13:51:00",
+                           "errorInfo1": "PROVIDER_TEMP_FAILURE", "errorInfo2": "NUMBER_FAILURE"})]),
+    ("connected on phone 1 after phone 1 failed: the stored failure is cleared, never sent later",
+     [phone1("NO_ANSWER"), phone1("CONNECTED", customerCRTId="d336-1", **CONNECTED_TIMES)],
+     [("createCallEnd", {"callId": 20260306, "callStartTime": "2026-03-06 13:52:00",
+                         "callEndTime": "2026-03-06 13:55:30", "subCtiHistoryId": "d336-1",
+                         "targetTel": "09011112222", "predictiveStaffId": "agent7"})]),
     ("the same callback twice is sent once",
      [phone2("BUSY"), phone2("BUSY")],
      [("createNotAnswer", {"callId": 20260306, "callTime": "2026-03-06 13:51:00",
@@ -129,6 +147,23 @@ async def test_phone1_and_phone2_arriving_together_give_one_send(fake_tops, sqli
         assert {s for s, _ in answers} == {200}
         await settled(node)
         assert fake_tops.sends_by_call[20260306] == 1
+    finally:
+        await stop_node(node)
+
+
+async def test_phone2_inferred_from_the_stored_phone1_is_logged_as_phone2(fake_tops, sqlite_url):
+    node = await start_node(sqlite_url, fake_tops)
+    try:
+        for code in ("480", "1"):  # neither callback carries shareablePhonesDialIndex nor a dialled phone
+            assert (await node.get(END, {**CALL, "hangupCauseCode": code, "phoneList": TWO}))[0] == 200
+        await settled(node)
+        first, second = await node.requests()
+        assert (first["flow"], first["outcome"]) == ("phone1_wait", "combined")
+        assert (second["flow"], second["outcome"]) == ("not_answer_phone2", "delivered")
+        assert second["decision"]["phone2_from"] == "stored phone-1 state"
+        assert [r.fields["errorInfo1"] + "/" + r.fields["errorInfo2"] for r in fake_tops.received] == [
+            "PROVIDER_TEMP_FAILURE/NUMBER_FAILURE"]
+        assert await node.gates() == {"end|crt-1|100|20260306": "processed"}
     finally:
         await stop_node(node)
 

@@ -74,6 +74,7 @@ class Received:
     fields: dict[str, Any]
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    json_data: str = ""  # the form field exactly as sent
 
 
 class FakeTops:
@@ -125,13 +126,13 @@ class FakeTops:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            api, fields = await self._check(request)
+            api, fields, json_data = await self._check(request)
         except WireViolation as exc:
             self.violations.append(str(exc))
             self._poke()
             return web.json_response({"violation": str(exc)}, status=400)
         call_id = fields["callId"]
-        self.received.append(Received(api, fields, dict(request.headers)))
+        self.received.append(Received(api, fields, dict(request.headers), json_data=json_data))
         self.sends_by_call[call_id] += 1
         queue = self.scripts.get(call_id)
         reply = queue.popleft() if queue else self.default
@@ -153,7 +154,7 @@ class FakeTops:
     def _poke(self) -> None:
         self._changed.set()
 
-    async def _check(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+    async def _check(self, request: web.Request) -> tuple[str, dict[str, Any], str]:
         if request.method != "POST":
             raise WireViolation(f"method {request.method}")
         if not request.path.startswith(API_PATH) or not request.path.endswith(".json"):
@@ -186,4 +187,4 @@ class FakeTops:
         for name in TIME_FIELDS & set(fields):
             if not TIME_RE.match(str(fields[name])):
                 raise WireViolation(f"{name} {fields[name]!r} is not YYYY-MM-DD HH:mm:ss")
-        return api, fields
+        return api, fields, str(form["jsonData"])

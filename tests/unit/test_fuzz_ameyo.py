@@ -21,21 +21,20 @@ from hypothesis import strategies as st
 from telephonyd.ameyo import times
 from telephonyd.ameyo.routes import access_denied, callback_params
 from telephonyd.ameyo.routing import (
-    HANGUP_CODE_STATUS,
-    KNOWN_STATUSES,
     ROOT_KEYS,
     CallbackRejected,
     Route,
     RoutingRules,
-    phone_list,
     route_call_end,
     route_call_start,
 )
+from telephonyd.ameyo.status import KNOWN_STATUSES, hangup_causes, phone_list
 from telephonyd.ameyo.times import parse_time
 from telephonyd.config import AmeyoConfig
 
 FUZZ = settings(max_examples=200, deadline=500, suppress_health_check=[HealthCheck.too_slow])
 RULES = RoutingRules(zone=ZoneInfo("Asia/Tokyo"))
+HANGUP_CODE_STATUS = hangup_causes()
 RECEIVED = datetime(2026, 1, 20, 2, 16, 41, tzinfo=UTC)
 
 FIELDS = [
@@ -222,8 +221,9 @@ def test_the_fast_time_parser_agrees_with_the_regular_expression(raw: str) -> No
 
 # -- found by fuzzing ------------------------------------------------------------------------------
 # Query values that made routing raise something other than CallbackRejected (an HTTP 500, which
-# Ameyo retries). They fit in aiohttp's 8190-byte request line. Fixed: they are rejected naming
-# the parameter.
+# Ameyo retries). They fit in aiohttp's 8190-byte request line. Fixed: a huge call id is rejected
+# naming the parameter; a huge code or dial index is a value not understood (forwarded as UNKNOWN,
+# read as no index); a deeply nested phoneList falls back to the phone parameters.
 
 HUGE = "9" * 5000  # past Python's 4300-digit limit for int(str)
 DEEP = "[" * 3000  # past the JSON decoder's recursion limit
@@ -232,10 +232,8 @@ DEEP = "[" * 3000  # past the JSON decoder's recursion limit
 @pytest.mark.parametrize("params", [
     {"callId": HUGE, "userId": "u1", "displayPhone": "0312345678"},
     {"unique_id": HUGE, "systemDisposition": "BUSY"},
-    {"unique_id": "1", "hangupCauseCode": HUGE},
-    {"unique_id": "1", "systemDisposition": "BUSY", "shareablePhonesDialIndex": HUGE},
 ])
-def test_huge_numbers_are_rejected(params: dict[str, str]) -> None:
+def test_huge_call_ids_are_rejected(params: dict[str, str]) -> None:
     with pytest.raises(CallbackRejected):
         if "callId" in params:
             route_call_start(params, RULES)
@@ -243,6 +241,13 @@ def test_huge_numbers_are_rejected(params: dict[str, str]) -> None:
             route_call_end(params, RULES, RECEIVED)
 
 
-def test_deeply_nested_phone_list_is_rejected() -> None:
-    with pytest.raises(CallbackRejected):
-        phone_list({"phoneList": DEEP})
+def test_huge_code_and_dial_index_are_values_not_understood() -> None:
+    route = route_call_end({"unique_id": "1", "hangupCauseCode": HUGE}, RULES, RECEIVED)
+    assert route.request.fields["errorInfo1"] == "UNKNOWN"
+    route = route_call_end({"unique_id": "1", "systemDisposition": "BUSY", "shareablePhonesDialIndex": HUGE,
+                            "phone1": "0901", "phone2": "0802"}, RULES, RECEIVED)
+    assert route.flow == "phone1_wait" and route.decision["dial_index"].startswith("ignored")
+
+
+def test_deeply_nested_phone_list_falls_back_to_the_phone_parameters() -> None:
+    assert phone_list({"phoneList": DEEP, "dialledPhone": "0901"}) == (["0901"], "params_after_bad_phoneList")

@@ -224,7 +224,8 @@ async def test_upstream_requests_by_target_and_outcome_with_latency() -> None:
 
 async def test_ameyo_callbacks_by_result_and_mqtt_connection() -> None:
     ameyo = {"ok": True, "state": "running", "backlog": 2, "tops_unhealthy": True,
-             "counts": {"queued": 5, "duplicate": 1, "rejected": 2, "unauthorized": 3, "phone1_expired": 4}}
+             "counts": {"queued": 5, "duplicate": 1, "rejected": 2, "unauthorized": 3, "phone1_expired": 4},
+             "fallbacks": {"unmapped_hangup_code": 6, "time_not_understood": 1}}
     mqtt = {"ok": True, "state": "connected", "published": 12, "dropped": 0, "queued": 0}
     components = {"ameyo": Component(ameyo), "mqtt": Component(mqtt)}
     s = await render(MetricSources(components=lambda: components))
@@ -233,6 +234,8 @@ async def test_ameyo_callbacks_by_result_and_mqtt_connection() -> None:
     assert value(s, "telephonyd_ameyo_callbacks_total", result="phone1_expired") is None  # not a callback
     assert value(s, "telephonyd_ameyo_phone1_expired_total") == 4
     assert value(s, "telephonyd_ameyo_backlog") == 2
+    assert value(s, "telephonyd_ameyo_fallbacks_total", kind="unmapped_hangup_code") == 6
+    assert value(s, "telephonyd_ameyo_fallbacks_total", kind="time_not_understood") == 1
     assert value(s, "telephonyd_tops_unhealthy") == 1
     assert value(s, "telephonyd_mqtt_connected") == 1
     assert value(s, "telephonyd_mqtt_published_total") == 12
