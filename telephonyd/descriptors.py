@@ -5,7 +5,9 @@ out, ``accept()`` fails with EMFILE for every listener alike, so an HTTP flood w
 FastAGI connections waiting in the listen queue and outcomes would go unrecorded. `plan_descriptors`
 splits what is left after start-up so that this cannot happen: HTTP connections are capped below
 the limit minus ``fastagi.reserved_fds``, and FastAGI sessions are capped at what remains, so the
-two listeners together never reach the limit.
+two listeners together never reach the limit. asyncio accepts up to a listener's ``backlog``
+connections in one go before any of them can be refused, so each listener's backlog is part of its
+share too (the FastAGI backlog is lowered when the limit is small).
 
 `AcceptErrorReporter` is the event loop's exception handler for asyncio's "socket.accept() out of
 system resource" (EMFILE, ENFILE, ENOBUFS, ENOMEM; asyncio retries the accept after a second): it
@@ -44,7 +46,8 @@ class DescriptorBudget:
 
     ``limit``: the soft limit; ``in_use``: open at start; ``spare``: kept for the store and
     upstream connections; ``http_connections`` / ``fastagi_sessions``: the effective caps;
-    ``lowered``: config keys whose value had to be lowered to fit (for the start-up warning).
+    ``fastagi_backlog``: the FastAGI listen backlog (accepts per burst); ``lowered``: config keys
+    whose value had to be lowered to fit (for the start-up warning).
     """
 
     limit: int
@@ -52,25 +55,31 @@ class DescriptorBudget:
     spare: int
     http_connections: int
     fastagi_sessions: int
+    fastagi_backlog: int
     lowered: tuple[str, ...] = ()
 
+    def fastagi_limits(self) -> dict[str, int]:
+        """Keyword arguments of `FastAGIServer` (``max_sessions``, ``backlog``)."""
+        return {"max_sessions": self.fastagi_sessions, "backlog": self.fastagi_backlog}
 
-def plan_descriptors(*, limit: int, in_use: int, spare: int, http_max: int, fastagi_max: int,
-                     fastagi_reserved: int) -> DescriptorBudget:
+
+def plan_descriptors(*, limit: int, in_use: int, spare: int, http_max: int, http_backlog: int,
+                     fastagi_max: int, fastagi_backlog: int, fastagi_reserved: int) -> DescriptorBudget:
     """Split ``limit - in_use - spare`` between the listeners (pure).
 
-    HTTP gets at most ``free - fastagi_reserved``; FastAGI gets what HTTP cannot take (at least
-    ``fastagi_reserved`` when the limit allows it), each capped by its configured maximum.
+    HTTP gets at most ``free - fastagi_reserved - http_backlog`` connections; FastAGI gets what
+    HTTP cannot take (at least ``fastagi_reserved`` when the limit allows it), a quarter of it at
+    most for its accept burst (backlog), each capped by its configured maximum.
     """
     free = max(0, limit - in_use - spare)
-    http = max(MIN_CONNECTIONS, min(http_max, free - fastagi_reserved))
-    fastagi = max(MIN_CONNECTIONS, min(fastagi_max, free - http))
-    lowered = []
-    if http < http_max:
-        lowered.append("http.max_connections")
-    if fastagi < fastagi_max:
-        lowered.append("fastagi.max_sessions")
-    return DescriptorBudget(limit, in_use, spare, http, fastagi, tuple(lowered))
+    http = max(MIN_CONNECTIONS, min(http_max, free - fastagi_reserved - http_backlog))
+    left = free - http - http_backlog
+    backlog = max(16, min(fastagi_backlog, left // 4))
+    fastagi = max(MIN_CONNECTIONS, min(fastagi_max, left - backlog))
+    lowered = [key for key, got, wanted in (
+        ("http.max_connections", http, http_max), ("fastagi.max_sessions", fastagi, fastagi_max),
+        ("fastagi.backlog", backlog, fastagi_backlog)) if got < wanted]
+    return DescriptorBudget(limit, in_use, spare, http, fastagi, backlog, tuple(lowered))
 
 
 def raise_nofile_limit() -> int:
@@ -95,17 +104,18 @@ def open_descriptors() -> int:
         return 0
 
 
-def budget_for(config: Any, upstream_connections: int) -> DescriptorBudget:
+def budget_for(config: Any, upstream_connections: int, http_backlog: int) -> DescriptorBudget:
     """`plan_descriptors` for a `Config`, after raising the soft limit; logs the result once and
     warns when a configured cap had to be lowered."""
     limit = raise_nofile_limit()
     budget = plan_descriptors(
         limit=limit, in_use=open_descriptors(), spare=BASE_SPARE_FDS + upstream_connections,
-        http_max=config.http.max_connections, fastagi_max=config.fastagi.max_sessions,
-        fastagi_reserved=config.fastagi.reserved_fds,
+        http_max=config.http.max_connections, http_backlog=http_backlog, fastagi_max=config.fastagi.max_sessions,
+        fastagi_backlog=config.fastagi.backlog, fastagi_reserved=config.fastagi.reserved_fds,
     )
     extra = {"nofile_limit": budget.limit, "fds_in_use": budget.in_use,
-             "http_max_connections": budget.http_connections, "fastagi_max_sessions": budget.fastagi_sessions}
+             "http_max_connections": budget.http_connections, "fastagi_max_sessions": budget.fastagi_sessions,
+             "fastagi_backlog": budget.fastagi_backlog}
     if budget.lowered:
         log.warning("open-file limit too low for the configured connection caps; caps lowered "
                     "(raise LimitNOFILE)", extra={**extra, "lowered": list(budget.lowered)})

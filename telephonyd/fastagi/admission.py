@@ -4,7 +4,9 @@ A session is *idle* from connect until its ``agi_*`` block is complete; Asterisk
 once, so a connection that stays idle is a stalled or hostile client. When a cap is reached, the
 oldest idle session (of the same client for the per-client cap, of any client for the total) is
 closed to make room for the new connection, which is refused only when no idle session is left.
-So a flood of idle connections from an allowed address cannot keep Asterisk's real sessions out.
+So a flood of idle connections from an allowed address cannot keep Asterisk's real sessions out:
+a real session is evicted only if more connections than the cap arrive between its connect and the
+reading of its block, which the server's accept batch (`server.ACCEPT_BATCH`) makes impossible.
 """
 
 from __future__ import annotations

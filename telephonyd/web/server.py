@@ -49,6 +49,9 @@ MAX_LINE_BYTES = 8190
 #: Longest header line, bytes, and most headers per request.
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
+#: Listen backlog, which is also how many connections asyncio accepts in one go before any can be
+#: refused (part of the HTTP descriptor budget, see `telephonyd.descriptors`).
+ACCEPT_BACKLOG = 128
 #: Methods counted by name; anything else counts as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Route label of requests that matched no route (404, 405).
@@ -175,7 +178,7 @@ class HTTPServer:
             max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=1024)
+        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BACKLOG)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
         sockets = getattr(server, "sockets", None) or []
