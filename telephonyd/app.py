@@ -34,7 +34,6 @@ from .metrics import EventCounter, MetricsExporter, MetricSources, UpstreamStats
 from .sdnotify import Notifier
 from .store import Store
 from .web import HTTPServer
-from .web.server import ACCEPT_BACKLOG
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +177,7 @@ class App:
         self.components["outbox"] = outbox
 
     def _build_http(self) -> None:
-        self.descriptors = budget_for(self.config, upstream_connections=max(8, self.config.outbox.concurrency * 2),
-                                      http_backlog=ACCEPT_BACKLOG)
+        self.descriptors = budget_for(self.config, upstream_connections=max(8, self.config.outbox.concurrency * 2))
         self.http = HTTPServer(self.config.http, status=self.status, ready=self.ready,
                                max_connections=self.descriptors.http_connections)
         self.components["http"] = self.http
@@ -191,7 +189,7 @@ class App:
 
         self.calllog_handler = CallLogHandler(self.config.call_log, self.outbox.enqueue, target=DID_OPTIMIZER_TARGET)
         self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": self.calllog_handler},
-                                     **self.descriptors.fastagi_limits() if self.descriptors else {})
+                                     max_sessions=self.descriptors.fastagi_sessions if self.descriptors else None)
         self.components["fastagi"] = self.fastagi
 
     def _build_ameyo(self) -> None:

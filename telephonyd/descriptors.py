@@ -6,8 +6,9 @@ FastAGI connections waiting in the listen queue and outcomes would go unrecorded
 splits what is left after start-up so that this cannot happen: HTTP connections are capped below
 the limit minus ``fastagi.reserved_fds``, and FastAGI sessions are capped at what remains, so the
 two listeners together never reach the limit. asyncio accepts up to a listener's ``backlog``
-connections in one go before any of them can be refused, so each listener's backlog is part of its
-share too (the FastAGI backlog is lowered when the limit is small).
+connections per wake-up, and a connection refused or evicted holds its descriptor for a few loop
+iterations more: both listeners therefore accept `ACCEPT_BATCH` at a time (`listen_queue` gives the
+kernel's queue its own, longer length) and each listener's share includes `ACCEPT_IN_FLIGHT`.
 
 `AcceptErrorReporter` is the event loop's exception handler for asyncio's "socket.accept() out of
 system resource" (EMFILE, ENFILE, ENOBUFS, ENOMEM; asyncio retries the accept after a second): it
@@ -22,6 +23,7 @@ import errno as errno_names
 import logging
 import os
 import resource
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,11 @@ log = logging.getLogger(__name__)
 BASE_SPARE_FDS = 48
 #: Fewest connections a listener is given, however low the limit (a warning says it is too low).
 MIN_CONNECTIONS = 8
+#: Connections a listener accepts per event loop wake-up (asyncio's ``backlog`` argument).
+ACCEPT_BATCH = 16
+#: Descriptors a listener may hold beyond its cap: what it accepts over the ~5 loop iterations from
+#: ``accept()`` until a refused or evicted connection is closed.
+ACCEPT_IN_FLIGHT = 5 * ACCEPT_BATCH
 #: The message asyncio's selector loop reports an accept failure with (Lib/asyncio/selector_events.py).
 ACCEPT_ERROR_MESSAGE = "socket.accept() out of system resource"
 
@@ -46,8 +53,7 @@ class DescriptorBudget:
 
     ``limit``: the soft limit; ``in_use``: open at start; ``spare``: kept for the store and
     upstream connections; ``http_connections`` / ``fastagi_sessions``: the effective caps;
-    ``fastagi_backlog``: the FastAGI listen backlog (accepts per burst); ``lowered``: config keys
-    whose value had to be lowered to fit (for the start-up warning).
+    ``lowered``: config keys whose value had to be lowered to fit (for the start-up warning).
     """
 
     limit: int
@@ -55,31 +61,34 @@ class DescriptorBudget:
     spare: int
     http_connections: int
     fastagi_sessions: int
-    fastagi_backlog: int
     lowered: tuple[str, ...] = ()
 
-    def fastagi_limits(self) -> dict[str, int]:
-        """Keyword arguments of `FastAGIServer` (``max_sessions``, ``backlog``)."""
-        return {"max_sessions": self.fastagi_sessions, "backlog": self.fastagi_backlog}
 
-
-def plan_descriptors(*, limit: int, in_use: int, spare: int, http_max: int, http_backlog: int,
-                     fastagi_max: int, fastagi_backlog: int, fastagi_reserved: int) -> DescriptorBudget:
+def plan_descriptors(*, limit: int, in_use: int, spare: int, http_max: int, fastagi_max: int,
+                     fastagi_reserved: int, in_flight: int = ACCEPT_IN_FLIGHT) -> DescriptorBudget:
     """Split ``limit - in_use - spare`` between the listeners (pure).
 
-    HTTP gets at most ``free - fastagi_reserved - http_backlog`` connections; FastAGI gets what
-    HTTP cannot take (at least ``fastagi_reserved`` when the limit allows it), a quarter of it at
-    most for its accept burst (backlog), each capped by its configured maximum.
+    HTTP gets at most ``free - fastagi_reserved - in_flight`` connections; FastAGI gets what HTTP
+    cannot take less its own ``in_flight`` (so at least ``fastagi_reserved - in_flight`` when the
+    limit allows it), each capped by its configured maximum.
     """
     free = max(0, limit - in_use - spare)
-    http = max(MIN_CONNECTIONS, min(http_max, free - fastagi_reserved - http_backlog))
-    left = free - http - http_backlog
-    backlog = max(16, min(fastagi_backlog, left // 4))
-    fastagi = max(MIN_CONNECTIONS, min(fastagi_max, left - backlog))
+    http = max(MIN_CONNECTIONS, min(http_max, free - fastagi_reserved - in_flight))
+    fastagi = max(MIN_CONNECTIONS, min(fastagi_max, free - http - 2 * in_flight))
     lowered = [key for key, got, wanted in (
-        ("http.max_connections", http, http_max), ("fastagi.max_sessions", fastagi, fastagi_max),
-        ("fastagi.backlog", backlog, fastagi_backlog)) if got < wanted]
-    return DescriptorBudget(limit, in_use, spare, http, fastagi, backlog, tuple(lowered))
+        ("http.max_connections", http, http_max), ("fastagi.max_sessions", fastagi, fastagi_max)) if got < wanted]
+    return DescriptorBudget(limit, in_use, spare, http, fastagi, tuple(lowered))
+
+
+def listen_queue(sockets: Any, backlog: int) -> None:
+    """Set the kernel listen queue of a server's ``sockets`` to ``backlog`` (asyncio set it to the
+    accept batch it was given). Queued connections hold no descriptor of this process."""
+    for transport_socket in sockets:
+        sock = socket.fromfd(transport_socket.fileno(), transport_socket.family, transport_socket.type)
+        try:
+            sock.listen(backlog)
+        finally:
+            sock.close()
 
 
 def raise_nofile_limit() -> int:
@@ -96,26 +105,26 @@ def raise_nofile_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def open_descriptors() -> int:
-    """Descriptors this process has open now (Linux ``/proc/self/fd``; 0 where unavailable)."""
+def open_descriptors() -> int | None:
+    """Descriptors this process has open now (Linux ``/proc/self/fd``; None where unavailable, as
+    when none is left to list them)."""
     try:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
-        return 0
+        return None
 
 
-def budget_for(config: Any, upstream_connections: int, http_backlog: int) -> DescriptorBudget:
+def budget_for(config: Any, upstream_connections: int) -> DescriptorBudget:
     """`plan_descriptors` for a `Config`, after raising the soft limit; logs the result once and
     warns when a configured cap had to be lowered."""
     limit = raise_nofile_limit()
     budget = plan_descriptors(
-        limit=limit, in_use=open_descriptors(), spare=BASE_SPARE_FDS + upstream_connections,
-        http_max=config.http.max_connections, http_backlog=http_backlog, fastagi_max=config.fastagi.max_sessions,
-        fastagi_backlog=config.fastagi.backlog, fastagi_reserved=config.fastagi.reserved_fds,
+        limit=limit, in_use=open_descriptors() or 0, spare=BASE_SPARE_FDS + upstream_connections,
+        http_max=config.http.max_connections, fastagi_max=config.fastagi.max_sessions,
+        fastagi_reserved=config.fastagi.reserved_fds,
     )
     extra = {"nofile_limit": budget.limit, "fds_in_use": budget.in_use,
-             "http_max_connections": budget.http_connections, "fastagi_max_sessions": budget.fastagi_sessions,
-             "fastagi_backlog": budget.fastagi_backlog}
+             "http_max_connections": budget.http_connections, "fastagi_max_sessions": budget.fastagi_sessions}
     if budget.lowered:
         log.warning("open-file limit too low for the configured connection caps; caps lowered "
                     "(raise LimitNOFILE)", extra={**extra, "lowered": list(budget.lowered)})

@@ -6,7 +6,7 @@ oldest idle session (of the same client for the per-client cap, of any client fo
 closed to make room for the new connection, which is refused only when no idle session is left.
 So a flood of idle connections from an allowed address cannot keep Asterisk's real sessions out:
 a real session is evicted only if more connections than the cap arrive between its connect and the
-reading of its block, which the server's accept batch (`server.ACCEPT_BATCH`) makes impossible.
+reading of its block, which the small accept batch (`descriptors.ACCEPT_BATCH`) makes impossible.
 """
 
 from __future__ import annotations

@@ -32,11 +32,11 @@ import asyncio
 import errno
 import ipaddress
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..config import FastAGIConfig
+from ..descriptors import ACCEPT_BATCH, listen_queue
 from ..errors import ConfigError, LimitExceeded, ProtocolError
 from prometheus_client import Counter
 
@@ -71,10 +71,6 @@ NO_ROUTE = "-"
 UNKNOWN_ROUTE = "unknown"
 
 _READ_CHUNK = 65536
-#: Connections accepted per wake-up of the event loop (asyncio accepts ``backlog`` at a time; the
-#: kernel's listen queue keeps ``fastagi.backlog``). Small enough that a churning flood cannot
-#: evict a session whose block arrived but is not read yet (see `admission`).
-ACCEPT_BATCH = 64
 
 
 async def health_route(session: AGISession) -> str:
@@ -90,7 +86,7 @@ class FastAGIServer:
     the result word (``[A-Za-z0-9_]`` is advisable; it lands in a channel variable).
     ``counters``: where to count sessions (a new `FastAGICounters` by default; read it as
     `counters` for metrics). ``max_sessions`` overrides ``config.max_sessions`` (the descriptor
-    budget), ``backlog`` overrides ``config.backlog``.
+    budget).
     """
 
     def __init__(
@@ -100,7 +96,6 @@ class FastAGIServer:
         *,
         counters: FastAGICounters | None = None,
         max_sessions: int | None = None,
-        backlog: int | None = None,
     ) -> None:
         self._config = config
         self._routes: dict[str, Handler] = {HEALTH_ROUTE: health_route, **routes}
@@ -114,7 +109,6 @@ class FastAGIServer:
         self._stopped = asyncio.Event()
         self._throttle = LogThrottle(logger)
         self.max_sessions = max_sessions or config.max_sessions
-        self.backlog = backlog or config.backlog
         self._admission = Admission(self.max_sessions, config.max_sessions_per_client)
         self.evicted = Counter("telephonyd_agi_sessions_evicted", "FastAGI sessions closed before their agi_ "
                                "block to make room for a new connection", registry=None)
@@ -136,9 +130,11 @@ class FastAGIServer:
                     address.host,
                     address.port,
                     limit=self._config.max_reply_bytes,
-                    backlog=min(ACCEPT_BATCH, self.backlog),
+                    # Accepts per loop wake-up: small, so that a churning flood cannot evict a
+                    # session whose block arrived but is not read yet (see `admission`).
+                    backlog=ACCEPT_BATCH,
                 )
-                _listen_queue(server, self.backlog)
+                listen_queue(server.sockets, self._config.backlog)
             except OSError as exc:
                 await self._close_listeners()
                 self._state = "stopped"
@@ -363,16 +359,6 @@ class FastAGIServer:
               **extra: Any) -> None:
         """One line per ``event`` kind and interval (the counters have every one)."""
         self._throttle.log(level, event, message, {"peer": _fmt(peer), **extra})
-
-
-def _listen_queue(server: asyncio.Server, backlog: int) -> None:
-    """Set the kernel listen queue of ``server``'s sockets (asyncio set it to its accept batch)."""
-    for transport_socket in server.sockets:
-        sock = socket.fromfd(transport_socket.fileno(), transport_socket.family, transport_socket.type)
-        try:
-            sock.listen(backlog)
-        finally:
-            sock.close()
 
 
 def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:

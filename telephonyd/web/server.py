@@ -37,6 +37,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ..config import HTTPConfig
+from ..descriptors import ACCEPT_BATCH, listen_queue
 from .connections import AppRunner, ConnectionLimits
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,8 @@ MAX_LINE_BYTES = 8190
 #: Longest header line, bytes, and most headers per request.
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
-#: Listen backlog, which is also how many connections asyncio accepts in one go before any can be
-#: refused (part of the HTTP descriptor budget, see `telephonyd.descriptors`).
-ACCEPT_BACKLOG = 128
+#: The kernel's listen queue (asyncio itself accepts `descriptors.ACCEPT_BATCH` at a time).
+LISTEN_QUEUE = 1024
 #: Methods counted by name; anything else counts as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Route label of requests that matched no route (404, 405).
@@ -178,10 +178,11 @@ class HTTPServer:
             max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BACKLOG)
+        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
         sockets = getattr(server, "sockets", None) or []
+        listen_queue(sockets, LISTEN_QUEUE)
         self.bound_addresses = [s.getsockname()[:2] for s in sockets]
         log.info("HTTP listener bound", extra={"addresses": [f"{h}:{p}" for h, p in self.bound_addresses]})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -99,12 +100,14 @@ class FloodProcess:
     not delay the valid clients of the test, as a real attacker's would not delay Asterisk.
 
     ``start()`` returns once every connection was attempted once; ``stop()`` ends it and returns its
-    `FloodStats` as a dict.
+    `FloodStats` as a dict. ``nice``: the process's niceness (on one machine, a flood at nice 10 takes
+    less of the CPU the daemon would have against an attacker on another host).
     """
 
     def __init__(self, host: str, port: int, connections: int, payload: bytes, *, source: str = "127.0.0.1",
-                 reopen: bool = True) -> None:
+                 reopen: bool = True, nice: int = 0) -> None:
         self.args = [host, str(port), str(connections), payload.hex(), source, "1" if reopen else "0"]
+        self.nice = nice
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -112,7 +115,8 @@ class FloodProcess:
 
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.system.floods", *self.args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         if line.strip() != b"connected":

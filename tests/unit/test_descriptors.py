@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from telephonyd.descriptors import plan_descriptors
+from telephonyd.descriptors import ACCEPT_IN_FLIGHT, plan_descriptors
 from telephonyd.logs import LogThrottle
 
 
 @pytest.mark.parametrize("limit", [512, 1024, 4096, 65536])
 def test_listeners_and_their_accept_bursts_fit_in_the_limit(limit: int) -> None:
-    budget = plan_descriptors(limit=limit, in_use=30, spare=64, http_max=5000, http_backlog=128,
-                              fastagi_max=2000, fastagi_backlog=1024, fastagi_reserved=256)
-    used = 30 + 64 + budget.http_connections + 128 + budget.fastagi_sessions + budget.fastagi_backlog
+    budget = plan_descriptors(limit=limit, in_use=30, spare=64, http_max=5000, fastagi_max=2000, fastagi_reserved=256)
+    used = 30 + 64 + budget.http_connections + budget.fastagi_sessions + 2 * ACCEPT_IN_FLIGHT
     assert used <= limit
-    assert budget.fastagi_sessions + budget.fastagi_backlog >= min(256, limit - 30 - 64 - 128 - 8)
-    assert limit - 30 - 64 - budget.http_connections - 128 >= 256
+    assert limit - 30 - 64 - budget.http_connections - ACCEPT_IN_FLIGHT >= 256  # the FastAGI reserve
+    assert budget.fastagi_sessions >= min(256 - ACCEPT_IN_FLIGHT, limit - 30 - 64 - 8 - 2 * ACCEPT_IN_FLIGHT)
 
 
 def test_large_limit_keeps_the_configured_caps() -> None:
-    budget = plan_descriptors(limit=65536, in_use=30, spare=64, http_max=512, http_backlog=128,
-                              fastagi_max=2000, fastagi_backlog=1024, fastagi_reserved=256)
-    assert (budget.http_connections, budget.fastagi_sessions, budget.fastagi_backlog) == (512, 2000, 1024)
+    budget = plan_descriptors(limit=65536, in_use=30, spare=64, http_max=512, fastagi_max=2000, fastagi_reserved=256)
+    assert (budget.http_connections, budget.fastagi_sessions) == (512, 2000)
     assert budget.lowered == ()
 
 
