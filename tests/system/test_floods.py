@@ -13,6 +13,7 @@ FastAGI sessions must still be answered:
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,18 @@ from .test_faults import hangup_channel
 pytestmark = pytest.mark.system
 
 NOFILE = 1024
+#: Descriptors this test process (and its flood processes) needs for the floods' client ends.
+CLIENT_NOFILE = 8192
+
+
+@pytest.fixture(autouse=True)
+def client_descriptors() -> None:
+    """Raise this process's soft open-file limit so that the floods' client ends fit in it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = CLIENT_NOFILE if hard == resource.RLIM_INFINITY else min(hard, CLIENT_NOFILE)
+    assert wanted >= 4096, f"the hard open-file limit ({hard}) is too low for these flood tests (4096 needed)"
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 async def valid_sessions(daemon: Daemon, count: int, base: str, pace_s: float = 0.0) -> list[tuple[str | None, float]]:
