@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, StoreError
+from .descriptors import AcceptErrorReporter, DescriptorBudget, budget_for
 from .metrics import EventCounter, MetricsExporter, MetricSources, UpstreamStats
 from .sdnotify import Notifier
 from .store import Store
@@ -91,6 +92,8 @@ class App:
         # Metrics: send attempts of every outbox sender, measured where the senders are registered.
         self.upstream_stats = UpstreamStats()
         self.metrics: MetricsExporter | None = None
+        self.accept_errors = AcceptErrorReporter()
+        self.descriptors: DescriptorBudget | None = None
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class App:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        self.accept_errors.install(loop)
         try:
             try:
                 started = await self._start()
@@ -173,7 +177,9 @@ class App:
         self.components["outbox"] = outbox
 
     def _build_http(self) -> None:
-        self.http = HTTPServer(self.config.http, status=self.status, ready=self.ready)
+        self.descriptors = budget_for(self.config, upstream_connections=max(8, self.config.outbox.concurrency * 2))
+        self.http = HTTPServer(self.config.http, status=self.status, ready=self.ready,
+                               max_connections=self.descriptors.http_connections)
         self.components["http"] = self.http
 
     def _build_fastagi(self) -> None:
@@ -182,7 +188,8 @@ class App:
         from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
 
         self.calllog_handler = CallLogHandler(self.config.call_log, self.outbox.enqueue, target=DID_OPTIMIZER_TARGET)
-        self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": self.calllog_handler})
+        self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": self.calllog_handler},
+                                     max_sessions=self.descriptors.fastagi_sessions if self.descriptors else None)
         self.components["fastagi"] = self.fastagi
 
     def _build_ameyo(self) -> None:
@@ -236,7 +243,12 @@ class App:
             outbox_stats=self.outbox.stats if self.outbox is not None else None,
             http_requests=lambda: self.http.request_counts if self.http is not None else {},
         )
-        self.metrics = MetricsExporter(sources)
+        instruments = [*self.accept_errors.collectors(), *self.http.collectors()]
+        if self.fastagi is not None:
+            instruments += self.fastagi.collectors()
+        if getattr(self, "ameyo_service", None) is not None:
+            instruments += self.ameyo_service.collectors()
+        self.metrics = MetricsExporter(sources, instruments=instruments)
         self.http.add_routes(self.metrics.routes(), auth="admin")
 
     # -- running ---------------------------------------------------------------------------------

@@ -111,6 +111,10 @@ class FastAGIConfig(Section):
     line from Asterisk. ``session_timeout_s`` runs from connect to the handler's end;
     ``result_timeout_s`` bounds the final ``SET VARIABLE TELEPHONYD_RESULT`` after it.
     ``backlog`` is the listen queue length (bursts of AGI() calls arrive together).
+    ``max_sessions_per_client`` caps the sessions of one client address; when a cap is reached, the
+    oldest session still waiting for its ``agi_*`` block is closed to make room (idle first).
+    ``reserved_fds`` is how many file descriptors only FastAGI may use: the HTTP listener's
+    connection cap is lowered so that it never takes them (see ``http.max_connections``).
     """
 
     listen: AddressList = [HostPort(host="127.0.0.1", port=4573)]
@@ -125,6 +129,8 @@ class FastAGIConfig(Section):
     max_sessions: int = Field(2000, ge=1)
     drain_timeout_s: float = Field(10.0, ge=0)
     backlog: int = Field(1024, ge=16, le=65535)
+    max_sessions_per_client: int = Field(1000, ge=1)
+    reserved_fds: int = Field(256, ge=16)
 
 
 class CallLogVariables(Section):
@@ -169,11 +175,23 @@ class CallLogConfig(Section):
 
 
 class HTTPConfig(Section):
-    """The embedded HTTP listener: health, status, API, callbacks."""
+    """The embedded HTTP listener: health, status, API, callbacks.
+
+    ``header_timeout_s``: a connection must deliver a complete request head (request line and
+    headers) within this many seconds of connecting or of its previous response, or it is closed.
+    ``body_timeout_s``: a request body must arrive within this many seconds (else 408).
+    ``max_connections``: connections open at once (lowered at start so the FastAGI listener keeps
+    ``fastagi.reserved_fds`` descriptors); ``max_connections_per_client``: per client address.
+    Connections beyond either cap are closed as soon as they are accepted.
+    """
 
     listen: Address = HostPort(host="127.0.0.1", port=8088)
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    max_connections: int = Field(512, ge=1)
+    max_connections_per_client: int = Field(128, ge=1)
 
 
 class DIDOptimizerConfig(Section):

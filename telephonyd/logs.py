@@ -153,3 +153,41 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return secret_filter
+
+
+class LogThrottle:
+    """At most one log line per event key per ``interval_s`` (seconds); the next line says how many
+    were held back (``suppressed``) since the last one shown.
+
+    For events a client can repeat at will (wrong tokens, refused or idle connections, unknown
+    scripts): the log shows that they happen and how often, never one line per event. Totals belong
+    in the component's metrics, which count every event. Keys are the caller's event names (a fixed,
+    small set); nothing a client sends may become a key.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
+                 clock: Any = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        """(show this event now?, events held back since the last one shown)."""
+        now = self._clock()
+        if now - self._last.get(key, -1e18) >= self.interval_s:
+            self._last[key] = now
+            return True, self._held.pop(key, 0)
+        self._held[key] = self._held.get(key, 0) + 1
+        return False, 0
+
+    def log(self, level: int, key: str, message: str, extra: dict[str, Any] | None = None) -> bool:
+        """Log ``message`` unless an event ``key`` was logged less than ``interval_s`` ago; the line
+        carries ``suppressed`` (held back since the last line) and ``repeat_interval_s``. True when
+        the line was written."""
+        show, held = self.allow(key)
+        if show:
+            self.logger.log(level, message, extra={**(extra or {}), "event": key, "suppressed": held,
+                                                    "repeat_interval_s": self.interval_s})
+        return show

@@ -16,7 +16,8 @@ from .logs import update_secrets
 log = logging.getLogger(__name__)
 
 LIVE_SECTIONS = {"http", "logging", "did_optimizer", "tops", "ameyo", "call_log", "outbox", "presence"}
-RESTART_KEYS = {"http.listen", "outbox.write_batch_max"}
+RESTART_KEYS = {"http.listen", "outbox.write_batch_max", "http.header_timeout_s", "http.body_timeout_s",
+                "http.max_connections", "http.max_connections_per_client"}
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:

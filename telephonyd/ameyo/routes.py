@@ -76,7 +76,8 @@ def callback_routes(service: AmeyoService) -> list[web.RouteDef]:
             if denied is not None:
                 status, reason = denied
                 service.counts["unauthorized" if status == 401 else "forbidden"] += 1
-                log.warning("callback refused", extra={"path": request.path, "peer": request.remote, "reason": reason})
+                service.refusal_log.log(logging.WARNING, f"ameyo_refused_{status}", "callback refused",
+                                        {"path": request.path, "peer": request.remote, "reason": reason})
                 return _error(status, reason)
             status, body = await service.handle(kind, request.path, callback_params(request))
             return web.json_response(body, status=status, headers={"X-Request-ID": body["request_id"]})

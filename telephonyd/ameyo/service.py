@@ -27,10 +27,11 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from aiohttp import web
+from prometheus_client import Gauge
 
 from ..config import AmeyoConfig, Config, TopsConfig
 from ..errors import StoreError, raise_if_cancelling
-from ..logs import log_context
+from ..logs import LogThrottle, log_context
 from ..store import Store
 from . import requestlog
 from .batch import GroupCommitter, Transaction
@@ -103,6 +104,26 @@ class AmeyoService:
         self.tops_last_error: str | None = None
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
+        #: Refused callbacks (wrong token, network) are counted in ``counts``; logged once per interval.
+        self.refusal_log = LogThrottle(log)
+        self.open_gauge = Gauge("telephonyd_ameyo_open_to_any_client", "1 while the Ameyo callbacks accept any "
+                                "client (no ameyo.token and no ameyo.allowed_networks)", registry=None)
+        self.open_gauge.set_function(lambda: 1 if self.open_to_any_client else 0)
+
+    @property
+    def open_to_any_client(self) -> bool:
+        """True when neither ``ameyo.token`` nor ``ameyo.allowed_networks`` guards the callbacks."""
+        return self.config.token is None and not self.config.allowed_networks
+
+    def collectors(self) -> list[Any]:
+        """Prometheus instruments of the callback edge, for ``/metrics``."""
+        return [self.open_gauge]
+
+    def warn_if_open(self) -> None:
+        """The start-up (and reload) warning when the callbacks are open to any client."""
+        if self.open_to_any_client:
+            log.warning("Ameyo callbacks are open to any client: set ameyo.token (TELEPHONYD_AMEYO_TOKEN) "
+                        "and/or ameyo.allowed_networks", extra={"open_to_any_client": True})
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -124,12 +145,15 @@ class AmeyoService:
         self.rules = _rules(config.ameyo)
         self.recorder.settings = _settings(config.ameyo, config.tops)
         self.committer.max_batch = config.ameyo.write_batch_max
+        self.warn_if_open()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Nothing to bind (the routes live on the HTTP listener); callbacks queue until `run`."""
+        """Nothing to bind (the routes live on the HTTP listener); callbacks queue until `run`.
+        Warns when the callbacks are open to any client."""
         self.state = "starting"
+        self.warn_if_open()
 
     async def run(self) -> None:
         self.state = "running"
@@ -167,6 +191,7 @@ class AmeyoService:
             "tops_unhealthy": self.tops_unhealthy,
             "tops_last_error": self.tops_last_error,
             "dry_run": self.recorder.settings.dry_run,
+            "open_to_any_client": self.open_to_any_client,
         }
 
     # -- callbacks -------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ def tech_cause_of(channel: str) -> str:
 
 # -- agi_* environment keys (without the ``agi_`` prefix) ----------------------------------------
 ENV_UNIQUEID: Final = "uniqueid"
+#: Longest uniqueid recorded: the outbox key column (an indexed utf8mb4 VARCHAR(191) on MariaDB).
+#: Asterisk's own uniqueids are far shorter (AST_MAX_UNIQUEID is 150 in Asterisk 22, and the
+#: recorded ones are ``<epoch>.<n>``); a longer one is refused with ``ERROR``.
+MAX_UNIQUEID_CHARS: Final = 191
 ENV_EXTENSION: Final = "extension"
 ENV_DNID: Final = "dnid"
 ENV_CALLERIDNAME: Final = "calleridname"

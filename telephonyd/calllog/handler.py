@@ -20,7 +20,8 @@ The handler answers a result word (the FastAGI server stores it in ``TELEPHONYD_
   written. This is normal when VICIdial's ``h,1`` line and a second ``h`` line both run.
 * ``ERROR`` - the outbox write failed or timed out (store down); the dialplan may test it. The
   log line carries the payload, so nothing is lost for good. After a timeout the write may still
-  complete.
+  complete. Also a session without ``agi_uniqueid`` or with one longer than
+  ``MAX_UNIQUEID_CHARS`` (191): refused with one warning line, nothing recorded.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ class CallLogHandler:
         with log_context(uniqueid=uniqueid or None):
             if not uniqueid:
                 log.warning("call_log session without agi_uniqueid; nothing recorded")
+                result = c.RESULT_ERROR
+            elif len(uniqueid) > c.MAX_UNIQUEID_CHARS:
+                log.warning("call_log refused: uniqueid too long; nothing recorded",
+                            extra={"uniqueid_chars": len(uniqueid), "max_chars": c.MAX_UNIQUEID_CHARS})
                 result = c.RESULT_ERROR
             elif is_end_stage(env, session.script):
                 result = await self._end_stage(session, uniqueid, hangup_fields(session.script, args))

@@ -3,11 +3,12 @@
 Per connection, top to bottom:
 
 1. Refuse at once (close, count, log with the peer address) a client outside
-   ``fastagi.allowed_clients``, one beyond ``fastagi.max_sessions`` concurrent sessions, or any
-   client while stopping.
+   ``fastagi.allowed_clients``, or any client while stopping. At ``fastagi.max_sessions``
+   concurrent sessions, or ``max_sessions_per_client`` from one address, the oldest session still
+   waiting for its ``agi_*`` block is closed to make room (`admission`); the new connection is
+   refused only when every session holds a complete block.
 2. Read the ``agi_*`` block within ``block_timeout_s``. A slow, oversized, binary or early-closing
-   client costs only its own session; it is logged (warning for protocol abuse, info for a
-   timeout or an early close) and closed.
+   client costs only its own session; it is counted and closed.
 3. Route by the leading word of ``agi_network_script`` (see `protocol.parse_script`). The built-in
    ``health`` route (``AGI(agi://host:port/health)``) sends nothing but the result: it sets
    ``TELEPHONYD_RESULT=OK`` and closes; a handler registered as ``health`` replaces it. An unknown
@@ -19,6 +20,10 @@ Per connection, top to bottom:
    session is out of step (a command was cut off mid-flight) or the socket is gone.
 5. Close the socket, always: after a result, a timeout, an error, a cancellation. Asterisk waits
    for the close with no timeout of its own, holding the call's thread until then.
+
+Events a client can repeat at will (refused or evicted connections, block timeouts, early closes,
+bad blocks, unknown scripts) are counted (`FastAGICounters`, ``telephonyd_agi_sessions_evicted_total``)
+and logged at most once per interval per kind, with the number held back (`LogThrottle`).
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ import asyncio
 import errno
 import ipaddress
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..config import FastAGIConfig
+from ..descriptors import ACCEPT_BATCH, listen_queue
 from ..errors import ConfigError, LimitExceeded, ProtocolError
-from ..logs import log_context
+from prometheus_client import Counter
+
+from ..logs import LogThrottle, log_context
+from .admission import Admission
 from .metrics import FastAGICounters
 from .protocol import AGIBlockParser, AGICommandTimeout, AGIConnectionClosed
 from .session import AGISession
@@ -57,6 +65,7 @@ BLOCK_INVALID = "BLOCK_INVALID"
 BLOCK_TOO_LARGE = "BLOCK_TOO_LARGE"
 CLIENT_GONE = "CLIENT_GONE"
 CANCELLED = "CANCELLED"
+EVICTED = "EVICTED"
 
 NO_ROUTE = "-"
 UNKNOWN_ROUTE = "unknown"
@@ -69,23 +78,6 @@ async def health_route(session: AGISession) -> str:
     return RESULT_OK
 
 
-class _Throttle:
-    """At most one log line per ``interval_s`` per key; says how many were held back."""
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, key: str) -> tuple[bool, int]:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) >= self.interval_s:
-            self._last[key] = now
-            return True, self._held.pop(key, 0)
-        self._held[key] = self._held.get(key, 0) + 1
-        return False, 0
-
-
 class FastAGIServer:
     """Listens on ``config.listen`` and serves FastAGI sessions with ``routes``.
 
@@ -93,7 +85,8 @@ class FastAGIServer:
     `bound_addresses`). ``routes``: route word -> ``async def handler(session) -> str`` returning
     the result word (``[A-Za-z0-9_]`` is advisable; it lands in a channel variable).
     ``counters``: where to count sessions (a new `FastAGICounters` by default; read it as
-    `counters` for metrics).
+    `counters` for metrics). ``max_sessions`` overrides ``config.max_sessions`` (the descriptor
+    budget).
     """
 
     def __init__(
@@ -102,6 +95,7 @@ class FastAGIServer:
         routes: Mapping[str, Handler],
         *,
         counters: FastAGICounters | None = None,
+        max_sessions: int | None = None,
     ) -> None:
         self._config = config
         self._routes: dict[str, Handler] = {HEALTH_ROUTE: health_route, **routes}
@@ -113,7 +107,15 @@ class FastAGIServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state = "created"
         self._stopped = asyncio.Event()
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle(logger)
+        self.max_sessions = max_sessions or config.max_sessions
+        self._admission = Admission(self.max_sessions, config.max_sessions_per_client)
+        self.evicted = Counter("telephonyd_agi_sessions_evicted", "FastAGI sessions closed before their agi_ "
+                               "block to make room for a new connection", registry=None)
+
+    def collectors(self) -> list[Any]:
+        """The server's prometheus instruments, for ``/metrics``."""
+        return [self.evicted]
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -128,8 +130,11 @@ class FastAGIServer:
                     address.host,
                     address.port,
                     limit=self._config.max_reply_bytes,
-                    backlog=self._config.backlog,
+                    # Accepts per loop wake-up: small, so that a churning flood cannot evict a
+                    # session whose block arrived but is not read yet (see `admission`).
+                    backlog=ACCEPT_BATCH,
                 )
+                listen_queue(server.sockets, self._config.backlog)
             except OSError as exc:
                 await self._close_listeners()
                 self._state = "stopped"
@@ -176,6 +181,8 @@ class FastAGIServer:
             "ok": self._state == "listening",
             "state": self._state,
             "sessions_active": len(self._tasks),
+            "sessions_idle": self._admission.idle,
+            "max_sessions": self.max_sessions,
             "sessions_total": counters.duration_count,
             "results": dict(counters.results),
             "refused": dict(counters.refused),
@@ -202,11 +209,15 @@ class FastAGIServer:
         if not self._allowed(peer[0]):
             self._refuse(writer, peer, "address")
             return
-        if len(self._tasks) >= self._config.max_sessions:
-            self._refuse(writer, peer, "overload")
-            return
         task = asyncio.current_task()
         assert task is not None
+        evictions = self._admission.evictions
+        refusal = self._admission.admit(task, peer[0], writer.transport.abort)
+        if self._admission.evictions != evictions:
+            self.evicted.inc(self._admission.evictions - evictions)
+        if refusal is not None:
+            self._refuse(writer, peer, refusal)
+            return
         self._tasks.add(task)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -218,6 +229,10 @@ class FastAGIServer:
             outcome = (NO_ROUTE, RESULT_ERROR)
         finally:
             _close(writer)
+            if self._admission.evicted(task):
+                outcome = (NO_ROUTE, EVICTED)
+                self._note("agi_evicted", "FastAGI idle session closed to make room for a new connection", peer)
+            self._admission.release(task)
             self._tasks.discard(task)
             self.counters.observe(outcome[0], outcome[1], loop.time() - started)
 
@@ -229,21 +244,23 @@ class FastAGIServer:
             async with asyncio.timeout(config.block_timeout_s):
                 env, rest = await self._read_block(reader)
         except TimeoutError:
-            logger.info("FastAGI client sent no complete agi_ block in time",
-                        extra={"peer": _fmt(peer), "timeout_s": config.block_timeout_s})  # fmt: skip
+            self._note("agi_block_timeout", "FastAGI client sent no complete agi_ block in time", peer,
+                       timeout_s=config.block_timeout_s)
             return NO_ROUTE, BLOCK_TIMEOUT
         except LimitExceeded as exc:
-            logger.warning("FastAGI client exceeded a block limit", extra={"peer": _fmt(peer), "error": str(exc)})
+            self._note("agi_block_too_large", "FastAGI client exceeded a block limit", peer, logging.WARNING,
+                       error=str(exc))
             return NO_ROUTE, BLOCK_TOO_LARGE
         except AGIConnectionClosed:
-            logger.info("FastAGI client closed before the end of the agi_ block", extra={"peer": _fmt(peer)})
+            self._note("agi_client_gone", "FastAGI client closed before the end of the agi_ block", peer)
             return NO_ROUTE, CLIENT_GONE
         except ProtocolError as exc:
-            logger.warning("FastAGI client sent no agi_ block", extra={"peer": _fmt(peer), "error": str(exc)})
+            self._note("agi_block_invalid", "FastAGI client sent no agi_ block", peer, logging.WARNING, error=str(exc))
             return NO_ROUTE, BLOCK_INVALID
         except ConnectionError:
-            logger.info("FastAGI client connection lost during the agi_ block", extra={"peer": _fmt(peer)})
+            self._note("agi_client_gone", "FastAGI client connection lost during the agi_ block", peer)
             return NO_ROUTE, CLIENT_GONE
+        self._admission.active(asyncio.current_task())
 
         session = AGISession(
             reader, writer, env, command_timeout_s=config.command_timeout_s, peer=peer, pending=rest
@@ -252,7 +269,8 @@ class FastAGIServer:
         with log_context(uniqueid=session.uniqueid, agi_script=route, channel=session.channel):
             handler = self._routes.get(route)
             if handler is None:
-                logger.warning("FastAGI unknown script", extra={"peer": _fmt(peer), "script": session.script[:200]})
+                self._note("agi_unknown_script", "FastAGI unknown script", peer, logging.WARNING,
+                           script=session.script[:200])
                 await self._set_result(session, RESULT_UNKNOWN_SCRIPT)
                 return UNKNOWN_ROUTE, RESULT_UNKNOWN_SCRIPT
             result = await self._run_handler(handler, session, started + config.session_timeout_s)
@@ -327,15 +345,20 @@ class FastAGIServer:
     def _refuse(self, writer: asyncio.StreamWriter, peer: tuple[str, int], reason: str) -> None:
         _close(writer)
         self.counters.refuse(reason)
-        show, held = self._throttle.allow(reason)
-        if show:
-            messages = {
-                "address": "FastAGI connection refused: client address not allowed",
-                "overload": "FastAGI connection refused: max_sessions reached",
-                "stopping": "FastAGI connection refused: stopping",
-            }
-            logger.warning(messages[reason], extra={"peer": _fmt(peer), "suppressed": held,
-                                                    "max_sessions": self._config.max_sessions})  # fmt: skip
+        messages = {
+            "address": "FastAGI connection refused: client address not allowed",
+            "overload": "FastAGI connection refused: max_sessions reached",
+            "client_cap": "FastAGI connection refused: max_sessions_per_client reached",
+            "stopping": "FastAGI connection refused: stopping",
+        }
+        self._throttle.log(logging.WARNING, f"agi_refused_{reason}", messages[reason],
+                           {"peer": _fmt(peer), "max_sessions": self.max_sessions,
+                            "max_sessions_per_client": self._config.max_sessions_per_client})
+
+    def _note(self, event: str, message: str, peer: tuple[str, int], level: int = logging.INFO,
+              **extra: Any) -> None:
+        """One line per ``event`` kind and interval (the counters have every one)."""
+        self._throttle.log(level, event, message, {"peer": _fmt(peer), **extra})
 
 
 def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:

@@ -1,14 +1,16 @@
 """`MetricsExporter`: one Prometheus registry per daemon and its ``GET /metrics`` route.
 
 The registry is made per instance (never prometheus_client's global default registry), holding the
-`TelephonydCollector` and the process collector (CPU, memory, open files of this process).
+`TelephonydCollector`, the process collector (CPU, memory, open files of this process) and the
+prometheus instruments that components own and count themselves (``instruments``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -26,14 +28,18 @@ class MetricsExporter:
 
     ``stats_timeout_s`` bounds the one store query (outbox row counts) made per scrape.
     ``process``: also export ``process_*`` metrics (Linux ``/proc``). ``clock``: epoch seconds, for
-    ages (``telephonyd_ami_last_event_age_seconds``).
+    ages (``telephonyd_ami_last_event_age_seconds``). ``instruments``: prometheus_client metrics
+    made with ``registry=None`` by the components that count them (HTTP and FastAGI refusals,
+    timeouts, evictions, accept errors), registered here.
     """
 
     def __init__(self, sources: MetricSources, *, stats_timeout_s: float = 2.0, process: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, instruments: Iterable[Any] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = TelephonydCollector(sources, clock=clock)
         self.registry.register(self.collector)
+        for instrument in instruments:
+            self.registry.register(instrument)
         if process:
             ProcessCollector(namespace="", registry=self.registry)
         self.stats_timeout_s = stats_timeout_s

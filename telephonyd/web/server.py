@@ -14,7 +14,14 @@ to `MAX_LINE_BYTES`, each header to `MAX_FIELD_BYTES`, the header count to `MAX_
 ``http.max_body_bytes``. A request the HTTP parser refuses (line too long, bad characters, not HTTP)
 is answered ``400 Bad Request`` and the connection closed; neither that answer nor the single warning
 logged for it quotes the request, whose query may hold a token (aiohttp itself would echo the start
-of the request line and log a traceback; see `_RequestHandler`).
+of the request line and log a traceback; see `connections`).
+
+Slow and greedy clients (see `connections.ConnectionLimits`): a connection must send a complete
+request head within ``http.header_timeout_s`` (else it is closed) and a request body within
+``http.body_timeout_s`` (else 408); connections beyond ``max_connections`` (which the app lowers to
+leave FastAGI its reserved descriptors) or ``max_connections_per_client`` are reset at accept.
+Refusals and timeouts are counted (prometheus instruments, `collectors`) and logged at most once
+per interval per kind with the number held back; so are requests with a missing or wrong admin token.
 Every answered request is counted by route, method and status (`request_counts`, for metrics).
 """
 
@@ -25,14 +32,13 @@ import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from http import HTTPStatus
 from typing import Any, Literal
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
 
 from ..config import HTTPConfig
+from ..descriptors import ACCEPT_BATCH, listen_queue
+from .connections import AppRunner, ConnectionLimits
 
 log = logging.getLogger(__name__)
 
@@ -44,52 +50,12 @@ MAX_LINE_BYTES = 8190
 #: Longest header line, bytes, and most headers per request.
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
+#: The kernel's listen queue (asyncio itself accepts `descriptors.ACCEPT_BATCH` at a time).
+LISTEN_QUEUE = 1024
 #: Methods counted by name; anything else counts as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Route label of requests that matched no route (404, 405).
 UNMATCHED = "unmatched"
-
-
-class _RequestHandler(RequestHandler):
-    """aiohttp's per-connection protocol, with parser refusals that quote nothing of the request.
-
-    aiohttp answers a request its parser refuses with the parser's message, which holds the start of
-    the request line (``/index.php?token=...``), and logs it with a traceback. Here the answer is the
-    bare status line text and the log one warning naming the error class; errors of a handler (500)
-    are logged with their traceback as before.
-    """
-
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        if status < 500:
-            try:
-                message = f"{status} {HTTPStatus(status).phrase}"
-            except ValueError:
-                message = str(status)
-        return super().handle_error(request, status, exc, message)
-
-    def log_exception(self, *args: Any, **kw: Any) -> None:
-        exc = kw.get("exc_info")
-        if isinstance(exc, HttpProcessingError):
-            peer = args[1] if len(args) > 1 else None
-            log.warning("HTTP request refused by the parser",
-                        extra={"status": exc.code, "error": type(exc).__name__, "peer": peer})
-            return
-        super().log_exception(*args, **kw)
-
-
-class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _RequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-class _AppRunner(web.AppRunner):
-    """An AppRunner whose connections use `_RequestHandler`."""
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _Server  # same object and state, only the protocol it creates differs
-        return server
 
 
 def json_error(status: int, error: str, **extra: Any) -> web.Response:
@@ -106,13 +72,19 @@ class HTTPServer:
         *,
         status: Callable[[], Awaitable[dict[str, Any]]],
         ready: Callable[[], Awaitable[bool]],
+        max_connections: int | None = None,
     ) -> None:
+        """``max_connections`` overrides ``config.max_connections`` (the descriptor budget)."""
         self.config = config
         self._admin_token = config.admin_token.get_secret_value() if config.admin_token else None
         self._status = status
         self._ready = ready
-        self._app = web.Application(client_max_size=config.max_body_bytes, middlewares=[self._count])
-        self._runner: _AppRunner | None = None
+        self.limits = ConnectionLimits(
+            max_connections=max_connections or config.max_connections,
+            max_per_client=config.max_connections_per_client, header_timeout_s=config.header_timeout_s,
+        )
+        self._app = web.Application(client_max_size=config.max_body_bytes, middlewares=[self._count, self._read_body])
+        self._runner: AppRunner | None = None
         self._stopped = asyncio.Event()
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.bound_addresses: list[tuple[str, int]] = []
@@ -152,6 +124,23 @@ class HTTPServer:
         finally:
             self._note_request(request, status)
 
+    @web.middleware
+    async def _read_body(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Read a request's body within ``body_timeout_s`` before its handler runs (aiohttp keeps
+        it for the handler's own ``read()``/``json()``); 408 when it is too slow."""
+        if request.body_exists and request.can_read_body and request.headers.get("Upgrade") is None:
+            try:
+                async with asyncio.timeout(self.config.body_timeout_s):
+                    await request.read()
+            except TimeoutError:
+                self.limits.note_timeout("body", request.remote, self.config.body_timeout_s)
+                return json_error(408, "request body not received in time")
+        return await handler(request)
+
+    def collectors(self) -> list[Any]:
+        """The listener's prometheus instruments (connections, refusals, timeouts), for ``/metrics``."""
+        return self.limits.collectors()
+
     def _note_request(self, request: web.Request, status: int) -> None:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else UNMATCHED
@@ -163,7 +152,7 @@ class HTTPServer:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
             if not self.authorized(request):
-                log.warning("admin request refused", extra={"path": request.path, "peer": request.remote})
+                self.limits.note_auth_refused("admin", request.path, request.remote)
                 return json_error(401, "admin token required", hint="Authorization: Bearer <http.admin_token>")
             return await handler(request)
 
@@ -184,15 +173,16 @@ class HTTPServer:
     async def start(self) -> None:
         """Bind the listener; raises OSError when the address is taken."""
         self._app.on_shutdown.append(self._run_shutdown_callbacks)
-        self._runner = _AppRunner(
-            self._app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
+        self._runner = AppRunner(
+            self._app, self.limits, access_log=None, handle_signals=False, shutdown_timeout=5.0,
             max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=1024)
+        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
         sockets = getattr(server, "sockets", None) or []
+        listen_queue(sockets, LISTEN_QUEUE)
         self.bound_addresses = [s.getsockname()[:2] for s in sockets]
         log.info("HTTP listener bound", extra={"addresses": [f"{h}:{p}" for h, p in self.bound_addresses]})
 

@@ -13,8 +13,8 @@ def daemon_factory(tmp_path: Path) -> Iterator:
     """Make `Daemon` objects in this test's temp dir; every one is stopped afterwards."""
     made: list[Daemon] = []
 
-    def make(config: dict | None = None, name: str = "d1", env: dict | None = None) -> Daemon:
-        daemon = Daemon(tmp_path / name, config or {}, env=env)
+    def make(config: dict | None = None, name: str = "d1", env: dict | None = None, nofile: int | None = None) -> Daemon:
+        daemon = Daemon(tmp_path / name, config or {}, env=env, nofile=nofile)
         made.append(daemon)
         return daemon
 

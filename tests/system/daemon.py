@@ -25,8 +25,11 @@ def free_port() -> int:
 class Daemon:
     """One ``telephonyd run`` process. ``notifications`` collects what it sent to NOTIFY_SOCKET."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None,
+                 nofile: int | None = None) -> None:
+        """``nofile``: run the daemon with this RLIMIT_NOFILE (soft and hard), as a small server would."""
         self.workdir = workdir
+        self.nofile = nofile
         workdir.mkdir(parents=True, exist_ok=True)
         self.agi_port = free_port()
         self.http_port = free_port()
@@ -63,11 +66,17 @@ class Daemon:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "telephonyd", "run", "-c", str(self.config_path)],
-            cwd=self.workdir, env=env, stdout=log, stderr=log,
+            cwd=self.workdir, env=env, stdout=log, stderr=log, preexec_fn=self._limits if self.nofile else None,
         )
         log.close()
         if wait_ready:
             self.wait_for_notification("READY=1", timeout, since=since)
+
+    def _limits(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def drain_notifications(self) -> list[str]:
         while self._notify is not None:

@@ -1,0 +1,198 @@
+"""Per-connection protection of the HTTP listener: connection caps, a request-head timeout, and
+parser refusals that quote nothing of the request.
+
+`ConnectionLimits` holds the state and the prometheus instruments; `_RequestHandler` (aiohttp's
+per-connection protocol) applies them:
+
+- A connection beyond ``max_connections`` open at once, or beyond ``max_connections_per_client``
+  from one address, is reset as soon as it is accepted, before aiohttp allocates anything for it
+  (``telephonyd_http_connections_refused_total{reason="overload"|"client_cap"}``).
+- A connection must deliver a complete request head within ``header_timeout_s`` of connecting or
+  of its previous request, else it is closed (``telephonyd_http_timeouts_total{phase="header"}``):
+  a slowloris that sends half a request line and stalls costs a descriptor for that long only.
+  Requests being handled (and WebSockets) are not affected; their bodies have their own timeout.
+- aiohttp answers a request its parser refuses with the parser's message, which holds the start of
+  the request line (``/index.php?token=...``), and logs it with a traceback. Here the answer is the
+  bare status line text and the log one warning naming the error class.
+
+Every refusal and timeout is counted; the log shows at most one line per kind per interval, with
+how many were held back (`LogThrottle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from prometheus_client import Counter, Gauge
+
+from ..logs import LogThrottle
+
+log = logging.getLogger("telephonyd.web.server")
+
+
+class ConnectionLimits:
+    """Open connections by client address, the caps, and the listener's refusal counters.
+
+    ``collectors()`` gives the prometheus instruments (``telephonyd_http_connections_open``,
+    ``telephonyd_http_connections_refused_total{reason}``, ``telephonyd_http_timeouts_total{phase}``,
+    ``telephonyd_http_auth_refused_total{area}``).
+    """
+
+    def __init__(self, *, max_connections: int, max_per_client: int, header_timeout_s: float,
+                 log_interval_s: float = 10.0) -> None:
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.header_timeout_s = header_timeout_s
+        self.open = 0
+        self.by_client: dict[str, int] = {}
+        self.throttle = LogThrottle(log, log_interval_s)
+        self.refused = Counter("telephonyd_http_connections_refused", "HTTP connections reset at accept "
+                               "(overload: max_connections; client_cap: max_connections_per_client)",
+                               ["reason"], registry=None)
+        self.timeouts = Counter("telephonyd_http_timeouts", "HTTP connections or requests cut off "
+                                "(header: no complete request head in time; body: body too slow)",
+                                ["phase"], registry=None)
+        self.auth_refused = Counter("telephonyd_http_auth_refused", "Admin requests refused for a missing or "
+                                    "wrong token", ["area"], registry=None)
+        self.open_gauge = Gauge("telephonyd_http_connections_open", "HTTP connections open", registry=None)
+        self.open_gauge.set_function(lambda: self.open)
+
+    def collectors(self) -> list[Any]:
+        return [self.open_gauge, self.refused, self.timeouts, self.auth_refused]
+
+    def admit(self, host: str) -> str | None:
+        """Take a slot for a connection from ``host``; the refusal reason when there is none."""
+        if self.open >= self.max_connections:
+            return "overload"
+        held = self.by_client.get(host, 0)
+        if held >= self.max_per_client:
+            return "client_cap"
+        self.by_client[host] = held + 1
+        self.open += 1
+        return None
+
+    def release(self, host: str) -> None:
+        held = self.by_client.get(host, 0) - 1
+        if held > 0:
+            self.by_client[host] = held
+        else:
+            self.by_client.pop(host, None)
+        self.open = max(0, self.open - 1)
+
+    def note_refused(self, reason: str, host: str) -> None:
+        self.refused.labels(reason).inc()
+        message = ("HTTP connection refused: max_connections reached" if reason == "overload"
+                   else "HTTP connection refused: max_connections_per_client reached")
+        self.throttle.log(logging.WARNING, f"http_refused_{reason}", message,
+                          {"peer": host, "open": self.open, "max_connections": self.max_connections,
+                           "max_connections_per_client": self.max_per_client})
+
+    def note_timeout(self, phase: str, host: str | None, timeout_s: float) -> None:
+        self.timeouts.labels(phase).inc()
+        message = ("HTTP connection closed: no complete request head in time" if phase == "header"
+                   else "HTTP request refused: body not received in time")
+        self.throttle.log(logging.INFO, f"http_{phase}_timeout", message, {"peer": host, "timeout_s": timeout_s})
+
+    def note_auth_refused(self, area: str, path: str, peer: str | None) -> None:
+        self.auth_refused.labels(area).inc()
+        self.throttle.log(logging.WARNING, f"http_auth_{area}", "admin request refused",
+                          {"path": path[:200], "peer": peer})
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's per-connection protocol with the connection caps, the request-head timeout and
+    parser refusals that quote nothing (see the module docstring)."""
+
+    _limits_host: str | None = None
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_seen = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limits: ConnectionLimits = self._manager.limits  # type: ignore[union-attr]
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        refusal = limits.admit(host)
+        if refusal is not None:
+            transport.abort()  # a reset at once: nothing parsed, nothing answered
+            limits.note_refused(refusal, host)
+            return
+        self._limits_host = host
+        super().connection_made(transport)
+        self._head_seen = self._request_count
+        self._head_timer = self._loop.call_later(limits.header_timeout_s, self._check_head)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        host = self._limits_host
+        if host is None:
+            return  # refused at accept: aiohttp never saw this connection
+        self._limits_host = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        manager = self._manager
+        if manager is not None:
+            manager.limits.release(host)  # type: ignore[attr-defined]
+        super().connection_lost(exc)
+
+    def _check_head(self) -> None:
+        """Close a connection that completed no request head since the last check and is not
+        handling one; otherwise check again one timeout later."""
+        self._head_timer = None
+        manager = self._manager
+        if manager is None or self._force_close or self.transport is None:
+            return
+        limits: ConnectionLimits = manager.limits  # type: ignore[attr-defined]
+        if self._request_count == self._head_seen and self._current_request is None:
+            limits.note_timeout("header", self._limits_host, limits.header_timeout_s)
+            self.force_close()
+            return
+        self._head_seen = self._request_count
+        self._head_timer = self._loop.call_later(limits.header_timeout_s, self._check_head)
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status < 500:
+            try:
+                message = f"{status} {HTTPStatus(status).phrase}"
+            except ValueError:
+                message = str(status)
+        return super().handle_error(request, status, exc, message)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            peer = args[1] if len(args) > 1 else None
+            manager = self._manager
+            if manager is not None:
+                manager.limits.throttle.log(  # type: ignore[attr-defined]
+                    logging.WARNING, "http_parser_refused", "HTTP request refused by the parser",
+                    {"status": exc.code, "error": type(exc).__name__, "peer": peer})
+            return
+        super().log_exception(*args, **kw)
+
+
+class _Server(web.Server):
+    limits: ConnectionLimits
+
+    def __call__(self) -> RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class AppRunner(web.AppRunner):
+    """An AppRunner whose connections use `_RequestHandler` under ``limits``."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.limits = limits
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server  # same object and state, only the protocol it creates differs
+        server.limits = self.limits  # type: ignore[attr-defined]
+        return server
