@@ -43,7 +43,7 @@ async def test_contacts_and_presence_follow_asterisk(daemon_factory, mqtt_broker
         ami.add_endpoint("1011")
         first = ami.register("1010")
         daemon = daemon_factory({
-            "ami": {"enabled": True, "port": ami.port, "secret": "ami-s3cret"},
+            "ami": {"enabled": True, "port": ami.port, "secret": "ami-s3cret", "auth": "md5"},
             "mqtt": {"enabled": True, "url": f"mqtt://{host}:{port}", "base_topic": topic_prefix},
         })
         daemon.start()

@@ -223,7 +223,7 @@ async def test_mqtt_broker_outage_presence_back_and_current(daemon_factory, mqtt
         ami.register("1011")
         daemon = daemon_factory({
             "node_id": node,
-            "ami": {"enabled": True, "port": ami.port, "secret": "ami-s3cret"},
+            "ami": {"enabled": True, "port": ami.port, "secret": "ami-s3cret", "auth": "md5"},
             "mqtt": {"enabled": True, "url": f"mqtt://127.0.0.1:{proxy.port}", "base_topic": topic_prefix,
                      "client_id": f"td-{topic_prefix.rsplit('/', 1)[-1]}", "keepalive_s": 5,
                      "backoff_max_s": 0.5, "connect_timeout_s": 2.0, "publish_timeout_s": 2.0},
@@ -400,7 +400,7 @@ async def test_flood_of_bad_input_while_valid_traffic_flows(daemon_factory) -> N
                 "outbox": {"poll_interval_s": 0.1, "backoff_base_s": 0.1, "backoff_max_s": 0.5},
                 "tops": {"real_send": True, "test": {"base_url": tops.base_url, "api_key": tops.api_key}},
                 "ameyo": {"sweep_interval_s": 0.2},
-                "ami": {"enabled": True, "port": ami.port, "secret": "ami-s3cret",
+                "ami": {"enabled": True, "port": ami.port, "secret": "ami-s3cret", "auth": "md5",
                         "backoff_base_s": 0.1, "backoff_max_s": 0.5},
             })
             await asyncio.to_thread(daemon.start, 40)
