@@ -5,7 +5,8 @@ Each poll, per table (``vicidial_log``; ``vicidial_closer_log`` unless ``closer_
 1. new rows: ``vicidial_log`` by ``call_date`` from the head checkpoint (index order, whole seconds,
    see `VICIdialReader.by_call_date`); the closer log by ``closecallid`` (its AUTO_INCREMENT key,
    i.e. insertion order);
-2. calls last seen in a transient status (``INCALL``, ``DISPO``, ``QUEUE``...), by primary key;
+2. calls last seen in a transient status (``INCALL``, ``DISPO``, ``QUEUE``...), by primary key
+   (all of them, up to `OPEN_BATCHES` batches);
 3. one batch of the sweep through the re-read window (``call_date`` from ``now - reread_window_s``
    up to the head), which catches later corrections (a SALE changed to DNC) and rows VICIdial
    inserted with a ``call_date`` already behind the head;
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Open calls re-read per poll: up to this many primary-key batches (calls left INCALL for good
+#: must not starve the others; they leave with the re-read window).
+OPEN_BATCHES = 10
 
 
 def parse_date(text: str) -> datetime:
@@ -200,7 +204,7 @@ class VICIdialSource:
 
         def load(conn: Any) -> tuple[Checkpoint, list[str], int]:
             cp = ledger.ensure_checkpoint(conn, table, start_date, start_key, self.node_id)
-            return (cp, ledger.open_keys(conn, table, window_text, self.config.batch_size),
+            return (cp, ledger.open_keys(conn, table, window_text, self.config.batch_size * OPEN_BATCHES),
                     ledger.count_open(conn, table, window_text))
 
         before, open_keys, open_count = await self.store.write(load)
@@ -219,7 +223,9 @@ class VICIdialSource:
             head_rows, more = read.rows, not read.complete
             after.head_date = date_text(read.next_date)
         # 2. calls still open
-        open_rows = await self.reader.by_keys(table, open_keys)
+        open_rows = []
+        for i in range(0, len(open_keys), batch):  # every open call, one bounded IN list at a time
+            open_rows += await self.reader.by_keys(table, open_keys[i:i + batch])
         # 3. the sweep through the re-read window
         sweep_from = max(parse_date(before.sweep_date), window_start)
         sweep = await self.reader.by_call_date(table, sweep_from, parse_date(before.head_date), batch)
