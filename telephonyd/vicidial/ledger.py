@@ -68,7 +68,9 @@ def ensure_checkpoint(conn: sa.Connection, source: str, start_date: str, start_k
     """The source's checkpoint, created at ``start_date`` / ``start_key`` when there is none."""
     found = conn.execute(sa.select(checkpoint).where(checkpoint.c.source == source)).first()
     if found is None:
-        conn.execute(checkpoint.insert().values(
+        # Insert-or-ignore: two instances starting together both try; one row results.
+        prefix = "OR IGNORE" if conn.dialect.name == "sqlite" else "IGNORE"
+        conn.execute(checkpoint.insert().prefix_with(prefix).values(
             source=source, head_date=start_date, head_key=start_key, sweep_date=start_date,
             version=0, rows_read=0, reported=0, node_id=node_id, updated_at=time.time(),
         ))

@@ -200,14 +200,21 @@ class VICIdialSource:
     async def _poll_table(self, table: str, now: datetime) -> bool:
         window_start = now - timedelta(seconds=self.config.reread_window_s)
         window_text = date_text(window_start)
-        start_date, start_key = await self._start_position(table, window_start)
+        async with self.store.connect() as conn:
+            known = await conn.run_sync(lambda c: ledger.load_checkpoint(c, table))
+        if known is None:  # first poll ever: start at the beginning of the re-read window
+            start_date, start_key = await self._start_position(table, window_start)
+            await self.store.write(lambda c: ledger.ensure_checkpoint(c, table, start_date, start_key, self.node_id))
 
-        def load(conn: Any) -> tuple[Checkpoint, list[str], int]:
-            cp = ledger.ensure_checkpoint(conn, table, start_date, start_key, self.node_id)
-            return (cp, ledger.open_keys(conn, table, window_text, self.config.batch_size * OPEN_BATCHES),
+        def load(conn: Any) -> tuple[Checkpoint | None, list[str], int]:
+            return (ledger.load_checkpoint(conn, table),
+                    ledger.open_keys(conn, table, window_text, self.config.batch_size * OPEN_BATCHES),
                     ledger.count_open(conn, table, window_text))
 
-        before, open_keys, open_count = await self.store.write(load)
+        async with self.store.connect() as conn:
+            loaded, open_keys, open_count = await conn.run_sync(load)
+        assert loaded is not None
+        before = loaded
         batch = self.config.batch_size
         after = Checkpoint(table, before.head_date, before.head_key, before.sweep_date, before.version,
                            before.rows_read, before.reported, self.node_id)
