@@ -41,14 +41,17 @@ class Checkpoint:
 @dataclass(slots=True)
 class Observed:
     """One call as read now: its key, status, ``call_date`` text, whether the status is transient,
-    and the outbox row to add if the status is new and final (``None`` for a transient status)."""
+    and the outbox row to add if the status is new and final (``None`` for a transient status):
+    its key and ``make(uniqueid, outcome_reported) -> payload``. ``uniqueids``: the uniqueids the
+    call's hangup outcome may have been queued under, in order of preference (the row's own, then
+    the leg ``vicidial_dial_log`` names)."""
 
     call_key: str
     status: str
     call_date: str
     open: bool
-    report: tuple[str, Callable[[bool], dict[str, Any]]] | None = None
-    resolved_uniqueid: str = ""
+    report: tuple[str, Callable[[str, bool], dict[str, Any]]] | None = None
+    uniqueids: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -156,12 +159,13 @@ def commit(
     changed = [o for o in observed if last.get(o.call_key) != o.status]
     done = Committed()
     reported_uids = existing_outbox_keys(
-        conn, target, (o.resolved_uniqueid for o in changed if o.report is not None)
+        conn, target, (u for o in changed if o.report is not None for u in o.uniqueids)
     )
     for o in changed:
         if o.report is not None:
             key, make = o.report
-            if add(conn, target, key, make(o.resolved_uniqueid in reported_uids)):
+            uniqueid, outcome = resolve_uniqueid(o.uniqueids, reported_uids)
+            if add(conn, target, key, make(uniqueid, outcome)):
                 done.reported += 1
                 done.keys.append(key)
         values = {"status": o.status, "open": o.open, "call_date": o.call_date}
@@ -175,6 +179,19 @@ def commit(
         conn.execute(checkpoint.update().where(checkpoint.c.source == before.source)
                      .values(reported=checkpoint.c.reported + done.reported))
     return done
+
+
+def resolve_uniqueid(candidates: Sequence[str], outcomes: set[str]) -> tuple[str, bool]:
+    """The uniqueid a disposition names its call by, and whether a hangup outcome is queued under it.
+
+    The first candidate with a queued outcome (by uniqueid, then the leg of the same lead found in
+    ``vicidial_dial_log``); without one, the dial log's leg (the one the ``h`` extension runs on),
+    else the row's own uniqueid."""
+    present = [u for u in candidates if u]
+    for uniqueid in present:
+        if uniqueid in outcomes:
+            return uniqueid, True
+    return (present[-1] if present else ""), False
 
 
 def prune_seen(conn: sa.Connection, source: str, before_date: str, limit: int = 5000) -> int:

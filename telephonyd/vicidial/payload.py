@@ -6,12 +6,11 @@ Two kinds of report reach ``POST /api/v1/call-results`` (``report`` says which):
   ``disposition`` = Dial()'s status, sent once per uniqueid when the call ends.
 - ``"disposition"``: this module's, one per distinct final VICIdial status of a call (the agent's
   SALE, NI, DNC... or the dialer's NA, B, DROP...), read from ``vicidial_log`` (outbound) or
-  ``vicidial_closer_log`` (inbound). It names the same call as the outcome: ``uniqueid`` is the
-  uniqueid the hangup outcome used when VICIdial's ``vicidial_dial_log`` ties the call to it (the
-  leg that ran the ``h`` extension), else ``vicidial_log.uniqueid``; the DID Optimizer's own
-  reporter resolves the other way round (by uniqueid, else the lead within minutes), so either
-  key finds the call. ``outcomeReported`` tells whether this daemon already queued the hangup
-  outcome for that uniqueid (then this report updates it and adds no call).
+  ``vicidial_closer_log`` (inbound). It names the same call as the outcome, resolved as the DID
+  Optimizer's own reporter does (by uniqueid, else the call's lead within minutes; see
+  `telephonyd.vicidial.ledger.resolve_uniqueid`). ``outcomeReported`` tells whether this daemon
+  already queued the hangup outcome under that uniqueid (then this report updates it and adds no
+  call).
 
 Field names follow the DID Optimizer's batch sync (``upstreams.md``, ``vicidial.md``), plus
 ``didUsed``/``didSource`` and ``statusFlags`` (the VICIdial status's flags from
@@ -113,6 +112,7 @@ def build_payload(
     dial: DialMatch | None,
     outcome_reported: bool,
     timestamp: int,
+    uniqueid: str | None = None,
     source: str = "telephonyd-vicidial",
 ) -> dict[str, Any]:
     """The JSON body for one final status of one call.
@@ -121,16 +121,17 @@ def build_payload(
     schema). ``phoneNumber`` is the DID presented (``didUsed``) when ``vicidial_dial_log`` names
     one, else the customer's number with ``didSource: "none"`` (the API requires the field);
     ``customerPhone`` is always the customer's number. ``duration`` is ``length_in_sec`` (0 for an
-    unanswered call). ``timestamp``: epoch seconds of the report.
+    unanswered call). ``timestamp``: epoch seconds of the report. ``uniqueid``: the uniqueid naming
+    the call (`ledger.resolve_uniqueid`); default: the dial log's leg, else the row's.
     """
     status = _text(row.get("status")).strip().upper()
     did = dial.did if dial and dial.did else ""
-    uniqueid = _text(row.get("uniqueid"))
-    resolved = dial.uniqueid if dial and dial.uniqueid else uniqueid
+    own = _text(row.get("uniqueid"))
+    resolved = uniqueid or (dial.uniqueid if dial and dial.uniqueid else own)
     payload: dict[str, Any] = {
         "report": REPORT_DISPOSITION,
         "uniqueid": resolved,
-        "vicidialUniqueid": uniqueid,
+        "vicidialUniqueid": own,
         "phoneNumber": did or _text(row.get("phone_number")),
         "didUsed": did or None,
         "didSource": DID_FROM_DIAL_LOG if did else DID_NONE,

@@ -288,13 +288,14 @@ class VICIdialSource:
             if not is_open:
                 flags = book.flags(str(row.get("campaign_id") or ""), status)
 
-                def make(reported: bool, row: dict[str, Any] = row, flags: Any = flags, dial: Any = dial) -> dict[str, Any]:
+                def make(uniqueid: str, reported: bool, row: dict[str, Any] = row, flags: Any = flags,
+                         dial: Any = dial) -> dict[str, Any]:
                     return build_payload(table, row, flags=flags, dial=dial, outcome_reported=reported,
-                                         timestamp=stamp)
+                                         timestamp=stamp, uniqueid=uniqueid)
 
                 report = (outbox_key(table, row, status), make)
-            resolved = dial.uniqueid if dial and dial.uniqueid else str(row.get("uniqueid") or "")
-            observed.append(Observed(key, status, date_text(row.get("call_date")), is_open, report, resolved))
+            candidates = (str(row.get("uniqueid") or ""), dial.uniqueid if dial else "")
+            observed.append(Observed(key, status, date_text(row.get("call_date")), is_open, report, candidates))
         return observed
 
 

@@ -66,6 +66,9 @@ async def test_agent_dispositions_reach_the_optimizer_once_each(store_url, vicid
         # The hangup outcome of the sale's trunk leg came through FastAGI before the disposition.
         await node.outbox.enqueue(DID_OPTIMIZER_TARGET, trunk_leg, {"uniqueid": trunk_leg, "phoneNumber": "3125550101",
                                                                    "campaignId": "TESTCAMP", "report": "outcome"})
+        # ...and one under the very uniqueid VICIdial logged (no dial log row for that lead).
+        await node.outbox.enqueue(DID_OPTIMIZER_TARGET, ni, {"uniqueid": ni, "phoneNumber": "3125550103",
+                                                            "campaignId": "TESTCAMP", "report": "outcome"})
         await wait_until(lambda: reported(fake_did)[(na, "NA")] and reported(fake_did)[(busy, "B")], what="NA, B")
         await wait_until(lambda: node.source.table_state["vicidial_log"].get("open_calls") == 3, what="3 open")
         # The agent screen dispositions after the hangup.
@@ -96,6 +99,8 @@ async def test_agent_dispositions_reach_the_optimizer_once_each(store_url, vicid
     assert not any(na_body["statusFlags"].values()) and na_body["uniqueid"] == na
     [busy_body] = bodies(fake_did, busy, "B")
     assert busy_body["didUsed"] == "13125550105"
+    [ni_body] = bodies(fake_did, ni, "NI")
+    assert ni_body["uniqueid"] == ni and ni_body["outcomeReported"] is True
     [dnc] = bodies(fake_did, corrected, "DNC")
     assert dnc["statusFlags"]["dnc"] is True and dnc["statusFlags"]["sale"] is False
     [callbk] = bodies(fake_did, str(closer), "CALLBK")

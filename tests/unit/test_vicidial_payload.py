@@ -75,3 +75,17 @@ def test_vicidial_source_needs_a_url_and_a_mysql_driver() -> None:
         validate({"vicidial": {"enabled": True, "url": "sqlite+aiosqlite:///x.db"}})
     assert info.value.path == "vicidial.url"
     assert validate({}).vicidial.enabled is False
+
+
+def test_the_disposition_names_the_call_its_outcome_used() -> None:
+    from telephonyd.vicidial.ledger import resolve_uniqueid
+
+    # By uniqueid first, then the dial log's leg of the same lead, as the optimizer's reporter does.
+    assert resolve_uniqueid(("1.1", "1.2"), {"1.1", "1.2"}) == ("1.1", True)
+    assert resolve_uniqueid(("1.1", "1.2"), {"1.2"}) == ("1.2", True)
+    # No outcome queued (the source alone, or the outcome not yet in): the h-extension leg, else the row's.
+    assert resolve_uniqueid(("1.1", "1.2"), set()) == ("1.2", False)
+    assert resolve_uniqueid(("1.1", ""), set()) == ("1.1", False)
+    payload = build_payload(LOG, ROW, flags=None, dial=DialMatch("3125550101", "V1", "1.2"), outcome_reported=True,
+                            timestamp=1, uniqueid="1764650000.123")
+    assert payload["uniqueid"] == payload["vicidialUniqueid"] == "1764650000.123" and payload["outcomeReported"]
