@@ -89,3 +89,8 @@ def test_the_disposition_names_the_call_its_outcome_used() -> None:
     payload = build_payload(LOG, ROW, flags=None, dial=DialMatch("3125550101", "V1", "1.2"), outcome_reported=True,
                             timestamp=1, uniqueid="1764650000.123")
     assert payload["uniqueid"] == payload["vicidialUniqueid"] == "1764650000.123" and payload["outcomeReported"]
+
+
+def test_the_vicidial_password_is_a_secret() -> None:
+    config = validate({"vicidial": {"enabled": True, "url": "mysql+aiomysql://ro:s3cret-pw@db:3306/asterisk"}})
+    assert "s3cret-pw" not in str(config.masked()) and "s3cret-pw" in config.secrets()
