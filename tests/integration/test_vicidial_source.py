@@ -62,6 +62,11 @@ async def test_agent_dispositions_reach_the_optimizer_once_each(store_url, vicid
     db.dial(105, "+13125550105")
     db.log_call(busy, 105, "B", length=0)
     closer = db.closer_call(db.uniqueid(), 106, "INCALL", length=0)
+    # A campaign's own sale status: the flags, not the name, say it is a sale.
+    db.execute("INSERT INTO vicidial_campaign_statuses (status, status_name, selectable, campaign_id, "
+               "human_answered, sale, customer_contact, completed) VALUES ('SOLD','Sold','Y','TESTCAMP','Y','Y','Y','Y')")
+    sold = db.uniqueid()
+    db.log_call(sold, 107, "INCALL")
     async with vicidial_node(store_url, db, http_session, fake_did.base_url) as node:
         # The hangup outcome of the sale's trunk leg came through FastAGI before the disposition.
         await node.outbox.enqueue(DID_OPTIMIZER_TARGET, trunk_leg, {"uniqueid": trunk_leg, "phoneNumber": "3125550101",
@@ -70,16 +75,17 @@ async def test_agent_dispositions_reach_the_optimizer_once_each(store_url, vicid
         await node.outbox.enqueue(DID_OPTIMIZER_TARGET, ni, {"uniqueid": ni, "phoneNumber": "3125550103",
                                                             "campaignId": "TESTCAMP", "report": "outcome"})
         await wait_until(lambda: reported(fake_did)[(na, "NA")] and reported(fake_did)[(busy, "B")], what="NA, B")
-        await wait_until(lambda: node.source.table_state["vicidial_log"].get("open_calls") == 3, what="3 open")
+        await wait_until(lambda: node.source.table_state["vicidial_log"].get("open_calls") == 4, what="4 open")
         # The agent screen dispositions after the hangup.
         db.disposition(sale, "SALE", length=95)
         db.disposition(ni, "NI")
         db.disposition(corrected, "SALE", length=30)
         db.closer_disposition(closer, "CALLBK")
+        db.disposition(sold, "SOLD")
         await wait_until(lambda: reported(fake_did)[(corrected, "SALE")], what="first SALE")
         db.disposition(corrected, "DNC")  # a supervisor corrects the SALE
         expected = {(sale, "SALE"), (na, "NA"), (ni, "NI"), (corrected, "SALE"), (corrected, "DNC"), (busy, "B"),
-                    (str(closer), "CALLBK")}
+                    (str(closer), "CALLBK"), (sold, "SOLD")}
         await wait_until(lambda: set(reported(fake_did)) >= expected, timeout=20, what="every final status")
         polls = node.source.polls
         await wait_until(lambda: node.source.polls >= polls + 5, what="more polls")
@@ -103,6 +109,8 @@ async def test_agent_dispositions_reach_the_optimizer_once_each(store_url, vicid
     assert ni_body["uniqueid"] == ni and ni_body["outcomeReported"] is True
     [dnc] = bodies(fake_did, corrected, "DNC")
     assert dnc["statusFlags"]["dnc"] is True and dnc["statusFlags"]["sale"] is False
+    [sold_body] = bodies(fake_did, sold, "SOLD")
+    assert sold_body["statusFlags"]["sale"] is True and sold_body["statusKnown"] is True
     [callbk] = bodies(fake_did, str(closer), "CALLBK")
     assert callbk["direction"] == "inbound" and callbk["campaignId"] == "SUPPORT"
     assert callbk["statusFlags"]["scheduled_callback"] is True
