@@ -4,7 +4,8 @@
 A fresh MariaDB database gets VICIdial's tables (test schema, MyISAM) and ``--rows`` vicidial_log
 rows spread over the last ``--history-h`` hours (multi-row INSERTs with the keys disabled while
 loading). Then for ``--duration`` s a writer thread changes ``--rate`` rows/s the way VICIdial does:
-new rows with a final status (the dialer's NA, B, DROP, A), new INCALL rows (calls sent to an agent)
+new rows with a final status (the dialer's NA, B, DROP, A, dated ``--late-s`` in the past as the
+dialer dates them when the call was placed), new INCALL rows (calls sent to an agent)
 and INCALL rows changed to SALE/NI/CALLBK 5+ s later (the agent screen). The source runs with its
 defaults (poll every 5 s, batches of 1000, 2 h re-read window) into an SQLite store.
 
@@ -105,9 +106,10 @@ def handler_reads(conn: Any) -> int:
 class Writer(threading.Thread):
     """Writes ``rate`` new-or-changed rows/s in ticks of 0.1 s; remembers when each final status was written."""
 
-    def __init__(self, params: dict[str, Any], rate: int, duration: float, rng: random.Random) -> None:
+    def __init__(self, params: dict[str, Any], rate: int, duration: float, rng: random.Random,
+                 late_s: float) -> None:
         super().__init__(daemon=True)
-        self.params, self.rate, self.duration, self.rng = params, rate, duration, rng
+        self.params, self.rate, self.duration, self.rng, self.late_s = params, rate, duration, rng, late_s
         self.written: dict[str, float] = {}  # outbox key -> epoch s written
         self.pending: list[tuple[str, float]] = []  # INCALL rows (uniqueid, inserted at)
         self.rows = 0
@@ -133,8 +135,10 @@ class Writer(threading.Thread):
                     self.seq += 1
                     uid = f"{int(time.time())}.{9_000_000 + self.seq}"
                     status = "INCALL" if i < incall else self.rng.choice(FINAL_NEW)
-                    values.append(f"('{uid}',{self.seq},1001,'TESTCAMP','{now:%Y-%m-%d %H:%M:%S}',"
-                                  f"{int(now.timestamp())},0,0,'{status}','1','5550000000','VDAD','AUTO','N',"
+                    # The dialer logs an unanswered call when it ends, dated when it was placed.
+                    at = now if status == "INCALL" else now - timedelta(seconds=self.late_s)
+                    values.append(f"('{uid}',{self.seq},1001,'TESTCAMP','{at:%Y-%m-%d %H:%M:%S}',"
+                                  f"{int(at.timestamp())},0,0,'{status}','1','5550000000','VDAD','AUTO','N',"
                                   "'AGENTS','NONE','MAIN',1)")
                     keys.append((uid, status))
                 if values:
@@ -240,7 +244,7 @@ async def run(args: argparse.Namespace) -> None:
                 return sum(int(v) for k, v in rows if k in HANDLER)
 
         reads0, queries0, polls0 = await session_reads(), reader.queries, source.polls
-        writer = Writer(params, args.rate, args.duration, rng)
+        writer = Writer(params, args.rate, args.duration, rng, args.late_s)
         lag_samples: list[float] = []
         task = asyncio.get_running_loop().create_task(source.run())
         started = time.time()
@@ -276,6 +280,7 @@ async def run(args: argparse.Namespace) -> None:
         print("lag samples:", [round(x) for x in lag_samples])
         print(f"source lag behind the newest row (sampled 1/s): p50 {pct(lag_samples, 50):.0f} s  "
               f"p99 {pct(lag_samples, 99):.0f} s  max {max(lag_samples or [0]):.0f} s")
+        print(f"rows found behind the head (late inserts): {source.late_rows:,}")
         print(f"VICIdial DB: {queries} statements in {elapsed:.0f} s = {queries / elapsed:.1f} queries/s, "
               f"{polls} polls ({polls / elapsed:.2f}/s), {queries / max(1, polls):.1f} statements/poll")
         print(f"rows examined per poll (Handler_read_* of the source's connection): {examined_per_poll:,.0f}"
@@ -337,6 +342,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--poll-interval-s", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--late-s", type=float, default=30.0,
+                        help="new rows with a final status are dated this far in the past (as the dialer does)")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -445,6 +445,8 @@ class VICIdialConfig(Section):
     reads at most ``batch_size`` rows per table for each of: new rows, calls still in a transient
     status (``transient_statuses``) and a sweep of the last ``reread_window_s`` seconds by
     ``call_date`` (later corrections, rows inserted with an earlier ``call_date``).
+    ``late_insert_s``: how far behind the newest rows a row may be inserted (``call_date`` in the
+    past) and still be found at once (per-second index counts); older ones wait for the sweep.
     ``did_match_s``: how far ``vicidial_dial_log.call_date`` may be from the call's to name its DID.
     ``fastagi_log_present``: VICIdial's FastAGI_log.pl serves port 4577 on this host; with it or
     with ``enabled``, telephonyd refuses to listen on 4577.
@@ -456,6 +458,7 @@ class VICIdialConfig(Section):
     poll_interval_s: float = Field(5.0, gt=0)
     batch_size: int = Field(1000, ge=10, le=50_000)
     reread_window_s: float = Field(7200.0, ge=60)
+    late_insert_s: float = Field(120.0, ge=0)
     did_match_s: float = Field(120.0, ge=0)
     statuses_refresh_s: float = Field(300.0, gt=0)
     query_timeout_s: float = Field(10.0, gt=0)

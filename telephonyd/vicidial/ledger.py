@@ -109,6 +109,16 @@ def open_keys(conn: sa.Connection, source: str, since: str, limit: int) -> list[
     return [r.call_key for r in rows]
 
 
+def seen_per_second(conn: sa.Connection, source: str, since: str, before: str) -> dict[str, int]:
+    """Calls seen per ``call_date`` second in ``[since, before)``."""
+    rows = conn.execute(
+        sa.select(seen.c.call_date, sa.func.count())
+        .where(seen.c.source == source, seen.c.call_date >= since, seen.c.call_date < before)
+        .group_by(seen.c.call_date)
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
 def count_open(conn: sa.Connection, source: str, since: str) -> int:
     return int(conn.execute(
         sa.select(sa.func.count()).select_from(seen)

@@ -150,6 +150,25 @@ class VICIdialReader:
         )
         return RangeRead(same, last + timedelta(seconds=1), False)
 
+    async def counts_by_second(self, table: str, since: datetime, before: datetime) -> dict[datetime, int]:
+        """Rows per ``call_date`` second in ``[since, before)``: read from the ``call_date`` index
+        alone (no table row is read), to find seconds that gained rows after they were read."""
+        rows = await self._all(
+            f"SELECT call_date, COUNT(*) AS n FROM {table} WHERE call_date >= :since AND call_date < :before "  # noqa: S608
+            "GROUP BY call_date",
+            {"since": since, "before": before},
+        )
+        return {r["call_date"]: int(r["n"]) for r in rows}
+
+    async def by_seconds(self, table: str, seconds: Sequence[datetime]) -> list[dict[str, Any]]:
+        """Every row of the given ``call_date`` seconds (index lookups)."""
+        if not seconds:
+            return []
+        stmt = sa.text(f"SELECT {COLUMNS[table]} FROM {table} WHERE call_date IN :seconds LIMIT :cap").bindparams(  # noqa: S608
+            sa.bindparam("seconds", expanding=True)
+        )
+        return await self._all_stmt(stmt, {"seconds": list(seconds), "cap": MAX_SAME_SECOND})
+
     async def closer_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
         """Closer rows with ``closecallid > after_id`` in id order (insertion order), at most ``limit``."""
         return await self._all(

@@ -7,7 +7,10 @@ Each poll, per table (``vicidial_log``; ``vicidial_closer_log`` unless ``closer_
    i.e. insertion order);
 2. calls last seen in a transient status (``INCALL``, ``DISPO``, ``QUEUE``...), by primary key
    (all of them, up to `OPEN_BATCHES` batches);
-3. one batch of the sweep through the re-read window (``call_date`` from ``now - reread_window_s``
+3. rows inserted with a ``call_date`` already behind the head within the last ``late_insert_s``
+   (the dialer writes the time the call was placed): per-second counts from the ``call_date``
+   index, compared with the calls seen per second, name the seconds to read again;
+4. one batch of the sweep through the re-read window (``call_date`` from ``now - reread_window_s``
    up to the head), which catches later corrections (a SALE changed to DNC) and rows VICIdial
    inserted with a ``call_date`` already behind the head;
 
@@ -83,6 +86,7 @@ class VICIdialSource:
         self._state = "created"
         self.polls = 0
         self.conflicts = 0
+        self.late_rows = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.last_poll_at: float | None = None
@@ -165,6 +169,7 @@ class VICIdialSource:
             "state": "degraded" if failing and self._state == "running" else self._state,
             "polls": self.polls,
             "conflicts": self.conflicts,
+            "late_rows": self.late_rows,
             "queries": self.reader.queries,
             "reread_window_s": self.config.reread_window_s,
             "poll_interval_s": self.config.poll_interval_s,
@@ -216,6 +221,8 @@ class VICIdialSource:
         assert loaded is not None
         before = loaded
         batch = self.config.batch_size
+        # The newest row when this poll began: the lag is what the poll left of it.
+        newest, top = await self.reader.newest(table)
         after = Checkpoint(table, before.head_date, before.head_key, before.sweep_date, before.version,
                            before.rows_read, before.reported, self.node_id)
         # 1. new rows
@@ -233,12 +240,14 @@ class VICIdialSource:
         open_rows = []
         for i in range(0, len(open_keys), batch):  # every open call, one bounded IN list at a time
             open_rows += await self.reader.by_keys(table, open_keys[i:i + batch])
-        # 3. the sweep through the re-read window
+        # 3. rows inserted behind the head lately (the dialer writes call_date = when the call was placed)
+        late_rows = await self._late_rows(table, window_start, before.head_date, after.head_date)
+        # 4. the sweep through the re-read window
         sweep_from = max(parse_date(before.sweep_date), window_start)
         sweep = await self.reader.by_call_date(table, sweep_from, parse_date(before.head_date), batch)
         after.sweep_date = window_text if sweep.complete else date_text(sweep.next_date)
-        rows = {call_key(table, r): r for r in (*sweep.rows, *open_rows, *head_rows)}
-        after.rows_read = before.rows_read + len(head_rows) + len(open_rows) + len(sweep.rows)
+        rows = {call_key(table, r): r for r in (*sweep.rows, *late_rows, *open_rows, *head_rows)}
+        after.rows_read = before.rows_read + len(head_rows) + len(open_rows) + len(late_rows) + len(sweep.rows)
         observed = await self._observe(table, rows)
         try:
             done = await self.store.write(lambda conn: ledger.commit(
@@ -254,7 +263,6 @@ class VICIdialSource:
             log.info("VICIdial dispositions queued", extra={"table": table, "reported": done.reported})
         self.m_rows.labels(table).inc(after.rows_read - before.rows_read)
         self.m_reported.labels(table).inc(done.reported)
-        newest, top = await self.reader.newest(table)
         lag = max(0.0, (newest - parse_date(after.head_date)).total_seconds()) if newest else 0.0
         self.m_lag.labels(table).set(lag)
         self.m_open.labels(table).set(open_count)
@@ -268,6 +276,26 @@ class VICIdialSource:
         if self.polls % 60 == 0:
             await self.store.write(lambda conn: ledger.prune_seen(conn, table, window_text))
         return more
+
+    async def _late_rows(self, table: str, window_start: datetime, head_before: str, head_after: str) -> list[dict[str, Any]]:
+        """Rows of the last ``late_insert_s`` behind the head that were inserted after the head
+        passed their second: per-second counts from VICIdial's ``call_date`` index against the
+        calls seen per second; only the seconds that gained rows are read."""
+        if table != LOG or self.config.late_insert_s <= 0:
+            return []
+        upper = min(head_before, head_after)
+        since = max(parse_date(upper) - timedelta(seconds=self.config.late_insert_s), window_start)
+        if date_text(since) >= upper:
+            return []
+        theirs = await self.reader.counts_by_second(table, since, parse_date(upper))
+        async with self.store.connect() as conn:
+            ours = await conn.run_sync(lambda c: ledger.seen_per_second(c, table, date_text(since), upper))
+        gained = sorted(sec for sec, n in theirs.items() if n > ours.get(date_text(sec), 0))
+        if not gained:
+            return []
+        rows = await self.reader.by_seconds(table, gained[:self.config.batch_size])
+        self.late_rows += len(rows)
+        return rows
 
     async def _observe(self, table: str, rows: dict[str, dict[str, Any]]) -> list[Observed]:
         """What each row says now; DIDs looked up only for statuses not seen before."""

@@ -212,3 +212,23 @@ async def test_vicidial_outage_degrades_health_and_recovers(sqlite_url, vicidial
         await wait_until(lambda: reported(fake_did)[(uid, "NA")], timeout=20, what="recovered")
         await wait_until(lambda: node.source.health()["ok"], what="healthy again")
     await asyncio.sleep(0)
+
+
+async def test_rows_inserted_behind_the_head_are_found_without_waiting_for_the_sweep(
+    sqlite_url, vicidial, fake_did, http_session
+) -> None:
+    db = vicidial
+    now = db.now()
+    older = [db.uniqueid(back(1800 - n, now)) for n in range(400)]  # a window the sweep needs 40 polls for
+    for n, uid in enumerate(older):
+        db.log_call(uid, 1000 + n, "NA", at=back(1800 - n, now))
+    async with vicidial_node(sqlite_url, db, http_session, fake_did.base_url, batch_size=10) as node:
+        head = db.uniqueid()
+        db.log_call(head, 1500, "B")
+        await wait_until(lambda: reported(fake_did)[(head, "B")], timeout=20, what="the head reached now")
+        polls = node.source.polls
+        late = db.uniqueid(back(60, now))
+        db.log_call(late, 1501, "NA", at=back(60, db.now()))  # placed a minute ago, logged now
+        await wait_until(lambda: reported(fake_did)[(late, "NA")], timeout=20, what="late row")
+        assert node.source.polls - polls <= 3, "found by the per-second counts, not by the sweep"
+        assert node.source.health()["late_rows"] >= 1
