@@ -249,9 +249,14 @@ async def run(args: argparse.Namespace) -> None:
         task = asyncio.get_running_loop().create_task(source.run())
         started = time.time()
         writer.start()
+        poll_times: list[float] = []
+        seen_polls = source.polls
         while writer.is_alive():
             await asyncio.sleep(1.0)
             lag_samples.append(source.table_state["vicidial_log"].get("lag_s", 0.0))
+            if source.polls != seen_polls:
+                seen_polls = source.polls
+                poll_times.append(source.last_poll_s)
         # Let the last writes be read (two poll intervals at most).
         deadline = time.time() + 3 * args.poll_interval_s
         while time.time() < deadline:
@@ -280,7 +285,8 @@ async def run(args: argparse.Namespace) -> None:
         print("lag samples:", [round(x) for x in lag_samples])
         print(f"source lag behind the newest row (sampled 1/s): p50 {pct(lag_samples, 50):.0f} s  "
               f"p99 {pct(lag_samples, 99):.0f} s  max {max(lag_samples or [0]):.0f} s")
-        print(f"rows found behind the head (late inserts): {source.late_rows:,}")
+        print(f"rows found behind the head (late inserts): {source.late_rows:,}; poll duration (sampled) "
+              f"p50 {pct(poll_times, 50):.2f} s max {max(poll_times or [0]):.2f} s")
         print(f"VICIdial DB: {queries} statements in {elapsed:.0f} s = {queries / elapsed:.1f} queries/s, "
               f"{polls} polls ({polls / elapsed:.2f}/s), {queries / max(1, polls):.1f} statements/poll")
         print(f"rows examined per poll (Handler_read_* of the source's connection): {examined_per_poll:,.0f}"

@@ -171,6 +171,8 @@ def commit(
     reported_uids = existing_outbox_keys(
         conn, target, (u for o in changed if o.report is not None for u in o.uniqueids)
     )
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for o in changed:
         if o.report is not None:
             key, make = o.report
@@ -180,11 +182,20 @@ def commit(
                 done.keys.append(key)
         values = {"status": o.status, "open": o.open, "call_date": o.call_date}
         if o.call_key in last:
-            conn.execute(seen.update().where(seen.c.source == before.source, seen.c.call_key == o.call_key)
-                         .values(**values))
+            updates.append({"b_source": before.source, "b_key": o.call_key,
+                            **{f"b_{k}": v for k, v in values.items()}})
         else:
-            conn.execute(seen.insert().values(source=before.source, call_key=o.call_key, **values))
+            inserts.append({"source": before.source, "call_key": o.call_key, **values})
         done.changed += 1
+    if inserts:  # one executemany each, not a statement per call
+        conn.execute(seen.insert(), inserts)
+    if updates:
+        conn.execute(
+            seen.update()
+            .where(seen.c.source == sa.bindparam("b_source"), seen.c.call_key == sa.bindparam("b_key"))
+            .values(status=sa.bindparam("b_status"), open=sa.bindparam("b_open"), call_date=sa.bindparam("b_call_date")),
+            updates,
+        )
     if done.reported:
         conn.execute(checkpoint.update().where(checkpoint.c.source == before.source)
                      .values(reported=checkpoint.c.reported + done.reported))

@@ -85,6 +85,7 @@ class VICIdialSource:
         self._run_done = asyncio.Event()
         self._state = "created"
         self.polls = 0
+        self.last_poll_s = 0.0
         self.conflicts = 0
         self.late_rows = 0
         self.last_error: str | None = None
@@ -160,7 +161,7 @@ class VICIdialSource:
 
     def health(self) -> dict[str, Any]:
         """``ok``, ``state``, ``polls``, ``conflicts``, ``queries``, ``reread_window_s``,
-        ``last_error``/``last_error_at``, and per table: ``head_date``, ``head_key``, ``sweep_date``,
+        ``last_poll_s`` (duration of the last poll), ``last_error``/``last_error_at``, and per table: ``head_date``, ``head_key``, ``sweep_date``,
         ``newest`` (newest ``call_date``), ``lag_s`` (newest minus head), ``rows_read``,
         ``reported``, ``open_calls``."""
         failing = self.last_error_at is not None and (self.last_poll_at or 0) < self.last_error_at
@@ -168,6 +169,7 @@ class VICIdialSource:
             "ok": self._state in ("ready", "running") and not failing,
             "state": "degraded" if failing and self._state == "running" else self._state,
             "polls": self.polls,
+            "last_poll_s": self.last_poll_s,
             "conflicts": self.conflicts,
             "late_rows": self.late_rows,
             "queries": self.reader.queries,
@@ -183,11 +185,13 @@ class VICIdialSource:
     async def poll_once(self) -> bool:
         """Read and commit one batch per table; True when a table had more rows waiting."""
         more = False
+        started = time.monotonic()
         now = await self.reader.now()
         await self._refresh_statuses()
         for table in self.tables:
             more |= await self._poll_table(table, now)
         self.polls += 1
+        self.last_poll_s = round(time.monotonic() - started, 3)
         self.m_polls.inc()
         self.last_poll_at = time.time()
         return more
