@@ -146,10 +146,13 @@ def commit(
     observed: Sequence[Observed],
     add: Callable[[sa.Connection, str, str, dict[str, Any]], bool],
     target: str,
+    prune_before: str | None = None,
+    prune_limit: int = 5000,
 ) -> Committed:
     """Advance the checkpoint from ``before`` to ``after`` and record ``observed``; raises
     `CheckpointMoved` (the caller's transaction then rolls back) when ``before`` is stale.
 
+    ``prune_before``: calls with an older ``call_date`` are forgotten (at most ``prune_limit``).
     ``add(conn, target, key, payload)`` is `Outbox.add`. A status equal to the one last seen for
     the call changes nothing; a new final status adds its outbox row (one per (call, status) for
     good: the key holds the status).
@@ -199,6 +202,8 @@ def commit(
     if done.reported:
         conn.execute(checkpoint.update().where(checkpoint.c.source == before.source)
                      .values(reported=checkpoint.c.reported + done.reported))
+    if prune_before is not None:
+        prune_seen(conn, before.source, prune_before, prune_limit)
     return done
 
 

@@ -256,6 +256,7 @@ class VICIdialSource:
         try:
             done = await self.store.write(lambda conn: ledger.commit(
                 conn, before=before, after=after, observed=observed, add=self.outbox.add, target=self.target,
+                prune_before=window_text, prune_limit=4 * batch,
             ))
         except CheckpointMoved:
             self.conflicts += 1
@@ -277,8 +278,6 @@ class VICIdialSource:
                      open_calls=open_count, version=before.version + 1)
         if table == CLOSER_LOG and top is not None:
             state["behind_rows"] = max(0, top - int(after.head_key or 0))
-        if self.polls % 60 == 0:
-            await self.store.write(lambda conn: ledger.prune_seen(conn, table, window_text))
         return more
 
     async def _late_rows(self, table: str, window_start: datetime, head_before: str, head_after: str) -> list[dict[str, Any]]:
