@@ -55,6 +55,10 @@ def store_schemas(config: Config) -> list[sa.MetaData]:
     from .outbox.schema import metadata as outbox_metadata
 
     schemas = [outbox_metadata, ameyo_metadata]
+    if config.vicidial.enabled:
+        from .vicidial import metadata as vicidial_metadata
+
+        schemas.append(vicidial_metadata)
     if config.ps_contacts.url is None:
         from .contacts.schema import metadata as contacts_metadata
 
@@ -144,6 +148,7 @@ class App:
         self._build_http()
         self._build_fastagi()
         self._build_ameyo()
+        self._build_vicidial()
         await self._build_ami()
         self._build_metrics()
         for name, component in self.components.items():
@@ -207,6 +212,16 @@ class App:
         self.ameyo_service = service
         self.components["ameyo"] = service
 
+    def _build_vicidial(self) -> None:
+        if not self.config.vicidial.enabled:
+            return
+        from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
+        from .vicidial import VICIdialSource
+
+        self.components["vicidial"] = VICIdialSource(
+            self.config.vicidial, self.store, self.outbox, target=DID_OPTIMIZER_TARGET, node_id=self.config.node_id,
+        )
+
     async def _build_ami(self) -> None:
         if not self.config.ami.enabled:
             return
@@ -248,6 +263,9 @@ class App:
             instruments += self.fastagi.collectors()
         if getattr(self, "ameyo_service", None) is not None:
             instruments += self.ameyo_service.collectors()
+        vicidial = self.components.get("vicidial")
+        if vicidial is not None:
+            instruments += vicidial.instruments()
         self.metrics = MetricsExporter(sources, instruments=instruments)
         self.http.add_routes(self.metrics.routes(), auth="admin")
 
@@ -281,7 +299,7 @@ class App:
             raise ComponentExited(f"{name} stopped on its own")
 
     async def _stop_components(self) -> None:
-        order = ["fastagi", "http", "ameyo", "ami", "contacts", "presence", "mqtt", "outbox"]
+        order = ["fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "mqtt", "outbox"]
         names = [n for n in order if n in self.components] + [n for n in self.components if n not in order]
         drain = self.config.fastagi.drain_timeout_s
         for name in names:

@@ -26,6 +26,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .errors import ConfigError
@@ -78,6 +79,9 @@ def _networks(value: Any) -> Any:
 Networks = Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], BeforeValidator(_networks)]
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+#: VICIdial's FastAGI_log.pl listens here (``bin/FastAGI_log.pl``); telephonyd never takes it.
+VICIDIAL_FASTAGI_PORT = 4577
 
 
 class Section(BaseModel):
@@ -136,14 +140,15 @@ class FastAGIConfig(Section):
 class CallLogVariables(Section):
     """Which channel variables feed which outcome field; the first non-empty one wins.
 
-    Defaults are VICIdial's names (``campaign_id``, ``agent``, ``lead_id``, ``OPTIMIZER_DID``).
+    Defaults are VICIdial's names (``campaign_id``, ``agent``, ``lead_id``), the DID Optimizer
+    scripts' ``OPTIMIZER_DID`` and the seed dialplan's ``DID_NUMBER``.
     """
 
     campaign: list[str] = ["CAMPCUST", "campaign_id", "CAMPAIGN"]
     agent: list[str] = ["agent", "AGENT", "agent_id"]
     lead: list[str] = ["lead_id", "LEAD_ID"]
     list_id: list[str] = ["list_id", "LIST_ID"]
-    did: list[str] = ["OPTIMIZER_DID"]
+    did: list[str] = ["OPTIMIZER_DID", "DID_NUMBER"]
     customer_phone: list[str] = ["CUSTOMER_PHONE", "phone_number"]
 
     @field_validator("campaign", "agent", "lead", "list_id", "did", "customer_phone")
@@ -451,6 +456,43 @@ class TopsConfig(Section):
         return self.prod if self.env.strip().upper() == "PROD" else self.test
 
 
+class VICIdialConfig(Section):
+    """The VICIdial source: agent dispositions read from VICIdial's own database (off by default).
+
+    ``url`` is VICIdial's MariaDB/MySQL (``mysql+aiomysql://`` with a read-only account: only
+    SELECT on ``vicidial_log``, ``vicidial_closer_log``, ``vicidial_dial_log``,
+    ``vicidial_statuses``, ``vicidial_campaign_statuses``). Every ``poll_interval_s`` the source
+    reads at most ``batch_size`` rows per table for each of: new rows, calls still in a transient
+    status (``transient_statuses``) and a sweep of the last ``reread_window_s`` seconds by
+    ``call_date`` (later corrections, rows inserted with an earlier ``call_date``).
+    ``late_insert_s``: how far behind the newest rows a row may be inserted (``call_date`` in the
+    past) and still be found at once (per-second index counts); older ones wait for the sweep.
+    ``did_match_s``: how far ``vicidial_dial_log.call_date`` may be from the call's to name its DID.
+    ``fastagi_log_present``: VICIdial's FastAGI_log.pl serves port 4577 on this host; with it or
+    with ``enabled``, telephonyd refuses to listen on 4577.
+    """
+
+    enabled: bool = False
+    url: SecretStr | None = None
+    fastagi_log_present: bool = False
+    poll_interval_s: float = Field(5.0, gt=0)
+    batch_size: int = Field(1000, ge=10, le=50_000)
+    reread_window_s: float = Field(7200.0, ge=60)
+    late_insert_s: float = Field(120.0, ge=0)
+    did_match_s: float = Field(120.0, ge=0)
+    statuses_refresh_s: float = Field(300.0, gt=0)
+    query_timeout_s: float = Field(10.0, gt=0)
+    transient_statuses: list[str] = ["", "NEW", "QUEUE", "INCALL", "DISPO", "LIVE"]
+    closer_log: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _mysql_only(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value().split("://", 1)[0] not in ("mysql+aiomysql", "mariadb+aiomysql"):
+            raise ValueError("must start with mysql+aiomysql:// or mariadb+aiomysql://")
+        return v
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -472,6 +514,21 @@ class Config(Section):
     mqtt: MQTTConfig = MQTTConfig()
     ameyo: AmeyoConfig = AmeyoConfig()
     tops: TopsConfig = TopsConfig()
+    vicidial: VICIdialConfig = VICIdialConfig()
+
+    @model_validator(mode="after")
+    def _beside_fastagi_log(self) -> Config:
+        # VICIdial's FastAGI_log.pl owns 4577: taking it stops VICIdial ending its call_log rows,
+        # writing vicidial_carrier_log and freeing agents after hangups.
+        if self.vicidial.enabled or self.vicidial.fastagi_log_present:
+            if any(a.port == VICIDIAL_FASTAGI_PORT for a in self.fastagi.listen):
+                raise ValueError(
+                    f"fastagi.listen includes port {VICIDIAL_FASTAGI_PORT}, VICIdial's FastAGI_log.pl port; "
+                    "telephonyd runs beside it (default 4573), never instead of it"
+                )
+        if self.vicidial.enabled and self.vicidial.url is None:
+            raise ValueError("vicidial.enabled needs vicidial.url (VICIdial's database, read-only account)")
+        return self
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, every secret replaced by ``'********'``."""
@@ -479,13 +536,15 @@ class Config(Section):
         data["store"]["url"] = _redact_url(self.store.url.get_secret_value())
         if self.ps_contacts.url is not None:
             data["ps_contacts"]["url"] = _redact_url(self.ps_contacts.url.get_secret_value())
+        if self.vicidial.url is not None:
+            data["vicidial"]["url"] = _redact_url(self.vicidial.url.get_secret_value())
         return data
 
     def secrets(self) -> list[str]:
         """Every configured secret value (for log and response scrubbing tests and filters)."""
         found: list[str] = []
         _collect_secrets(self, found)
-        for url in (self.store.url, self.ps_contacts.url):
+        for url in (self.store.url, self.ps_contacts.url, self.vicidial.url):
             if url is not None:
                 found.remove(url.get_secret_value())
                 found.append(_url_password(url.get_secret_value()))
@@ -668,7 +727,7 @@ def _holds_secret(data: Any) -> bool:
 
 
 def _holds_url_password(data: dict[str, Any]) -> bool:
-    for section in ("store", "ps_contacts"):
+    for section in ("store", "ps_contacts", "vicidial"):
         url = (data.get(section) or {}).get("url") if isinstance(data.get(section), dict) else None
         if isinstance(url, str) and "://" in url and "@" in url.split("://", 1)[1]:
             userinfo = url.split("://", 1)[1].split("@", 1)[0]

@@ -18,9 +18,12 @@ def expected(uniqueid: str, **fields: Any) -> dict[str, Any]:
         "duration": 0, "dialedTime": 0, "ringTime": 0, "hangupCause": 0, "hangupSource": "",
         "agentId": "6001", "leadId": "12345", "listId": "", "amdStatus": "", "amdCause": "",
         "sipHangupCause": None, "sipHangupReason": "", "timestamp": int(NOW), "source": "telephonyd",
+        "didUsed": "15551230001", "didSource": "OPTIMIZER_DID", "report": "outcome",
     }  # fmt: skip
     body.update(fields)
     body["disposition"] = body["dialStatus"]
+    if "phoneNumber" in fields:
+        body["didUsed"] = fields["phoneNumber"] or None
     return body
 
 

@@ -95,6 +95,9 @@ class CallOutcome:
     amd_cause: str
     sip_cause: int | None
     sip_reason: str
+    #: Where ``did`` came from: the channel variable's name (``OPTIMIZER_DID``, ``DID_NUMBER``...),
+    #: ``CALLERID(num)`` when no DID variable was set, ``none`` when nothing was.
+    did_source: str = "none"
 
 
 def first_of(values: Mapping[str, str], names: Sequence[str]) -> str:
@@ -104,6 +107,25 @@ def first_of(values: Mapping[str, str], names: Sequence[str]) -> str:
         if value:
             return value
     return ""
+
+
+def first_named(values: Mapping[str, str], names: Sequence[str]) -> tuple[str, str]:
+    """``(name, value)`` of the first non-empty value among ``names``, ``('', '')`` when none."""
+    for name in names:
+        value = values.get(name, "").strip()
+        if value:
+            return name, value
+    return "", ""
+
+
+def did_of(values: Mapping[str, str], names: Sequence[str]) -> tuple[str, str]:
+    """The DID presented and where it came from: the first DID variable set, else the caller id
+    number (``CALLERID(num)``), else ``('', 'none')``."""
+    name, did = first_named(values, names)
+    if did:
+        return did, name
+    callerid = values.get(c.CALLERID_NUM, "").strip()
+    return (callerid, c.CALLERID_NUM) if callerid else ("", "none")
 
 
 def to_int(text: str) -> int:
@@ -156,10 +178,11 @@ def resolve_outcome(
     start = start or StartRecord(dialed_number="", started_at=0.0)
     sip_status, sip_reason = sip_cause(line.tech_cause or values.get(c.TECH_CAUSE_EXPR, ""))
     caller_name = values.get(c.CALLERID_NAME, "") or known(env.get(c.ENV_CALLERIDNAME, ""))
+    did, did_source = did_of(values, variables.did)
     return CallOutcome(
         uniqueid=uniqueid,
         linkedid=values.get(c.CHANNEL_LINKEDID, "").strip() or uniqueid,
-        did=first_of(values, variables.did) or values.get(c.CALLERID_NUM, "").strip(),
+        did=did,
         customer_phone=(
             first_of(values, variables.customer_phone)
             or start.customer_phone
@@ -179,6 +202,7 @@ def resolve_outcome(
         amd_cause=values.get(c.AMDCAUSE, "").strip(),
         sip_cause=sip_status,
         sip_reason=sip_reason,
+        did_source=did_source,
     )
 
 

@@ -33,6 +33,9 @@ PAYLOAD_FIELDS: tuple[str, ...] = (
     "sipHangupReason",
     "timestamp",
     "source",
+    "didUsed",
+    "didSource",
+    "report",
 )
 
 
@@ -43,6 +46,10 @@ def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[
     ``ringTime`` their difference floored at 0, ``disposition`` repeats ``dialStatus`` (a dialer
     status belongs to batch syncs, not to this reporter), ``phoneNumber`` is the DID used as caller
     id and ``customerPhone`` the number dialed. ``timestamp`` is the report's epoch seconds.
+    ``didUsed`` repeats the DID (``null`` when none is known) and ``didSource`` says where it came
+    from: the channel variable (``OPTIMIZER_DID``, ``DID_NUMBER``), ``CALLERID(num)`` (no DID
+    variable was set: the caller id, which may not be a pool DID) or ``none``. ``report`` is
+    ``outcome`` (the hangup outcome; ``disposition`` reports come from ``telephonyd.vicidial``).
     """
     return {
         "uniqueid": outcome.uniqueid,
@@ -66,4 +73,7 @@ def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[
         "sipHangupReason": outcome.sip_reason,
         "timestamp": int(timestamp),
         "source": source,
+        "didUsed": outcome.did or None,
+        "didSource": outcome.did_source,
+        "report": "outcome",
     }

@@ -76,6 +76,7 @@ async def test_one_committed_row_per_call_leg(tmp_path: Path) -> None:
             "hangupSource": "", "agentId": "6001", "leadId": "12345", "listId": "", "amdStatus": "",
             "amdCause": "", "sipHangupCause": 486, "sipHangupReason": "Busy Here",
             "timestamp": int(NOW), "source": "telephonyd",
+            "didUsed": "15551230001", "didSource": "OPTIMIZER_DID", "report": "outcome",
         }  # fmt: skip
         answered = rows[0]["payload"]
         assert (answered["dialStatus"], answered["duration"], answered["dialedTime"], answered["ringTime"]) == (

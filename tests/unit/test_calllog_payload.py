@@ -91,6 +91,9 @@ def test_busy_call_payload_exact() -> None:
         "sipHangupReason": "Busy Here",
         "timestamp": 1795237858,
         "source": "telephonyd",
+        "didUsed": "15551230001",
+        "didSource": "OPTIMIZER_DID",
+        "report": "outcome",
     }
 
 
@@ -218,3 +221,18 @@ def test_end_stage_reads_every_configured_name_once() -> None:
 @pytest.mark.parametrize(("text", "value"), [("", 0), ("17", 17), (" 3 ", 3), ("3.9", 3), ("abc", 0), ("-1", -1)])
 def test_to_int(text: str, value: int) -> None:
     assert to_int(text) == value
+
+
+@pytest.mark.parametrize(("set_vars", "did", "source"), [
+    ({"OPTIMIZER_DID": "15551230001", "DID_NUMBER": "15559990000"}, "15551230001", "OPTIMIZER_DID"),
+    ({"OPTIMIZER_DID": "", "DID_NUMBER": "15559990000"}, "15559990000", "DID_NUMBER"),  # the seed's variable
+    ({"OPTIMIZER_DID": ""}, "1010", "CALLERID(num)"),  # no DID variable: said so, not silently
+])
+def test_did_used_names_where_the_did_came_from(set_vars, did, source) -> None:
+    body = payload(values={**CHANNEL, **set_vars})
+    assert body["didUsed"] == did == body["phoneNumber"] and body["didSource"] == source
+
+
+def test_no_did_at_all_is_none() -> None:
+    body = payload(values={**CHANNEL, "OPTIMIZER_DID": "", c.CALLERID_NUM: ""})
+    assert body["didUsed"] is None and body["didSource"] == "none" and body["report"] == "outcome"
