@@ -53,7 +53,9 @@ def store_schemas(config: Config) -> list[sa.MetaData]:
     from .ameyo.schema import metadata as ameyo_metadata
     from .outbox.schema import metadata as outbox_metadata
 
-    schemas = [outbox_metadata, ameyo_metadata]
+    from .calls.records import metadata as calls_metadata
+
+    schemas = [outbox_metadata, ameyo_metadata, calls_metadata]
     if config.ps_contacts.url is None:
         from .contacts.schema import metadata as contacts_metadata
 
@@ -269,7 +271,7 @@ class App:
             raise ComponentExited(f"{name} stopped on its own")
 
     async def _stop_components(self) -> None:
-        order = ["fastagi", "http", "ameyo", "ami", "contacts", "presence", "mqtt", "outbox"]
+        order = ["fastagi", "http", "ameyo", "ami", "contacts", "presence", "calls", "calls_sink", "mqtt", "outbox"]
         names = [n for n in order if n in self.components] + [n for n in self.components if n not in order]
         drain = self.config.fastagi.drain_timeout_s
         for name in names:

@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from .calls.settings import CallsConfig
 from .errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +453,7 @@ class Config(Section):
     mqtt: MQTTConfig = MQTTConfig()
     ameyo: AmeyoConfig = AmeyoConfig()
     tops: TopsConfig = TopsConfig()
+    calls: CallsConfig = CallsConfig()
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, every secret replaced by ``'********'``."""
@@ -494,6 +496,10 @@ def _collect_secrets(model: BaseModel, out: list[str]) -> None:
             out.append(value.get_secret_value())
         elif isinstance(value, BaseModel):
             _collect_secrets(value, out)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _collect_secrets(item, out)
 
 
 # ---------------------------------------------------------------------------------------------
