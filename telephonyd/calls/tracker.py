@@ -128,7 +128,11 @@ class CallTracker:
         if handler is None:
             return []
         out: list[CallEvent] = []
-        handler(message.get, now, seq, out)
+        # Asterisk spells every key the same way (22.10.1 recordings): a plain dict of the pairs is
+        # far cheaper than case-insensitive lookups. Anything spelled otherwise takes the slow path.
+        pairs = getattr(message, "pairs", None)
+        fields = dict(pairs) if pairs and pairs[0][0] == "Event" else None
+        handler(fields.get if fields is not None else message.get, now, seq, out)
         return out
 
     def resync(self, live: Iterable[tuple[str, str]], now: float, before_seq: int | None = None) -> list[CallEvent]:

@@ -19,6 +19,9 @@ row. Transport failures (refused, reset, timeout) are retried.
 Order per call: a row is sent only once every earlier row of the same webhook and call (same
 linkedid, lower outbox id) is delivered or dead. An earlier row being sent right now by this
 process is awaited; one still pending answers ``retry`` so the event waits for its predecessor.
+When this process finished the row of the previous ``seq`` of the call, everything before it was
+finished too (it was checked the same way), so the store is asked only for a call's first event
+here (after a restart, or on another instance, rows of an earlier run may still be open).
 """
 
 from __future__ import annotations
@@ -92,6 +95,12 @@ class WebhookSender:
         self._secret = config.secret.get_secret_value() if config.secret else None
         self._sending: dict[int, asyncio.Future[bool]] = {}
         self._finished: OrderedDict[int, None] = OrderedDict()
+        self._finished_seq: OrderedDict[str, int] = OrderedDict()  # linkedid -> seq finished in order
+        t = outbox
+        self._earlier = (sa.select(t.c.id).where(
+            t.c.target == sa.bindparam("b_target"), t.c.key >= sa.bindparam("b_low"),
+            t.c.key < sa.bindparam("b_high"), t.c.id < sa.bindparam("b_id"),
+            t.c.state.not_in((DELIVERED, DEAD))).order_by(t.c.id))
 
     async def send(self, row: OutboxRow) -> Delivery:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -111,18 +120,24 @@ class WebhookSender:
                 self._finished[row.id] = None
                 while len(self._finished) > RECENT_FINISHED:
                     self._finished.popitem(last=False)
+                seq = row.payload.get("seq")
+                if isinstance(seq, int):
+                    linkedid = call_of(row.key)
+                    self._finished_seq[linkedid] = max(seq, self._finished_seq.pop(linkedid, 0))
+                    while len(self._finished_seq) > RECENT_FINISHED:
+                        self._finished_seq.popitem(last=False)
             done.set_result(finished)
 
     async def _earlier_open(self, row: OutboxRow) -> int | None:
         """The id of an earlier row of the same call still not delivered (None when there is none)."""
         linkedid = call_of(row.key)
-        t = outbox
-        query = (sa.select(t.c.id).where(
-            t.c.target == row.target, t.c.key >= f"{linkedid}:", t.c.key < f"{linkedid};",
-            t.c.id < row.id, t.c.state.not_in((DELIVERED, DEAD))).order_by(t.c.id))
+        seq = row.payload.get("seq")
+        if isinstance(seq, int) and seq > 1 and self._finished_seq.get(linkedid, 0) >= seq - 1:
+            return None
+        params = {"b_target": row.target, "b_low": f"{linkedid}:", "b_high": f"{linkedid};", "b_id": row.id}
         async with asyncio.timeout(10.0):
             async with self.store.connect() as conn:
-                earlier = [r.id for r in (await conn.execute(query)).all()]
+                earlier = [r.id for r in (await conn.execute(self._earlier, params)).all()]
         for row_id in earlier:
             if row_id in self._finished:
                 continue
