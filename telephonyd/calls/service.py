@@ -3,8 +3,9 @@
 AMI: the tracker's events (`CallTracker.EVENTS`; ``VarSet`` only when ``calls.variables`` names
 some) are applied inside the AMI read loop (pure and O(1) per event). After each AMI login the
 service lists ``CoreShowChannels`` (``CoreShowChannel`` items carry ``Uniqueid`` and ``Linkedid``,
-Asterisk 12+) and closes the calls that ended while the session was down; calls first seen after
-the listing's reply are left alone. A timer closes calls older than ``calls.max_age_s``.
+Asterisk 12+; recorded on 22.10.1) and closes the calls that ended while the session was down
+(calls first seen after the listing's reply are left alone), and starts following the calls it
+did not know. A timer closes calls older than ``calls.max_age_s``.
 
 Listeners (`add_listener`) are synchronous callables receiving `CallEvent`; they must not block
 (the MQTT publisher, the WebSocket stream and the `CallSink` only enqueue).
@@ -95,14 +96,14 @@ class CallService:
         if not getattr(reply, "is_success", False):
             self.last_resync_error = str(reply.get("Message") or "CoreShowChannels refused")
             return {"ok": False, "error": self.last_resync_error}
-        live = [(i.get("Uniqueid"), i.get("Linkedid") or i.get("Uniqueid")) for i in items if i.get("Uniqueid")]
         before = getattr(reply, "seq", 0) or None
-        events = self.tracker.resync(live, self._clock(), before_seq=before)
+        events = self.tracker.resync(items, self._clock(), before_seq=before)
         self._emit(events)
         self.resyncs += 1
         self.last_resync_error = None
-        log.info("calls resynced", extra={"channels": len(live), "closed": len(events)})
-        return {"ok": True, "channels": len(live), "closed": len(events)}
+        log.info("calls resynced", extra={"channels": len(items), "closed": len(events),
+                                          "live_calls": len(self.tracker.calls)})
+        return {"ok": True, "channels": len(items), "closed": len(events), "live_calls": len(self.tracker.calls)}
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -135,17 +135,29 @@ class CallTracker:
         handler(fields.get if fields is not None else message.get, now, seq, out)
         return out
 
-    def resync(self, live: Iterable[tuple[str, str]], now: float, before_seq: int | None = None) -> list[CallEvent]:
-        """Close what a ``CoreShowChannels`` listing shows is gone.
+    def resync(self, items: Iterable[Any], now: float, before_seq: int | None = None) -> list[CallEvent]:
+        """Apply a ``CoreShowChannels`` listing: close what it shows is gone, adopt what is unknown.
 
-        ``live``: ``(uniqueid, linkedid)`` of every listed channel. Calls with no listed channel end
-        (``end_reason`` resync); legs not listed are marked ended. ``before_seq``: only calls first seen
-        before this AMI receive order are closed (calls that began during the listing are kept).
+        ``items``: the ``CoreShowChannel`` events (``get`` for ``Uniqueid``, ``Linkedid``, ``Channel``,
+        ``ChannelState``, ``CallerIDNum``, ``Context``, ``Exten``, ``BridgeId``; Asterisk 22.10.1).
+        Calls with no listed channel end (``end_reason`` resync); legs not listed are marked ended.
+        Listed channels of unknown calls (began while the session was down, or before a restart) are
+        tracked from here on, silently: their ``call.ended`` comes with their Hangup. ``before_seq``:
+        only calls first seen before this AMI receive order are closed (calls that began during the
+        listing are kept).
         """
         by_call: dict[str, set[str]] = {}
-        for uniqueid, linkedid in live:
-            by_call.setdefault(linkedid, set()).add(uniqueid)
         out: list[CallEvent] = []
+        adopted: set[str] = set()
+        for item in items:
+            uniqueid = item.get("Uniqueid")
+            if not uniqueid:
+                continue
+            linkedid = item.get("Linkedid") or uniqueid
+            by_call.setdefault(linkedid, set()).add(uniqueid)
+            if linkedid in adopted or linkedid not in self.calls and linkedid not in self._recent:
+                adopted.add(linkedid)
+                self._adopt(item, now, out)
         for call in list(self.calls.values()):
             if before_seq is not None and call.first_seq >= before_seq:
                 continue
@@ -158,6 +170,20 @@ class CallTracker:
                     leg.ended_at = now
                     self._legs.pop(leg.uniqueid, None)
         return out
+
+    def _adopt(self, item: Any, now: float, out: list[CallEvent]) -> None:
+        found = self._leg(item.get, now, 0, out)
+        if found is None:
+            return
+        call, leg = found
+        if leg.uniqueid != call.linkedid:
+            leg.role = "callee"  # listed before its caller (Application AppDial)
+        leg.bridge = item.get("BridgeId") or None
+        if leg.state == "Up":
+            leg.answered_at = leg.answered_at or now
+            if leg.bridge or leg.role == "caller":
+                call.answered_at = call.answered_at or now
+        call.counts.setdefault("adopted", 1)
 
     def expire(self, now: float) -> list[CallEvent]:
         """Close every call started more than ``max_age_s`` before ``now``."""

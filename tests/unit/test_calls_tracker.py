@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from telephonyd.ami.message import AMIMessage
 from telephonyd.calls import CallRules, CallTracker
-from tests.fakes.ami_wire import recorded_events
+from tests.conftest import ASTERISK_FIXTURES
+from tests.fakes.ami_wire import recorded_events, split_raw, value_of
+
+CALL_RECORDINGS = ASTERISK_FIXTURES / "ami" / "calls"
 
 CALL_STREAMS = {
     "answered": "01_ANSWER_ami_events.txt",
@@ -133,18 +136,43 @@ def test_age_limit_closes_a_call_without_hangup() -> None:
     assert tracker.calls == {} and tracker._legs == {}
 
 
-def test_resync_closes_calls_not_listed() -> None:
+def listing(name: str) -> list[AMIMessage]:
+    """The CoreShowChannel items of a recorded CoreShowChannels reply (lab Asterisk 22.10.1)."""
+    raw = (CALL_RECORDINGS / name).read_bytes()
+    return [AMIMessage(p) for p in split_raw(raw) if value_of(p, "Event") == "CoreShowChannel"]
+
+
+def test_resync_closes_calls_not_listed_and_adopts_listed_ones() -> None:
     stream = [m for m in messages(CALL_STREAMS["answered"]) if m.event != "Hangup"]
     tracker = CallTracker()
     run(tracker, stream)
-    # A listing that still shows one of the legs keeps the call and ends the other leg.
-    assert tracker.resync([("1795237838.1", "1795237838.1")], 2000.0) == []
-    call = tracker.get("1795237838.1")
-    assert call is not None and call.legs["1795237839.2"].ended_at == 2000.0
+    items = listing("56_CoreShowChannels_2_calls.recv.raw")
+    assert len(items) == 4
     # A listing taken before the call began does not touch it.
     assert tracker.resync([], 2001.0, before_seq=1) == []
-    ended = tracker.resync([], 2002.0)
-    assert [e.snapshot["end_reason"] for e in ended] == ["resync"] and tracker.calls == {}
+    ended = tracker.resync(items, 2002.0)
+    assert [e.snapshot["end_reason"] for e in ended] == ["resync"]
+    assert ended[0].snapshot["hung_up_by"] == "unknown"
+    # The two calls Asterisk listed are followed from now on, without events of their own yet.
+    assert sorted(tracker.calls) == ["1796194650.37", "1796194650.38"]
+    call = tracker.get("1796194650.40")  # by the callee leg's uniqueid
+    assert call is not None and call.linkedid == "1796194650.37"
+    assert call.legs["1796194650.37"].role == "caller" and call.legs["1796194650.40"].role == "callee"
+    assert call.answered_at == 2002.0
+    # The idle listing after a reconnect closes both.
+    assert listing("54_CoreShowChannels_idle.recv.raw") == []
+    assert len(tracker.resync([], 2003.0)) == 2 and tracker.calls == {}
+
+
+def test_resync_marks_unlisted_legs_ended() -> None:
+    stream = [m for m in messages(CALL_STREAMS["answered"]) if m.event != "Hangup"]
+    tracker = CallTracker()
+    run(tracker, stream)
+    caller_only = [m for m in messages(CALL_STREAMS["answered"])
+                   if m.event == "Newchannel" and m.get("Uniqueid") == "1795237838.1"]
+    assert tracker.resync(caller_only, 2000.0) == []
+    call = tracker.get("1795237838.1")
+    assert call is not None and call.legs["1795237839.2"].ended_at == 2000.0
 
 
 def test_max_calls_evicts_the_oldest() -> None:
