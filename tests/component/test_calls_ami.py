@@ -17,34 +17,17 @@ from telephonyd.calls.service import CallService
 from telephonyd.calls.settings import CallsConfig
 from telephonyd.config import AMIConfig
 from telephonyd.store import Store
-from tests.conftest import ASTERISK_FIXTURES
-from tests.fakes.ami import FakeAMIServer
-from tests.fakes.ami_wire import value_of
+from tests.fakes.ami_channels import IDLE, TWO_CALLS, RecordedChannelsAMI
 from tests.helpers import running, wait_until
 
 SECRET = "s3cret"
-LISTINGS = ASTERISK_FIXTURES / "ami" / "calls"
-
-
-class RecordedChannelsAMI(FakeAMIServer):
-    """Answers CoreShowChannels with a recorded reply (its ActionID swapped for the request's)."""
-
-    listing = "56_CoreShowChannels_2_calls.recv.raw"
-
-    async def _answer(self, s, pairs):  # type: ignore[no-untyped-def]
-        if value_of(pairs, "Action").lower() != "coreshowchannels" or not s.logged_in:
-            return await super()._answer(s, pairs)
-        raw = (LISTINGS / self.listing).read_bytes()
-        recorded_id = raw.split(b"ActionID: ", 1)[1].split(b"\r\n", 1)[0]
-        s.send(raw.replace(b"ActionID: " + recorded_id + b"\r\n",
-                           b"ActionID: " + value_of(pairs, "ActionID").encode() + b"\r\n"))
-        return True
 
 
 async def test_calls_over_ami_reach_the_websocket_and_resync_closes_what_ended(sqlite_url: str) -> None:
     store = Store(sqlite_url, schemas=[calls_metadata])
     await store.start()
     async with RecordedChannelsAMI(secret=SECRET) as ami:
+        ami.listing = TWO_CALLS
         client = AMIClient(AMIConfig(enabled=True, port=ami.port, secret=SECRET, backoff_base_s=0.05,
                                      backoff_max_s=0.2))
         service = CallService(CallsConfig(enabled=True), ami=client)
@@ -76,7 +59,7 @@ async def test_calls_over_ami_reach_the_websocket_and_resync_closes_what_ended(s
                     assert got[-1]["call"]["linkedid"] == "1795237838.1"
                     assert got[-1]["call"]["hung_up_by"] == "callee" and got[-1]["node_id"] == "ast1"
                     # Asterisk restarts with nothing up: after the new login, the listing is empty.
-                    ami.listing = "54_CoreShowChannels_idle.recv.raw"
+                    ami.listing = IDLE
                     ami.drop_connections()
                     ended = [json.loads((await ws.receive(timeout=10)).data) for _ in range(2)]
                     assert sorted(m["call"]["linkedid"] for m in ended) == ["1796194650.37", "1796194650.38"]
