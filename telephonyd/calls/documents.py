@@ -78,6 +78,12 @@ def outcome_payload(call: dict[str, Any], *, source: str, timestamp: int) -> dic
         return None
     callees = [leg for leg in call.get("legs", ()) if leg.get("role") == "callee"]
     tech = call.get("tech_cause") or ""
+    sip_reason = ""
+    if not tech and dial_status == "ANSWER" and any(
+            str(leg.get("channel", "")).startswith(("PJSIP/", "SIP/")) for leg in callees):
+        # An answered SIP leg's tech cause is its 200 OK (HANGUPCAUSE(<leg>,tech) reads "SIP 200 OK" in
+        # the 22.10.1 recordings); AMI's Hangup carries no TechCause for a normal clearing.
+        tech, sip_reason = "200", "OK"
     outcome = CallOutcome(
         uniqueid=call["uniqueid"],
         linkedid=call["linkedid"],
@@ -95,6 +101,6 @@ def outcome_payload(call: dict[str, Any], *, source: str, timestamp: int) -> dic
         amd_status="",
         amd_cause="",
         sip_cause=int(tech) if tech.isdigit() else None,
-        sip_reason="",
+        sip_reason=sip_reason,
     )
     return build_payload(outcome, source=source, timestamp=timestamp)
