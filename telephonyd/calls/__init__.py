@@ -2,7 +2,8 @@
 
 from .describe import CallRules, describe
 from .model import EVENT_KINDS, SCHEMA, SCHEMA_VERSION, Call, Leg
-from .tracker import CallEvent, CallTracker
+from .model import CallEvent
+from .tracker import CallTracker
 
 __all__ = ["EVENT_KINDS", "SCHEMA", "SCHEMA_VERSION", "Call", "CallEvent", "CallRules", "CallTracker", "Leg",
            "describe"]

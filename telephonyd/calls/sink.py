@@ -29,7 +29,7 @@ from ..outbox.backoff import decorrelated_jitter
 from ..outbox.queries import STORE_ERRORS, short_error
 from .documents import document, matches, outcome_payload
 from .model import ENDED
-from .records import prune_statement, record_row
+from .records import call_records, prune_statement, record_row
 from .settings import CallsConfig
 from .tracker import CallEvent
 
@@ -179,8 +179,6 @@ class CallSink:
                 if payload is not None:
                     added += self.outbox.add(conn, self.outcome_target, payload["uniqueid"], payload)
         if records:
-            from .records import call_records
-
             conn.execute(self.store.insert_ignore(call_records), records)
         now = self._clock()
         if self.config.records and self.config.retention_s and now >= self._next_prune:

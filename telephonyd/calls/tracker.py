@@ -44,6 +44,7 @@ from .model import (
     RINGING,
     TRANSFERRED,
     Call,
+    CallEvent,
     Leg,
 )
 
@@ -52,37 +53,6 @@ STATE_NAMES = {"0": "Down", "1": "Rsrvd", "2": "OffHook", "3": "Dialing", "4": "
                "6": "Up", "7": "Busy"}
 
 Get = Callable[[str], Any]
-
-
-class CallEvent:
-    """One emitted event: ``kind`` (call.ringing ...), the `Call`, its per-call ``seq`` and
-    occurrence ``n`` of this kind, the epoch ``time``, and ``extra`` (``held``, ``transfer``).
-    ``snapshot`` is the schema-1 ``call`` object as it was when the event happened."""
-
-    __slots__ = ("call", "extra", "kind", "n", "seq", "snapshot", "time")
-
-    def __init__(self, kind: str, call: Call, snapshot: dict[str, Any], time: float,
-                 extra: dict[str, Any] | None = None) -> None:
-        self.kind = kind
-        self.call = call
-        call.seq += 1
-        self.seq = call.seq
-        self.n = call.counts[kind] = call.counts.get(kind, 0) + 1
-        self.snapshot = snapshot
-        self.time = time
-        self.extra = extra or {}
-
-    @property
-    def linkedid(self) -> str:
-        return self.call.linkedid
-
-    @property
-    def event_id(self) -> str:
-        """Stable across duplicates: ``<linkedid>:<kind>:<n>`` (n counts this kind in the call)."""
-        return f"{self.call.linkedid}:{self.kind}:{self.n}"
-
-    def __repr__(self) -> str:
-        return f"<CallEvent {self.event_id} seq={self.seq}>"
 
 
 class CallTracker:
