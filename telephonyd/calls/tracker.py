@@ -206,17 +206,26 @@ class CallTracker:
         if leg.ended_at is not None:
             return None
         channel = get(prefix + "Channel")
-        if channel:
+        if channel and channel != leg.channel:
             leg.channel = channel
+            if leg.role == "other" and channel.startswith("Local/") and channel.endswith(";2"):
+                # The second half of a Local channel is its first half's side (22.10.1: an originated
+                # Local/x@ctx;1 is the call's first leg and ;2 runs the dialplan that dials out).
+                first = channel[:-1] + "1"
+                if any(other.channel == first and other.role == "caller" for other in call.legs.values()):
+                    leg.role = "caller"
         state = get(prefix + "ChannelState")
         if state is not None:
             leg.state = STATE_NAMES.get(state, state)
             if leg.role == "caller" and not call.origin_state:
                 call.origin_state = leg.state
         num, name = get(prefix + "CallerIDNum"), get(prefix + "CallerIDName")
-        if num is not None:
+        # A Local channel's caller id turns into the far end's once that answers (connected line):
+        # keep the first one it had. Other channels keep the latest (dialplans set CALLERID(name)).
+        local = leg.channel.startswith("Local/")
+        if num is not None and not (local and leg.caller_num):
             leg.caller_num = "" if num == "<unknown>" else num
-        if name is not None:
+        if name is not None and not (local and leg.caller_name):
             leg.caller_name = "" if name == "<unknown>" else name
         context, exten = get(prefix + "Context"), get(prefix + "Exten")
         if context:

@@ -41,6 +41,27 @@ EXPECTED: dict[str, tuple[list[str], dict]] = {
     "08_callee_unregistered": (["call.ended"], {
         **INTERNAL, "dialed_number": "1015", "dial_status": None, "hangup_cause": 3, "tech_cause": "404",
         "hung_up_by": "system", "callee": {"num": "", "name": ""}}),
+    "09_hold_unhold_reinvite": (["call.ringing", "call.answered", "call.held", "call.held", "call.ended"], {
+        **INTERNAL, "dial_status": "ANSWER", "hung_up_by": "caller", "held": False}),
+    # AMI Redirect of the caller to music on hold: no Hold event (MOH is not a hold), the callee's leg
+    # is hung up by Asterisk, then an AMI Hangup.
+    "10_moh_via_ami_redirect": (ANSWERED, {**INTERNAL, "dial_status": "ANSWER", "hung_up_by": "system"}),
+    "11_blind_transfer_ami": (["call.ringing", "call.answered", "call.transferred", "call.ended"], {
+        **INTERNAL, "dial_status": "ANSWER", "transfers": 1}),
+    # Atxfer sent as DTMF only: the recording has no AttendedTransfer (no 1012 channel was made).
+    "12_attended_transfer_ami": (ANSWERED, {**INTERNAL, "transfers": 0, "hung_up_by": "callee"}),
+    "13_originate_local_then_endpoint": (ANSWERED, {
+        "direction": "outbound", "caller": {"num": "5550001111", "name": "Lab"},
+        "callee": {"num": "1011", "name": "Phone 1011"}, "dial_status": "ANSWER", "hung_up_by": "caller"}),
+    "14_originate_vicidial_outbound_answered": (ANSWERED, {
+        "direction": "outbound", "caller": {"num": "5550001111", "name": "V1121053000000012345"},
+        "dialed_number": "915552345678", "lead": "12345", "dial_status": "ANSWER", "hangup_cause": 16}),
+    "15_originate_vicidial_outbound_busy": (REFUSED, {
+        "direction": "outbound", "dial_status": "BUSY", "hangup_cause": 17, "hung_up_by": "callee"}),
+    # Answer() then Queue(): answered by the dialplan; the members ring while it is already answered.
+    "16_queue_call_answered_by_member": (["call.answered", "call.ended"], {
+        **INTERNAL, "dialed_number": "8000", "callee": {"num": "1010", "name": "Phone 1010"},
+        "dial_status": "ANSWER", "hung_up_by": "caller"}),
 }
 
 
@@ -62,6 +83,19 @@ def test_lab_call(name: str) -> None:
     for key, value in fields.items():
         assert record[key] == value, key
     assert record["end_reason"] == "hangup" and tracker.calls == {}
+
+
+def test_hold_and_transfer_details() -> None:
+    _, events = feed("09_hold_unhold_reinvite")
+    held = [e for e in events if e.kind == "call.held"]
+    assert [e.extra["held"] for e in held] == [True, False]
+    assert held[0].snapshot["held"] is True and held[1].snapshot["held"] is False
+    _, events = feed("11_blind_transfer_ami")
+    transfer = next(e for e in events if e.kind == "call.transferred").extra["transfer"]
+    assert transfer["type"] == "blind" and transfer["extension"] == "1012" and transfer["result"] == "Success"
+    _, events = feed("16_queue_call_answered_by_member")
+    legs = {leg["endpoint"]: leg for leg in events[-1].snapshot["legs"]}
+    assert {"1010", "1011", "1012"} <= set(legs) and legs["1010"]["answered_at"] is not None
 
 
 def test_every_lab_call_recording_is_covered() -> None:

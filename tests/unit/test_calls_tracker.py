@@ -204,7 +204,8 @@ def _mutate(stream: list[AMIMessage], ops: list[tuple[int, int, int]]) -> list[A
     return out
 
 
-ALL_STREAMS = [messages(name) for name in CALL_STREAMS.values()]
+ALL_STREAMS = [messages(name) for name in CALL_STREAMS.values()] + [
+    [AMIMessage(p) for p in split_raw(path.read_bytes())] for path in sorted(CALL_RECORDINGS.glob("*.ami_events.raw"))]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
