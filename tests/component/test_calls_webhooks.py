@@ -86,13 +86,11 @@ def tracked_events() -> list[Any]:
     return events
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-async def test_receiver_down_then_500_then_200_gets_every_event_once_in_order(
-        backend: str, sqlite_url: str, http_session) -> None:
+async def test_receiver_down_then_500_then_200_gets_every_event_once_in_order(store_url: str, http_session) -> None:
     port = free_port()
     config = CallsConfig.model_validate({"enabled": True, "webhooks": [
         {"name": "crm", "url": f"http://127.0.0.1:{port}/hook", "secret": SECRET, "timeout_s": 2}]})
-    store = Store(sqlite_url, schemas=[metadata, calls_metadata])
+    store = Store(store_url, schemas=[metadata, calls_metadata])
     await store.start()
     outbox = Outbox(store, node_id="n1", config=fast_config(concurrency=8), rng=random.Random(1))
     webhook = config.webhooks[0]
@@ -143,12 +141,12 @@ async def test_receiver_down_then_500_then_200_gets_every_event_once_in_order(
         await store.close()
 
 
-async def test_a_failed_event_holds_back_the_later_events_of_its_call(sqlite_url: str, http_session) -> None:
+async def test_a_failed_event_holds_back_the_later_events_of_its_call(store_url: str, http_session) -> None:
     port = free_port()
     config = CallsConfig.model_validate({"enabled": True, "webhooks": [
         {"name": "crm", "url": f"http://127.0.0.1:{port}/hook", "events": ["call.ringing", "call.answered",
                                                                            "call.ended"]}]})
-    store = Store(sqlite_url, schemas=[metadata, calls_metadata])
+    store = Store(store_url, schemas=[metadata, calls_metadata])
     await store.start()
     outbox = Outbox(store, node_id="n1", config=fast_config(concurrency=8), rng=random.Random(1))
     webhook = config.webhooks[0]
