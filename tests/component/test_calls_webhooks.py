@@ -11,7 +11,6 @@ import random
 import socket
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from telephonyd.ami.message import AMIMessage
