@@ -347,6 +347,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
                      "ami_events_per_s": round(ami_events / seconds), "rss_mb": samples,
                      "rss_growth_mb_10pct_to_100pct": round(last_rss - first_rss, 1),
                      "live_calls_left": len(tracker.calls)}
+        print(json.dumps({mode: out[mode]}), file=sys.stderr, flush=True)
     out["tracked_vs_baseline_time_ratio"] = round(out["tracked"]["seconds"] / out["baseline"]["seconds"], 2)
     out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
