@@ -204,6 +204,8 @@ class App:
 
     async def _build_ami(self) -> None:
         if not self.config.ami.enabled:
+            if self.config.calls.enabled:
+                log.warning("calls.enabled needs ami.enabled: no call is tracked")
             return
         from .wiring import build_ami_side
 
