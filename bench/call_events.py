@@ -11,7 +11,8 @@ giving ``--rate`` call events/s; the daemon side is wired like the daemon (AMICl
 -> CallSink -> Store (SQLite file) -> Outbox -> WebhookSender) and posts to a fake receiver living in
 the fake Asterisk's process. Measured: call events/s delivered, end-to-end delay from the AMI event's
 arrival on the socket to the webhook's arrival at the receiver (p50/p99/max; goal p99 < 50 ms), and
-CPU seconds of this process. Baseline, same run: the same stream over the same socket into an
+CPU seconds of this process; the delay is split at the commit of the event's rows (AMI -> stored,
+stored -> received). Baseline, same run: the same stream over the same socket into an
 AMIClient with no call tracking.
 
 Phase 2 (memory, in process): ``--calls`` calls (default 1,000,000) as bytes through the AMI parser
@@ -245,7 +246,19 @@ async def live(args: argparse.Namespace, ami_port: int, http_port: int) -> dict[
 
     client.subscribe("*", on_ami)  # before the tracker's subscriptions: runs first for each event
     service = CallService(config, ami=client)
-    sink = CallSink(config, store=store, outbox=outbox, node_id="bench")
+    class TimedSink(CallSink):
+        """Notes when each event's rows were written (the end of its transaction, writer thread)."""
+
+        stored_at: dict[str, float] = {}
+
+        def _write(self, conn: Any, batch: list[Any]) -> int:
+            added = super()._write(conn, batch)
+            now = time.monotonic()
+            for event, _ in batch:
+                self.stored_at.setdefault(event.event_id, now)
+            return added
+
+    sink = TimedSink(config, store=store, outbox=outbox, node_id="bench")
     service.add_listener(lambda event: arrival.setdefault(event.event_id, latest["t"]))
     service.add_listener(lambda event: sink.push(event) if sink.wanted(event) else None)
     components = [service, sink, outbox, client]
@@ -277,7 +290,10 @@ async def live(args: argparse.Namespace, ami_port: int, http_port: int) -> dict[
         report["tracked"] = {
             "call_events": len(arrival), "delivered": len(got), "seconds": round(elapsed, 2),
             "call_events_per_s": round(len(got) / elapsed, 1) if elapsed else None,
-            "end_to_end": _percentiles(delays), "goal_p99_ms": 50, "cpu_s": round(cpu, 2),
+            "end_to_end": _percentiles(delays), "goal_p99_ms": 50,
+            "ami_to_stored": _percentiles([sink.stored_at[k] - arrival[k] for k in arrival if k in sink.stored_at]),
+            "stored_to_received": _percentiles([got[k] - sink.stored_at[k] for k in got if k in sink.stored_at]),
+            "cpu_s": round(cpu, 2),
             "cpu_ratio_vs_baseline": round(cpu / bare_cpu, 2) if bare_cpu else None,
             "sink": sink.health(), "live_calls_left": len(service.tracker.calls),
         }
