@@ -52,9 +52,10 @@ class ComponentExited(RuntimeError):
 def store_schemas(config: Config) -> list[sa.MetaData]:
     """Every MetaData that lives in the main store (``store.url``)."""
     from .ameyo.schema import metadata as ameyo_metadata
+    from .calls.records import metadata as calls_metadata
     from .outbox.schema import metadata as outbox_metadata
 
-    schemas = [outbox_metadata, ameyo_metadata]
+    schemas = [outbox_metadata, ameyo_metadata, calls_metadata]
     if config.vicidial.enabled:
         from .vicidial import metadata as vicidial_metadata
 
@@ -224,6 +225,8 @@ class App:
 
     async def _build_ami(self) -> None:
         if not self.config.ami.enabled:
+            if self.config.calls.enabled:
+                log.warning("calls.enabled needs ami.enabled: no call is tracked")
             return
         from .wiring import build_ami_side
 
@@ -299,7 +302,7 @@ class App:
             raise ComponentExited(f"{name} stopped on its own")
 
     async def _stop_components(self) -> None:
-        order = ["fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "mqtt", "outbox"]
+        order = ["fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "calls", "calls_sink", "mqtt", "outbox"]
         names = [n for n in order if n in self.components] + [n for n in self.components if n not in order]
         drain = self.config.fastagi.drain_timeout_s
         for name in names:

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "telephonyd.presence.commands",
     "telephonyd.ameyo.commands",
     "telephonyd.vicidial.commands",
+    "telephonyd.calls.commands",
 )
 
 

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from .calls.settings import CallsConfig
 from .errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -514,6 +515,7 @@ class Config(Section):
     mqtt: MQTTConfig = MQTTConfig()
     ameyo: AmeyoConfig = AmeyoConfig()
     tops: TopsConfig = TopsConfig()
+    calls: CallsConfig = CallsConfig()
     vicidial: VICIdialConfig = VICIdialConfig()
 
     @model_validator(mode="after")
@@ -573,6 +575,10 @@ def _collect_secrets(model: BaseModel, out: list[str]) -> None:
             out.append(value.get_secret_value())
         elif isinstance(value, BaseModel):
             _collect_secrets(value, out)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _collect_secrets(item, out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,10 +46,61 @@ async def build_ami_side(app: Any) -> None:
     # Consumers first, so their subscriptions exist before the client's first login.
     app.components["contacts"] = contacts
     app.components["presence"] = presence
+    calls = build_calls(app, client) if config.calls.enabled else None
     if config.mqtt.enabled:
         from .mqtt import MQTTPublisher
 
-        publisher = MQTTPublisher(config.mqtt, node_id=config.node_id, presence=presence)
+        live_calls = (lambda: list(calls.tracker.calls)) if calls is not None and config.calls.mqtt else None
+        publisher = MQTTPublisher(config.mqtt, node_id=config.node_id, presence=presence, live_calls=live_calls)
         presence.add_listener(publisher.publish_event)
+        if live_calls is not None:
+            assert calls is not None
+            calls.add_listener(mqtt_call_listener(publisher, config.node_id))
         app.components["mqtt"] = publisher
     app.components["ami"] = client
+
+
+def build_calls(app: Any, client: AMIClient) -> Any:
+    """The call tracker (``calls``), its WebSocket stream, routes, call records and webhooks."""
+    from .calls.routes import CallStream
+    from .calls.routes import routes as call_routes
+    from .calls.service import CallService
+    from .calls.sink import CallSink
+    from .calls.webhooks import WebhookSender
+    from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
+
+    config = app.config
+    service = CallService(config.calls, ami=client)
+    stream = CallStream(service.live_calls, node_id=config.node_id, queue_size=config.calls.ws_queue_size,
+                        heartbeat_s=config.presence.ws_heartbeat_s, send_timeout_s=config.presence.ws_send_timeout_s)
+    service.add_listener(stream.publish_event)
+    sink = CallSink(config.calls, store=app.store, outbox=app.outbox, node_id=config.node_id,
+                    outcome_target=DID_OPTIMIZER_TARGET, outcome_source=config.call_log.source)
+
+    def to_sink(event: Any) -> None:
+        if sink.wanted(event):
+            sink.push(event)
+
+    service.add_listener(to_sink)
+    for webhook in config.calls.webhooks:
+        app.register_sender(webhook.target, WebhookSender(webhook, app._session, app.store),  # noqa: SLF001
+                            enabled=webhook.enabled)
+    app.http.add_routes(call_routes(app.store, stream, service.live_calls, call_log_target=DID_OPTIMIZER_TARGET),
+                        auth="admin")
+    app.http.on_shutdown(stream.close)
+    app.calls_service = service
+    app.components["calls"] = service
+    app.components["calls_sink"] = sink
+    return service
+
+
+def mqtt_call_listener(publisher: Any, node_id: str) -> Any:
+    """A call-event listener publishing each event's document through ``publisher.publish_call``."""
+    from .calls.documents import document
+    from .calls.model import ENDED
+    from .calls.webhooks import body_of
+
+    def publish(event: Any) -> None:
+        publisher.publish_call(event.linkedid, body_of(document(event, node_id)), ended=event.kind == ENDED)
+
+    return publish

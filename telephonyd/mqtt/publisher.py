@@ -13,7 +13,9 @@ Connection life, top to bottom:
    backoff and jitter; changes queued meanwhile are superseded by the full republish.
 
 Presence pushes through `publish_event` (synchronous, never blocks): a `LatestStateBuffer` bounded by
-``mqtt.queue_size`` sits in between.
+``mqtt.queue_size`` sits in between. Call events come through `publish_call` into their own queue
+(same bound; past it the oldest are dropped and counted), published in order after presence
+changes; on connect, retained ``calls/<linkedid>`` topics of calls no longer live are cleared.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -65,8 +68,12 @@ class MQTTPublisher:
     ``presence.add_listener(publisher.publish_event)``.
     """
 
-    def __init__(self, config: MQTTConfig, *, node_id: str, presence: PresenceSource) -> None:
+    def __init__(self, config: MQTTConfig, *, node_id: str, presence: PresenceSource,
+                 live_calls: Callable[[], Iterable[str]] | None = None) -> None:
         self.config = config
+        self.live_calls = live_calls
+        self._calls: deque[tuple[str, bytes, bool]] = deque()
+        self.calls_dropped = 0
         self.node_id = node_id
         self.presence = presence
         self.topics = Topics(config.base_topic, node_id)
@@ -97,6 +104,18 @@ class MQTTPublisher:
         if not self.config.enabled:
             return
         self._buffer.push(event)
+        self._wakeup.set()
+
+    def publish_call(self, linkedid: str, payload: bytes, *, ended: bool) -> None:
+        """Queue one call event: retained ``calls/<linkedid>`` (cleared when ``ended``) and
+        ``events/call``; never blocks."""
+        if not self.config.enabled:
+            return
+        while len(self._calls) + 2 > self.config.queue_size * 2:
+            self._calls.popleft()
+            self.calls_dropped += 1
+        self._calls.append((self.topics.call(linkedid), b"" if ended else payload, True))
+        self._calls.append((self.topics.call_events, payload, False))
         self._wakeup.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -164,6 +183,8 @@ class MQTTPublisher:
             "broker": f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}",
             "queued": len(self._buffer),
             "dropped": self._buffer.dropped,
+            "calls_queued": len(self._calls),
+            "calls_dropped": self.calls_dropped,
             "published": self.published,
             "connects": self.connects,
             "last_error": self.last_error,
@@ -217,6 +238,34 @@ class MQTTPublisher:
         self._retained |= await self._retained_on_broker(client)
         await self._publish(client, self.topics.status, ONLINE, retain=True)
         await self._republish_all(client)
+        if self.live_calls is not None:
+            await self._clear_ended_calls(client)
+
+    async def _clear_ended_calls(self, client: aiomqtt.Client) -> None:
+        """Clear retained ``calls/<linkedid>`` topics of calls that are not live (best effort)."""
+        stale: list[str] = []
+        marker = uuid.uuid4().hex.encode()
+        try:
+            await client.subscribe(self.topics.calls_filter, qos=1)
+            await client.subscribe(self.topics.sweep_marker, qos=1)
+            await client.publish(self.topics.sweep_marker, marker, qos=1)
+            async with asyncio.timeout(self.config.publish_timeout_s):
+                async for message in client.messages:
+                    if str(message.topic) == self.topics.sweep_marker and message.payload == marker:
+                        break
+                    if message.payload and str(message.topic).startswith(self.topics.call("")):
+                        stale.append(str(message.topic))
+        except TimeoutError:
+            log.warning("MQTT retained call topics not fully read", extra={"found": len(stale)})
+        finally:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(self.topics.sweep_marker)
+                await client.unsubscribe(self.topics.calls_filter)
+        assert self.live_calls is not None
+        live = {self.topics.call(linkedid) for linkedid in self.live_calls()}
+        for topic in stale:
+            if topic not in live:
+                await self._publish(client, topic, b"", retain=True)
 
     async def _retained_on_broker(self, client: aiomqtt.Client) -> set[str]:
         """Endpoints whose agent topic the broker retains for this node (best effort)."""
@@ -274,6 +323,13 @@ class MQTTPublisher:
                 event = self._buffer.pop()
                 if event is not None:
                     await self._publish_event(client, event)
+                    if self._stopping.is_set() and self._past_drain_deadline():
+                        return
+                    continue
+                if self._calls:
+                    topic, payload, retain = self._calls[0]
+                    await self._publish(client, topic, payload, retain=retain)
+                    self._calls.popleft()  # only once published: a lost link sends it again
                     if self._stopping.is_set() and self._past_drain_deadline():
                         return
                     continue

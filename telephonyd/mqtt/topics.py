@@ -4,7 +4,9 @@ Under ``<base>/<node_id>/``:
 - ``status``: retained ``online`` / ``offline`` (also the last will);
 - ``agents/<endpoint>``: retained JSON ``{"endpoint","state","online","since","seq"}``; an empty
   retained payload clears it when the endpoint is retired;
-- ``events/agent_status``: the same JSON for every change, not retained.
+- ``events/agent_status``: the same JSON for every change, not retained;
+- ``calls/<linkedid>``: retained call-event JSON (docs/call-events.md) while the call lives, cleared
+  with an empty retained payload when it ends; ``events/call``: every call event, not retained.
 
 An endpoint name becomes one topic level: ``/``, ``+``, ``#``, ``%`` and NUL are percent-encoded
 (``%2F``...), so a name can neither add levels nor act as a wildcard; the payload keeps the real name.
@@ -60,6 +62,17 @@ class Topics:
     @property
     def sweep_marker(self) -> str:
         return f"{self.root}/sweep"
+
+    @property
+    def calls_filter(self) -> str:
+        return f"{self.root}/calls/+"
+
+    @property
+    def call_events(self) -> str:
+        return f"{self.root}/events/call"
+
+    def call(self, linkedid: str) -> str:
+        return f"{self.root}/calls/{topic_level(linkedid)}"
 
     def agent(self, endpoint: str) -> str:
         return f"{self.root}/agents/{topic_level(endpoint)}"

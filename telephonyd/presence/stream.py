@@ -83,11 +83,8 @@ class AgentStream:
 
     def publish_event(self, event: Any) -> None:
         """Queue a presence event for every client; drop the clients whose queue is full."""
-        if event.kind == "status":
-            message = _encode({"type": "agent:status", **event.as_dict()})
-        elif event.kind == "retired":
-            message = _encode({"type": "agent:removed", **event.as_dict()})
-        else:
+        message = self._message_for(event)
+        if message is None:
             return
         for client in list(self._clients):
             try:
@@ -96,6 +93,18 @@ class AgentStream:
                 self._drop(client, WSCloseCode.TRY_AGAIN_LATER, "slow consumer")
                 self.dropped_slow += 1
                 log.warning("WebSocket client dropped: too slow", extra={"peer": client.request.remote})
+
+    def _message_for(self, event: Any) -> str | None:
+        """The text sent to clients for one event (None: not sent); subclasses feed other events."""
+        if event.kind == "status":
+            return _encode({"type": "agent:status", **event.as_dict()})
+        if event.kind == "retired":
+            return _encode({"type": "agent:removed", **event.as_dict()})
+        return None
+
+    def _snapshot(self) -> str:
+        """The first message of a connection."""
+        return _encode({"type": "agents:snapshot", "agents": [a.as_dict() for a in self._agents()]})
 
     def _drop(self, client: _Client, code: int, reason: str) -> None:
         self._clients.discard(client)
@@ -114,7 +123,7 @@ class AgentStream:
             return ws
         client = _Client(ws, request, asyncio.Queue(self.queue_size))
         # Snapshot and registration without an await in between: no delta can be missed.
-        client.queue.put_nowait(_encode({"type": "agents:snapshot", "agents": [a.as_dict() for a in self._agents()]}))
+        client.queue.put_nowait(self._snapshot())
         self._clients.add(client)
         self.connections_total += 1
         client.writer = asyncio.create_task(self._write(client), name="ws-agents-writer")
