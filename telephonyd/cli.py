@@ -120,7 +120,10 @@ def _set_config_path(ctx: click.Context, _param: click.Parameter, value: str | N
 def _config_option() -> click.Option:
     return click.Option(
         ["-c", "--config"],
-        type=click.Path(dir_okay=False),
+        # A plain string: load_config reports a missing or unreadable file as a configuration
+        # error (exit 78, path and reason), the same as through $TELEPHONYD_CONFIG.
+        type=str,
+        metavar="PATH",
         help="Configuration file (default: $TELEPHONYD_CONFIG, then /etc/telephonyd/telephonyd.yml).",
         callback=_set_config_path,
         expose_value=False,
