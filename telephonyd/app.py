@@ -61,12 +61,15 @@ def store_schemas(config: Config) -> list[sa.MetaData]:
     return schemas
 
 
-def build_store(config: Config) -> Store:
+def build_store(config: Config, *, create: bool = True, check: bool = False) -> Store:
+    """The main store (see `Store`: ``create`` a missing one, ``check`` it with quick_check)."""
     return Store(
         config.store.url.get_secret_value(),
         schemas=store_schemas(config),
         pool_size=config.store.pool_size,
         connect_timeout_s=config.store.connect_timeout_s,
+        create=create,
+        check=check,
     )
 
 
@@ -78,7 +81,7 @@ class App:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.started_at = time.time()
-        self.store = build_store(config)
+        self.store = build_store(config, check=True)
         self.stores: list[Store] = [self.store]
         self.components: dict[str, Any] = {}
         self._stopping = asyncio.Event()
@@ -108,6 +111,10 @@ class App:
             except ConfigError as exc:
                 log.error("configuration error", extra={"error": str(exc)})
                 return ConfigError.exit_code
+            except StoreError as exc:  # permanent: `_start_store` retries the others
+                log.error("the store cannot be used; exiting", extra={"error": str(exc)})
+                self.notifier.status(f"store unusable: {exc}")
+                return exc.exit_code
             except OSError as exc:
                 log.error("cannot start", extra={"error": str(exc)})
                 return 1
@@ -148,12 +155,16 @@ class App:
         return True
 
     async def _start_store(self, store: Store) -> bool:
+        """Start ``store``, retrying with backoff while its error is retryable (a database server
+        down); a permanent `StoreError` (damaged file, unwritable directory) is raised."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
                 await store.start()
                 return True
             except StoreError as exc:
+                if not exc.retryable:
+                    raise
                 log.warning("store unavailable, retrying", extra={"error": str(exc), "retry_in_s": round(delay, 1)})
                 self.notifier.status(f"waiting for the store: {exc}")
                 with contextlib.suppress(TimeoutError):
