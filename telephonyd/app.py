@@ -70,6 +70,7 @@ def build_store(config: Config, *, create: bool = True, check: bool = False) -> 
         connect_timeout_s=config.store.connect_timeout_s,
         create=create,
         check=check,
+        write_probe=True,
     )
 
 
@@ -347,10 +348,11 @@ class App:
     # -- status ----------------------------------------------------------------------------------
 
     async def ready(self) -> bool:
+        """Every listener bound, the store answering and accepting writes (not full, not read-only)."""
         listeners = [c for c in (self.http, self.fastagi) if c is not None]
         if not all(c.health().get("ok") for c in listeners):
             return False
-        return await self.store.ping()
+        return await self.store.ping() and await self.store.accepts_writes()
 
     async def status(self) -> dict[str, Any]:
         components = {}
@@ -360,8 +362,11 @@ class App:
             except Exception as exc:  # noqa: BLE001 - a status page must not fail on one component
                 components[name] = {"ok": False, "state": "error", "error": str(exc)}
         store_ok = await self.store.ping()
-        components["store"] = {"ok": store_ok, "state": "reachable" if store_ok else "unreachable",
-                               "dialect": self.store.dialect}
+        writable = await self.store.accepts_writes()
+        components["store"] = {"ok": store_ok and writable,
+                               "state": ("refusing writes" if not writable else "reachable") if store_ok
+                               else "unreachable",
+                               "dialect": self.store.dialect, **self.store.write_state.describe()}
         outbox: dict[str, Any] = {}
         if self.outbox is not None and store_ok:
             try:

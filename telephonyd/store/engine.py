@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from ..errors import StoreError
 from . import integrity
 from .migrate import ensure_schema
+from .refusal import WriteState, probe_metadata
 from .writer import SQLiteWriter
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,19 @@ class Store:
         connect_timeout_s: float = 5.0,
         create: bool = True,
         check: bool = False,
+        write_probe: bool = False,
     ) -> None:
         self.url = url
         self.create = create
         self.check = check
         self.dialect = dialect_of(url)
         self.schemas = list(schemas)
+        #: Write health (`refusal.WriteState`): a full disk or read-only store, heard from every
+        #: engine; ``write_probe`` adds the ``store_probe`` table that `accepts_writes` writes to.
+        self.write_state = WriteState()
+        self._write_probe = write_probe
+        if write_probe:
+            self.schemas.append(probe_metadata)
         self.pool_size = pool_size
         self.connect_timeout_s = connect_timeout_s
         self._engine: AsyncEngine | None = None
@@ -112,6 +120,7 @@ class Store:
         engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        self.write_state.install(engine.sync_engine)
         self._engine = engine
         try:
             async with asyncio.timeout(self.connect_timeout_s * 4):
@@ -136,6 +145,7 @@ class Store:
                 raise StoreError(f"cannot write the store marker beside {file}: {exc.strerror}",
                                  retryable=False) from None
             self._writer = SQLiteWriter(url, _sqlite_pragmas)
+            self.write_state.install(self._writer.engine)
         log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
 
     async def close(self) -> None:
@@ -174,10 +184,28 @@ class Store:
         transaction is rolled back. ``work`` may run again if the caller retries: it must touch
         nothing but ``conn``.
         """
+        changed = self.write_state.changed
         if self._writer is not None:
-            return await self._writer.run(work, urgent=urgent)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+            result = await self._writer.run(work, urgent=urgent)
+        else:
+            async with self.engine.begin() as conn:
+                result = await conn.run_sync(work)
+        if self.write_state.reason is not None and self.write_state.changed > changed:
+            self.write_state.accepted()  # a write that changed rows was committed
+        return result
+
+    async def accepts_writes(self) -> bool:
+        """False while the store refuses writes (disk full, read-only; see `refusal`). While it does,
+        a probe write is tried at most every `refusal.PROBE_INTERVAL_S` (with ``write_probe``), so
+        this turns True again once space or write access is back, traffic or not."""
+        state = self.write_state
+        if self._write_probe and state.probe_due():
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await self.write(state.probe_work)
+            except Exception:  # noqa: BLE001 - the failure itself is recorded by `state`
+                log.debug("store write probe failed", exc_info=True)
+        return state.reason is None
 
     async def ping(self) -> bool:
         """True when a trivial query answers within the connect timeout."""
