@@ -39,12 +39,13 @@ class StrictLoader(yaml.SafeLoader):
             if key_node.tag == _MERGE_TAG:
                 continue
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
             except TypeError:  # an unhashable key: SafeLoader reports it itself
                 continue
-            if first != key_node.start_mark.line + 1:
-                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
         return super().construct_mapping(node, deep=deep)
 
 
