@@ -133,6 +133,19 @@ def _escape(ch: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
+class _EscapingStream:
+    """A text stream that writes through `printable` (for click's own error output)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:
     """Write one piece of CLI output (stdout, or stderr with ``err``) through `printable`: every
     command prints with this, never with ``click.echo`` directly."""
@@ -260,12 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         echo("Aborted!", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        if isinstance(exc, click.UsageError) and exc.ctx is not None:
-            echo(exc.ctx.get_usage(), err=True)
-            hint = f"Try '{exc.ctx.command_path} {exc.ctx.help_option_names[0]}' for help."
-            echo(hint, err=True)
-            echo("", err=True)
-        echo(f"Error: {exc.format_message()}", err=True)
+        exc.show(file=_EscapingStream(sys.stderr))  # type: ignore[arg-type]
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
