@@ -70,7 +70,10 @@ async def _requeue(q: OutboxQueries, where: sa.ColumnElement[bool], error: Any, 
         state = sa.case((t.c.attempts + 1 >= max_attempts, DEAD), else_=PENDING)
     select = sa.select(t.c.id, t.c.target, _KEY, t.c.claimed_by, t.c.claim_token, t.c.log_context).where(where)
     if q.store.dialect == "mysql":
-        select = select.with_for_update()  # a concurrent sweep of another node waits, then sees them done
+        # A row locked by another transaction is being claimed, finished or swept right now: skip it
+        # (a plain locking read would wait on it, up to innodb_lock_wait_timeout); the next sweep
+        # sees it again if it still needs taking back. Two sweeping nodes take disjoint rows.
+        select = select.with_for_update(skip_locked=True)
 
     def work(conn: sa.Connection) -> list[Requeued]:
         found = [Requeued(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else {})
