@@ -1,7 +1,8 @@
 """`App`: the only module that imports every edge and wires them together.
 
 Lifecycle, top to bottom:
-1. start: the store (retried with backoff while the database is down), the outbox and its senders,
+1. start: the store (retried with backoff while the database is down; a permanent store error, such
+   as a damaged or emptied SQLite file or an unwritable state directory, exits 78), the outbox and its senders,
    the HTTP listener with every edge's routes, the FastAGI listener, the AMI side when enabled;
 2. READY (sd_notify) once every listener accepts; every component's ``run()`` in one TaskGroup;
 3. SIGTERM/SIGINT set a flag; shutdown stops accepting, drains AGI sessions in flight within
@@ -112,7 +113,12 @@ class App:
             except ConfigError as exc:
                 log.error("configuration error", extra={"error": str(exc)})
                 return ConfigError.exit_code
-            except StoreError as exc:  # permanent: `_start_store` retries the others
+            except StoreError as exc:
+                if exc.retryable:  # a component's start met a store outage: systemd restarts us
+                    log.error("cannot start", extra={"error": str(exc)})
+                    return 1
+                # Permanent (damaged file, unwritable directory, refused login): `_start_store`
+                # retries only the others. 78: systemd does not restart into the same failure.
                 log.error("the store cannot be used; exiting", extra={"error": str(exc)})
                 self.notifier.status(f"store unusable: {exc}")
                 return exc.exit_code
