@@ -1,9 +1,10 @@
 """`App`: the only module that imports every edge and wires them together.
 
 Lifecycle, top to bottom:
-1. start: the store (retried with backoff while the database is down; a permanent store error, such
-   as a damaged or emptied SQLite file or an unwritable state directory, exits 78), the outbox and its senders,
-   the HTTP listener with every edge's routes, the FastAGI listener, the AMI side when enabled;
+1. start: the store (retried with backoff while the database is down; a permanent store error,
+   such as a damaged or emptied SQLite file or an unwritable state directory, exits 78), the outbox
+   and its senders, the HTTP listener with every edge's routes, the FastAGI listener, the AMI side
+   when enabled;
 2. READY (sd_notify) once every listener accepts; every component's ``run()`` in one TaskGroup;
 3. SIGTERM/SIGINT set a flag; shutdown stops accepting, drains AGI sessions in flight within
    ``fastagi.drain_timeout_s``, stops the AMI side, flushes and stops the outbox, closes the store;
