@@ -114,10 +114,10 @@ def db_recover(obj: Any, output: Path | None, no_shell: bool, as_json: bool) -> 
     result: dict[str, Any] = {"method": recovery.method, "tables": recovery.tables, "problems": recovery.problems,
                               "recovered": str(target)}
     if output is None:
-        kept = set_aside(file)
+        kept = set_aside(file) if file.exists() else None
         target.rename(file)
         write_marker(file)
-        result.update(recovered=str(file), damaged_kept_as=str(kept))
+        result.update(recovered=str(file), damaged_kept_as=str(kept) if kept else None)
     if as_json:
         echo_json(result)
         return
@@ -126,5 +126,7 @@ def db_recover(obj: Any, output: Path | None, no_shell: bool, as_json: bool) -> 
         echo(f"  {table}: {rows} rows")
     for problem in recovery.problems:
         echo(f"  problem: {problem}")
-    if output is None:
+    if output is None and result["damaged_kept_as"]:
         echo(f"the damaged store is kept as {result['damaged_kept_as']}; start the daemon again")
+    elif output is None:
+        echo("there was no store file: a new, empty store is in place; start the daemon again")

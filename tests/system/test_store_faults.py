@@ -97,6 +97,16 @@ def test_store_deleted_with_its_marker_left_is_refused(filled: Daemon) -> None:
     assert start_and_wait_exit(filled) == EX_CONFIG
     assert f"the store {db} is missing but the store was created at" in filled.logs()
     assert not db.exists()
+    # Accepting the loss on purpose: db recover puts a new, empty store in place.
+    recovered = telephonyd("db", "recover", "-c", str(filled.config_path))
+    assert recovered.returncode == 0, recovered.stderr
+    assert "a new, empty store is in place" in recovered.stdout
+    filled.start()
+    try:
+        assert pending(db) == 0
+    finally:
+        assert filled.stop() == 0
+        filled.close()
 
 
 @pytest.mark.parametrize("damage", ["garbage header", "truncated"])
