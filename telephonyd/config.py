@@ -566,7 +566,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def config_files(path: Path) -> list[Path]:
     """The main file and the ``conf.d/*.yml`` files beside it, in merge order."""
     conf_d = path.parent / "conf.d"
-    extra = sorted(conf_d.glob("*.yml")) + sorted(conf_d.glob("*.yaml")) if conf_d.is_dir() else []
+    if not conf_d.is_dir():
+        return [path]
+    try:
+        names = os.listdir(conf_d)  # glob() would skip an unreadable directory without a word
+    except OSError as exc:
+        raise ConfigError(f"cannot read {conf_d}: {exc.strerror}") from None
+    extra = [conf_d / name for name in names if name.endswith((".yml", ".yaml"))]
     return [path, *sorted(extra, key=lambda p: p.name)]
 
 

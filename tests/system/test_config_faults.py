@@ -77,3 +77,19 @@ def test_config_path_that_is_no_file_exits_78(tmp_path: Path, kind: str) -> None
     assert result.returncode == EX_CONFIG, result.stderr
     reason = "a directory" if kind == "directory" else "does not exist"
     assert f"config file {path}: {reason}" in result.stderr
+
+
+def test_unreadable_conf_d_is_not_skipped_silently(tmp_path: Path) -> None:
+    main = tmp_path / "telephonyd.yml"
+    main.write_text("node_id: n1\n")
+    main.chmod(0o600)
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "10-token.yml").write_text("http:\n  admin_token: from-conf-d\n")
+    conf_d.chmod(0o000)
+    try:
+        result = telephonyd("check-config", "-c", str(main), without_dac_override=True)
+    finally:
+        conf_d.chmod(0o700)
+    assert result.returncode == EX_CONFIG, result.stdout
+    assert f"cannot read {conf_d}: Permission denied" in result.stderr
