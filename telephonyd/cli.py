@@ -1,11 +1,13 @@
 """The ``telephonyd`` command line.
 
 ``telephonyd run -c PATH`` runs the daemon; the other commands read the store directly (``outbox``,
-``db upgrade``, ``requests``) or call the running daemon's HTTP API (``status``, ``agents``,
-``refresh``). Every command takes ``-c/--config PATH`` (else ``$TELEPHONYD_CONFIG``, else
-``/etc/telephonyd/telephonyd.yml`` when it exists, else the built-in defaults).
+``db upgrade|check|recover``, ``requests``; they never create a store) or call the running daemon's
+HTTP API (``status``, ``agents``, ``refresh``). Every command takes ``-c/--config PATH`` (else
+``$TELEPHONYD_CONFIG``, else ``/etc/telephonyd/telephonyd.yml`` when it exists, else the built-in
+defaults). Everything printed goes through `echo` (control characters shown escaped).
 
-Exit codes: 0 success, 1 failure, 2 usage, 78 configuration error (EX_CONFIG).
+Exit codes: 0 success, 1 failure, 2 usage, 78 configuration error (EX_CONFIG) or, for ``run``, a
+store that cannot be used (damaged, emptied, unwritable directory, refused login).
 """
 
 from __future__ import annotations
