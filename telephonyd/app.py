@@ -1,8 +1,10 @@
 """`App`: the only module that imports every edge and wires them together.
 
 Lifecycle, top to bottom:
-1. start: the store (retried with backoff while the database is down), the outbox and its senders,
-   the HTTP listener with every edge's routes, the FastAGI listener, the AMI side when enabled;
+1. start: the store (retried with backoff while the database is down; a permanent store error,
+   such as a damaged or emptied SQLite file or an unwritable state directory, exits 78), the outbox
+   and its senders, the HTTP listener with every edge's routes, the FastAGI listener, the AMI side
+   when enabled;
 2. READY (sd_notify) once every listener accepts; every component's ``run()`` in one TaskGroup;
 3. SIGTERM/SIGINT set a flag; shutdown stops accepting, drains AGI sessions in flight within
    ``fastagi.drain_timeout_s``, stops the AMI side, flushes and stops the outbox, closes the store;
@@ -67,12 +69,16 @@ def store_schemas(config: Config) -> list[sa.MetaData]:
     return schemas
 
 
-def build_store(config: Config) -> Store:
+def build_store(config: Config, *, create: bool = True, check: bool = False) -> Store:
+    """The main store (see `Store`: ``create`` a missing one, ``check`` it with quick_check)."""
     return Store(
         config.store.url.get_secret_value(),
         schemas=store_schemas(config),
         pool_size=config.store.pool_size,
         connect_timeout_s=config.store.connect_timeout_s,
+        create=create,
+        check=check,
+        write_probe=True,
     )
 
 
@@ -84,7 +90,7 @@ class App:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.started_at = time.time()
-        self.store = build_store(config)
+        self.store = build_store(config, check=True)
         self.stores: list[Store] = [self.store]
         self.components: dict[str, Any] = {}
         self._stopping = asyncio.Event()
@@ -117,6 +123,15 @@ class App:
             except ConfigError as exc:
                 log.error("configuration error", extra={"error": str(exc)})
                 return ConfigError.exit_code
+            except StoreError as exc:
+                if exc.retryable:  # a component's start met a store outage: systemd restarts us
+                    log.error("cannot start", extra={"error": str(exc)})
+                    return 1
+                # Permanent (damaged file, unwritable directory, refused login): `_start_store`
+                # retries only the others. 78: systemd does not restart into the same failure.
+                log.error("the store cannot be used; exiting", extra={"error": str(exc)})
+                self.notifier.status(f"store unusable: {exc}")
+                return exc.exit_code
             except OSError as exc:
                 log.error("cannot start", extra={"error": str(exc)})
                 return 1
@@ -158,12 +173,16 @@ class App:
         return True
 
     async def _start_store(self, store: Store) -> bool:
+        """Start ``store``, retrying with backoff while its error is retryable (a database server
+        down); a permanent `StoreError` (damaged file, unwritable directory) is raised."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
                 await store.start()
                 return True
             except StoreError as exc:
+                if not exc.retryable:
+                    raise
                 log.warning("store unavailable, retrying", extra={"error": str(exc), "retry_in_s": round(delay, 1)})
                 self.notifier.status(f"waiting for the store: {exc}")
                 with contextlib.suppress(TimeoutError):
@@ -369,10 +388,11 @@ class App:
     # -- status ----------------------------------------------------------------------------------
 
     async def ready(self) -> bool:
+        """Every listener bound, the store answering and accepting writes (not full, not read-only)."""
         listeners = [c for c in (self.http, self.fastagi) if c is not None]
         if not all(c.health().get("ok") for c in listeners):
             return False
-        return await self.store.ping()
+        return await self.store.ping() and await self.store.accepts_writes()
 
     async def status(self) -> dict[str, Any]:
         components = {}
@@ -382,8 +402,11 @@ class App:
             except Exception as exc:  # noqa: BLE001 - a status page must not fail on one component
                 components[name] = {"ok": False, "state": "error", "error": str(exc)}
         store_ok = await self.store.ping()
-        components["store"] = {"ok": store_ok, "state": "reachable" if store_ok else "unreachable",
-                               "dialect": self.store.dialect}
+        writable = await self.store.accepts_writes()
+        components["store"] = {"ok": store_ok and writable,
+                               "state": ("refusing writes" if not writable else "reachable") if store_ok
+                               else "unreachable",
+                               "dialect": self.store.dialect, **self.store.write_state.describe()}
         outbox: dict[str, Any] = {}
         if self.outbox is not None and store_ok:
             try:

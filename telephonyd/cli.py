@@ -1,11 +1,13 @@
 """The ``telephonyd`` command line.
 
 ``telephonyd run -c PATH`` runs the daemon; the other commands read the store directly (``outbox``,
-``db upgrade``, ``requests``) or call the running daemon's HTTP API (``status``, ``agents``,
-``refresh``). Every command takes ``-c/--config PATH`` (else ``$TELEPHONYD_CONFIG``, else
-``/etc/telephonyd/telephonyd.yml`` when it exists, else the built-in defaults).
+``db upgrade|check|recover``, ``requests``; they never create a store) or call the running daemon's
+HTTP API (``status``, ``agents``, ``refresh``). Every command takes ``-c/--config PATH`` (else
+``$TELEPHONYD_CONFIG``, else ``/etc/telephonyd/telephonyd.yml`` when it exists, else the built-in
+defaults). Everything printed goes through `echo` (control characters shown escaped).
 
-Exit codes: 0 success, 1 failure, 2 usage, 78 configuration error (EX_CONFIG).
+Exit codes: 0 success, 1 failure, 2 usage, 78 configuration error (EX_CONFIG) or, for ``run``, a
+store that cannot be used (damaged, emptied, unwritable directory, refused login).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DEFAULT_CONFIG = Path("/etc/telephonyd/telephonyd.yml")
 
 #: Edge modules that add commands with ``register(cli)``; missing ones are skipped.
 COMMAND_MODULES = (
+    "telephonyd.store.commands",
     "telephonyd.outbox.commands",
     "telephonyd.presence.commands",
     "telephonyd.ameyo.commands",
@@ -59,15 +62,19 @@ class CLIContext:
             try:
                 self._config = load_config(self.resolved_path)
             except ConfigError as exc:
-                click.echo(f"telephonyd: configuration error: {exc}", err=True)
+                echo(f"telephonyd: configuration error: {exc}", err=True)
                 sys.exit(ConfigError.exit_code)
         return self._config
 
     async def open_store(self) -> Any:
-        """A started `Store` on ``store.url`` with every schema; close it with ``await store.close()``."""
+        """A started `Store` on ``store.url`` with every schema; close it with ``await store.close()``.
+
+        Never creates a store: a missing one raises `StoreMissing` (reported, exit 1), a damaged
+        one `StoreDamaged`.
+        """
         from .app import build_store
 
-        store = build_store(self.config)
+        store = build_store(self.config, create=False)
         await store.start()
         return store
 
@@ -104,14 +111,53 @@ def run_async(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except ConfigError as exc:
-        click.echo(f"telephonyd: configuration error: {exc}", err=True)
+        echo(f"telephonyd: configuration error: {exc}", err=True)
         sys.exit(ConfigError.exit_code)
     except TelephonydError as exc:
         raise click.ClickException(str(exc)) from None
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character shown escaped (``\\x1b``, ``\\r``, ``\\u202e``), so
+    a uniqueid, a callback's field or an error message cannot drive the operator's terminal.
+    Newlines stay (they separate the lines of the output); C0/C1 controls, DEL, bidi overrides and
+    Unicode line separators are escaped."""
+    if text.isprintable() or all(ch == "\n" or ch.isprintable() for ch in text):
+        return text
+    return "".join(ch if ch == "\n" or ch.isprintable() or ch == " " else _escape(ch) for ch in text)
+
+
+_NAMED_ESCAPES = {"\t": "\\t", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+class _EscapingStream:
+    """A text stream that writes through `printable` (for click's own error output)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:
+    """Write one piece of CLI output (stdout, or stderr with ``err``) through `printable`: every
+    command prints with this, never with ``click.echo`` directly."""
+    click.echo(printable(str(text)), err=err, nl=nl)
+
+
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _set_config_path(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -122,7 +168,10 @@ def _set_config_path(ctx: click.Context, _param: click.Parameter, value: str | N
 def _config_option() -> click.Option:
     return click.Option(
         ["-c", "--config"],
-        type=click.Path(dir_okay=False),
+        # A plain string: load_config reports a missing or unreadable file as a configuration
+        # error (exit 78, path and reason), the same as through $TELEPHONYD_CONFIG.
+        type=str,
+        metavar="PATH",
         help="Configuration file (default: $TELEPHONYD_CONFIG, then /etc/telephonyd/telephonyd.yml).",
         callback=_set_config_path,
         expose_value=False,
@@ -157,25 +206,7 @@ def check_config(obj: CLIContext) -> None:
     """Validate the configuration and print the effective config with secrets masked."""
     import yaml
 
-    click.echo(yaml.safe_dump(obj.config.masked(), sort_keys=False), nl=False)
-
-
-@cli.group()
-def db() -> None:
-    """The store's schema."""
-
-
-@db.command("upgrade")
-@click.pass_obj
-def db_upgrade(obj: CLIContext) -> None:
-    """Create missing tables and columns (also done automatically at start)."""
-
-    async def upgrade() -> None:
-        store = await obj.open_store()
-        await store.close()
-
-    run_async(upgrade())
-    click.echo("schema is up to date")
+    echo(yaml.safe_dump(obj.config.masked(), sort_keys=False), nl=False)
 
 
 @cli.command()
@@ -189,7 +220,7 @@ def status(obj: CLIContext, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    click.echo(format_status(data))
+    echo(format_status(data))
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -238,5 +269,15 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    build_cli().main(args=argv, prog_name="telephonyd", obj=CLIContext())
+    """Run the CLI. Errors are printed here (through `printable`) rather than by click, whose
+    messages may quote what a peer sent."""
+    try:
+        code = build_cli().main(args=argv, prog_name="telephonyd", obj=CLIContext(), standalone_mode=False)
+    except click.exceptions.Abort:
+        echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show(file=_EscapingStream(sys.stderr))  # type: ignore[arg-type]
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from .calls.settings import CallsConfig
+from .configfiles import anchor_paths, check_readable, read_yaml
 from .errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -644,25 +645,19 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level")
-    return data
+    return read_yaml(path)
 
 
 def config_files(path: Path) -> list[Path]:
     """The main file and the ``conf.d/*.yml`` files beside it, in merge order."""
     conf_d = path.parent / "conf.d"
-    extra = sorted(conf_d.glob("*.yml")) + sorted(conf_d.glob("*.yaml")) if conf_d.is_dir() else []
+    if not conf_d.is_dir():
+        return [path]
+    try:
+        names = os.listdir(conf_d)  # glob() would skip an unreadable directory without a word
+    except OSError as exc:
+        raise ConfigError(f"cannot read {conf_d}: {exc.strerror}") from None
+    extra = [conf_d / name for name in names if name.endswith((".yml", ".yaml"))]
     return [path, *sorted(extra, key=lambda p: p.name)]
 
 
@@ -686,9 +681,12 @@ def load_config(
     """Load, merge and validate the configuration.
 
     ``path`` defaults to ``$TELEPHONYD_CONFIG``; with neither, the built-in defaults apply (plus the
-    environment). Raises `ConfigError` (exit 78) on unreadable files, bad YAML, unknown keys and
-    bad values, and when the file holds secrets while others may read it (unless
-    ``allow_readable_secrets: true``).
+    environment). With a file, relative file paths (the SQLite file of ``store.url`` and
+    ``ps_contacts.url``, the built-in default included; ``*.ca_file``) are taken relative to that
+    file's directory, not the working directory. Raises `ConfigError` (exit 78) on missing or
+    unreadable files (naming the path and the reason), bad YAML, a key repeated in one mapping
+    (naming both lines), unknown keys and bad values, and when the file holds secrets while others
+    may read it (unless ``allow_readable_secrets: true``).
     """
     environ = os.environ if environ is None else environ
     path = path or environ.get("TELEPHONYD_CONFIG") or None
@@ -696,12 +694,14 @@ def load_config(
     files: list[Path] = []
     if path is not None:
         main = Path(path)
-        if not main.is_file():
-            raise ConfigError(f"config file {main} does not exist")
+        check_readable(main)
         files = config_files(main)
         for file in files:
             data = deep_merge(data, _read_yaml(file))
     data = deep_merge(data, env_overrides(environ))
+    if path is not None:
+        default_store = StoreConfig.model_fields["url"].default.get_secret_value()
+        data = anchor_paths(data, Path(os.path.abspath(path)).parent, {"store.url": default_store})
     config = validate(data)
     if not config.allow_readable_secrets:
         for file in files:

@@ -37,9 +37,39 @@ class LimitExceeded(ProtocolError):
 
 
 class StoreError(TelephonydError):
-    """The store (SQLite or MariaDB/MySQL) failed; a lost connection is retryable."""
+    """The store (SQLite or MariaDB/MySQL) failed; a lost connection is retryable.
+
+    ``retryable=False`` marks an error that waiting cannot fix (a damaged file, an unwritable state
+    directory, a refused login): the daemon exits with `exit_code` (78, so systemd does not restart
+    it in a loop) instead of retrying.
+    """
 
     retryable = True
+    exit_code = 78
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class StoreDamaged(StoreError):
+    """The SQLite store file is damaged, empty or missing although it held the store (permanent).
+
+    The file is left as it is for ``telephonyd db recover``. ``path`` is the store file.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreMissing(StoreError):
+    """There is no store yet where the configuration points (the CLI never creates one)."""
+
+    retryable = False
 
 
 class UpstreamError(TelephonydError):

@@ -44,7 +44,7 @@ def register(cli: click.Group) -> None:
 def requests(obj: Any, request_id: str | None, call_id: str | None, since: str | None, limit: int,
              as_json: bool) -> None:
     """Ameyo callbacks received: decision, TopS.II request and reply, outcome."""
-    from ..cli import echo_json, run_async
+    from ..cli import echo, echo_json, run_async
 
     since_s = parse_since(since) if since else None
 
@@ -61,15 +61,15 @@ def requests(obj: Any, request_id: str | None, call_id: str | None, since: str |
         return
     zone = ZoneInfo(obj.config.ameyo.timezone)
     if not rows:
-        click.echo("no requests")
+        echo("no requests")
         return
     if request_id:
-        click.echo(format_detail(rows[0], zone))
+        echo(format_detail(rows[0], zone))
         return
-    click.echo(f"{'time':<19} {'request_id':<16} {'channel':<10} {'flow':<17} {'call_id':<12} {'outcome':<14} "
+    echo(f"{'time':<19} {'request_id':<16} {'channel':<10} {'flow':<17} {'call_id':<12} {'outcome':<14} "
                f"{'http':>4} {'tops':>4} note")
     for row in rows:
-        click.echo(format_line(row, zone))
+        echo(format_line(row, zone))
 
 
 def _time(epoch: float | None, zone: ZoneInfo) -> str:

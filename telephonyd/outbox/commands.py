@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..cli import echo_json, run_async
+from ..cli import echo, echo_json, run_async
 from .model import STATES
 from .service import Outbox
 
@@ -39,13 +39,13 @@ def stats(obj: Any, as_json: bool) -> None:
         echo_json(data)
         return
     for state in STATES:
-        click.echo(f"{state:<10} {data['by_state'].get(state, 0):>9}")
+        echo(f"{state:<10} {data['by_state'].get(state, 0):>9}")
     age = data["oldest_pending_age_s"]
-    click.echo(f"oldest pending: {'-' if age is None else f'{age:.1f} s'}")
+    echo(f"oldest pending: {'-' if age is None else f'{age:.1f} s'}")
     for target, counts in sorted(data["targets"].items()):
-        click.echo(f"target {target}: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STATES))
+        echo(f"target {target}: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STATES))
     for line in claim_lines(data):
-        click.echo(line)
+        echo(line)
 
 
 def claim_lines(stats: dict[str, Any]) -> list[str]:
@@ -80,12 +80,12 @@ def list_rows(obj: Any, state: str | None, limit: int, as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no rows")
+        echo("no rows")
         return
-    click.echo(f"{'id':>8} {'target':<14} {'key':<24} {'state':<9} {'tries':>5} {'status':>6} {'claimed_by':<12} "
+    echo(f"{'id':>8} {'target':<14} {'key':<24} {'state':<9} {'tries':>5} {'status':>6} {'claimed_by':<12} "
                f"{'due / lease end (UTC)':<21} last error")
     for row in rows:
-        click.echo(
+        echo(
             f"{row['id']:>8} {row['target']:<14.14} {row['key']:<24.24} {row['state']:<9} {row['attempts']:>5} "
             f"{row['last_status'] or '-':>6} {row['claimed_by'] or '-':<12.12} {_when(row):<21} "
             f"{(row['last_error'] or '')[:80]}"
@@ -138,7 +138,7 @@ def _report(as_json: bool, data: dict[str, Any], text: str) -> None:
     if as_json:
         echo_json({"success": True, **data})
     else:
-        click.echo(text)
+        echo(text)
 
 
 def _fail(as_json: bool, message: str) -> None:

@@ -1,8 +1,11 @@
 """The dispatcher: claims due rows, sends them with bounded concurrency, records each result.
 
-Claims hold a lease (database clock); a send is cut off well before the lease ends, so a live node
-never loses its own claim, and the result write is conditional on still holding it. Rows of a
-node that died come back when their lease expires. Store failures are retried with backoff and
+Claims hold a lease (database clock) and this process's claim token; a send is cut off well before
+the lease ends, so a live node never loses its own claim, and the result write is conditional on
+still holding it. Rows of a node that died come back when their lease expires; those of this node's
+own previous process, provably gone (`claimant.gone`), at the first round after a restart. Every row
+taken back is named in the log (it will be sent again; the upstream's ``Idempotency-Key`` lets it
+tell). Store failures are retried with backoff and
 only degrade health.
 """
 
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import raise_if_cancelling
 from ..logs import log_context
+from . import claimant
 from .backoff import decorrelated_jitter, retry_delay
 from .model import PENDING, Delivery, OutboxRow, Sender
 from .queries import STORE_ERRORS, Finish, OutboxQueries, short_error
@@ -25,6 +29,7 @@ from .writer import GroupWriter
 
 if TYPE_CHECKING:
     from ..config import OutboxConfig
+    from .requeue import Requeued
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ class Dispatcher:
             name="outbox-results",
         )
         self._target_turn = 0
+        self._took_back = False
         self._reported_targets: set[str] = set()
         self._next_sweep = self._next_counts = self._next_prune = 0.0
 
@@ -160,10 +166,16 @@ class Dispatcher:
         return names
 
     async def _housekeeping(self, now: float) -> None:
+        if not self._took_back:
+            # A restart after a crash (kill -9, OOM): this node's claims of the process that died
+            # come back at once instead of after their lease.
+            rows = await self.queries.take_back_predecessors(claimant.gone, self.config.max_attempts)
+            self._took_back = True
+            self._log_requeued(rows, "outbox claim of this node's previous process (gone) taken back; "
+                                     "the row will be sent again")
         if now >= self._next_sweep:
-            expired = await self.queries.expire_leases(self.config.max_attempts)
-            if expired:
-                log.warning("outbox claims expired; rows are due again", extra={"rows": expired})
+            expired = await self.queries.expire_leases_rows(self.config.max_attempts)
+            self._log_requeued(expired, "outbox claim expired; the row will be sent again")
             self._next_sweep = now + self.config.poll_interval_s
         if now >= self._next_counts:
             await self.refresh_counts()
@@ -173,6 +185,15 @@ class Dispatcher:
             if pruned:
                 log.info("outbox pruned delivered rows", extra={"rows": pruned})
             self._next_prune = now + self.config.prune_interval_s
+
+    def _log_requeued(self, rows: list[Requeued], message: str) -> None:
+        """One line per row that will be sent again (the upstream may have it already): outbox id,
+        key, the node that held it and the call's log fields (uniqueid, request_id ...)."""
+        for row in rows:
+            with log_context(**{**row.context, "outbox_id": row.id, "outbox_target": row.target}):
+                log.warning(message, extra={"key": row.key, "claimed_by": row.claimed_by})
+        if rows:
+            self.totals["claims_taken_back"] += len(rows)
 
     async def refresh_counts(self) -> None:
         """Re-read the pending / in-flight / dead counts for health; report idle targets."""

@@ -48,6 +48,12 @@ class OutboxRow:
     created_at: float
     context: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def idempotency_key(self) -> str:
+        """``<target>:<key>``: the same for every attempt of this row (a re-send after a lost claim
+        included), so an upstream can recognise a repeat. Senders send it as ``Idempotency-Key``."""
+        return f"{self.target}:{self.key}"
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:

@@ -17,11 +17,13 @@ import sqlalchemy as sa
 
 from ..errors import StoreError
 from ..store import Prepared
+from .claimant import new_token
 from .model import DEAD, DELIVERED, IN_FLIGHT, PENDING, EnqueueResult, OutboxRow
 from .schema import outbox as t
 
 if TYPE_CHECKING:
     from ..store import Store
+    from .requeue import Requeued
 
 #: What a store operation raises when the database is down, slow or refusing.
 STORE_ERRORS = (sa.exc.SQLAlchemyError, OSError, TimeoutError, StoreError)
@@ -72,7 +74,7 @@ class _ClaimsLost(Exception):
     """A batched result write found fewer held claims than rows: roll back, write row by row."""
 
 
-def _finish_statements(store: Store, node_id: str) -> dict[tuple[str, bool], Prepared]:
+def _finish_statements(store: Store, node_id: str, token: str) -> dict[tuple[str, bool], Prepared]:
     """The result writes, built once: (kind, checks attempts) -> UPDATE with ``b_*`` parameters."""
     now = store.now_expr()
     common = {"attempts": t.c.attempts + 1, "last_status": sa.bindparam("b_status", type_=sa.Integer()),
@@ -84,7 +86,7 @@ def _finish_statements(store: Store, node_id: str) -> dict[tuple[str, bool], Pre
         "dead": {"state": DEAD, "last_error": sa.bindparam("b_error", type_=sa.Text())},
     }
     mine = sa.and_(t.c.id == sa.bindparam("b_id", type_=sa.BigInteger()), t.c.claimed_by == node_id,
-                   t.c.state == IN_FLIGHT)
+                   t.c.claim_token == token, t.c.state == IN_FLIGHT)
     same_attempts = t.c.attempts == sa.bindparam("b_attempts", type_=sa.Integer())
     statements = {}
     for kind, own in values.items():
@@ -109,12 +111,15 @@ def to_row(record: Sequence[Any]) -> OutboxRow:
 
 
 class OutboxQueries:
-    """The outbox's statements over one `Store`; ``node_id`` names this instance in claims."""
+    """The outbox's statements over one `Store`; ``node_id`` names this instance in claims and
+    ``token`` this process (`claimant.new_token`, a fresh one by default): results and releases
+    apply only to rows claimed with this token."""
 
-    def __init__(self, store: Store, node_id: str) -> None:
+    def __init__(self, store: Store, node_id: str, token: str | None = None) -> None:
         self.store = store
         self.node_id = node_id
-        self._finish = _finish_statements(store, node_id)
+        self.token = token or new_token()
+        self._finish = _finish_statements(store, node_id, self.token)
         now = store.now_expr()
         new_row = {
             "target": sa.bindparam("b_target"), "key": sa.bindparam("b_key"), "payload": sa.bindparam("b_payload"),
@@ -132,7 +137,7 @@ class OutboxQueries:
         self._claim_sqlite = Prepared(
             sa.update(t)
             .where(t.c.id.in_(ids.scalar_subquery()))
-            .values(state=IN_FLIGHT, claimed_by=node_id, updated_at=now,
+            .values(state=IN_FLIGHT, claimed_by=node_id, claim_token=self.token, updated_at=now,
                     lease_until=now + sa.bindparam("b_lease", type_=sa.Double()))
             .returning(*_ROW_COLUMNS)
         )
@@ -222,7 +227,8 @@ class OutboxQueries:
         now = self.store.now_expr()
         due = sa.and_(t.c.state == PENDING, t.c.target == target, t.c.next_attempt_at <= now)
         claim_values = {
-            "state": IN_FLIGHT, "claimed_by": self.node_id, "lease_until": now + lease_s, "updated_at": now,
+            "state": IN_FLIGHT, "claimed_by": self.node_id, "claim_token": self.token, "lease_until": now + lease_s,
+            "updated_at": now,
         }
 
         def work(conn: sa.Connection) -> list[OutboxRow]:
@@ -320,28 +326,25 @@ class OutboxQueries:
         now = self.store.now_expr()
         return await self._write(
             sa.update(t)
-            .where(t.c.id.in_(ids), t.c.claimed_by == self.node_id, t.c.state == IN_FLIGHT)
+            .where(t.c.id.in_(ids), t.c.claim_token == self.token, t.c.state == IN_FLIGHT)
             .values(state=PENDING, lease_until=None, next_attempt_at=now, updated_at=now)
         )
 
     async def expire_leases(self, max_attempts: int) -> int:
-        """Turn in-flight rows whose lease ran out (their node died or stalled) back to pending.
+        """`expire_leases_rows`, counted."""
+        return len(await self.expire_leases_rows(max_attempts))
 
-        The lost attempt counts; with ``max_attempts`` (> 0) reached the row becomes a dead letter
-        instead, so a row that kills its sender every time cannot loop forever.
-        """
-        now = self.store.now_expr()
-        expired = sa.and_(t.c.state == IN_FLIGHT, t.c.lease_until <= now)
-        # String "+" renders as || on SQLite and concat() on MySQL.
-        error = sa.literal("lease of ") + sa.func.coalesce(t.c.claimed_by, "?") + " expired before a result"
-        state: Any = PENDING
-        if max_attempts > 0:
-            state = sa.case((t.c.attempts + 1 >= max_attempts, DEAD), else_=PENDING)
-        return await self._write(
-            sa.update(t)
-            .where(expired)
-            .values(state=state, attempts=t.c.attempts + 1, lease_until=None, last_error=error, updated_at=now)
-        )
+    async def expire_leases_rows(self, max_attempts: int) -> list[Requeued]:
+        """See `requeue.expire_leases`."""
+        from . import requeue
+
+        return await requeue.expire_leases(self, max_attempts)
+
+    async def take_back_predecessors(self, is_gone: Callable[[str | None], bool], max_attempts: int) -> list[Requeued]:
+        """See `requeue.take_back_predecessors`."""
+        from . import requeue
+
+        return await requeue.take_back_predecessors(self, is_gone, max_attempts)
 
     async def next_due_in(self, targets: Sequence[str]) -> float | None:
         """Seconds until the earliest pending row of ``targets`` or lease expiry (None: nothing)."""

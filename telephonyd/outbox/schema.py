@@ -1,7 +1,8 @@
 """The ``outbox`` table.
 
 Times are epoch seconds of the database clock (``Store.now_expr()``) as DOUBLE. ``claimed_by``
-keeps the node that claimed the row last (who delivered it, or who tried last); ``lease_until`` is
+keeps the node that claimed the row last (who delivered it, or who tried last), ``claim_token`` the
+process of that node; ``lease_until`` is
 set only while the row is ``in_flight``. ``enqueue_batch`` tells an enqueue batch which rows it
 inserted itself (insert-or-ignore gives no per-row answer on either dialect).
 """
@@ -37,6 +38,9 @@ outbox = sa.Table(
     sa.Column("last_status", sa.Integer(), nullable=True),
     sa.Column("node_id", sa.String(64), nullable=True),
     sa.Column("claimed_by", sa.String(64), nullable=True),
+    # The claiming process (`telephonyd.outbox.claimant`): results and releases apply only to the
+    # rows of this token; a restart takes back its dead predecessor's claims by it.
+    sa.Column("claim_token", sa.String(128), nullable=True),
     sa.Column("lease_until", sa.Double(), nullable=True),
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("updated_at", sa.Double(), nullable=False),

@@ -57,25 +57,25 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def agents(obj: Any, as_json: bool) -> None:
         """List agents: endpoint, state, online, since (GET /api/ami/extensions)."""
-        from ..cli import echo_json
+        from ..cli import echo, echo_json
 
         data = _call(obj, "GET", "/api/ami/extensions")
         extensions = data.get("extensions") or []
         if as_json:
             echo_json(extensions)
         else:
-            click.echo(format_agents(extensions))
+            echo(format_agents(extensions))
 
     @cli.command("refresh")
     @click.option("--json", "as_json", is_flag=True, help="Print the resync result as JSON.")
     @click.pass_obj
     def refresh(obj: Any, as_json: bool) -> None:
         """Resync contacts and agent presence from Asterisk now (POST /api/ami/refresh)."""
-        from ..cli import echo_json
+        from ..cli import echo, echo_json
 
         data = _call(obj, "POST", "/api/ami/refresh")
         result = {k: v for k, v in data.items() if k != "success"}
         if as_json:
             echo_json(result)
         else:
-            click.echo(format_refresh(result))
+            echo(format_refresh(result))

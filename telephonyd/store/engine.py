@@ -17,7 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import StoreError
+from . import integrity
 from .migrate import ensure_schema
+from .refusal import WriteState, probe_metadata
 from .writer import SQLiteWriter
 
 log = logging.getLogger(__name__)
@@ -60,10 +62,21 @@ class Store:
         schemas: Sequence[sa.MetaData] = (),
         pool_size: int = 10,
         connect_timeout_s: float = 5.0,
+        create: bool = True,
+        check: bool = False,
+        write_probe: bool = False,
     ) -> None:
         self.url = url
+        self.create = create
+        self.check = check
         self.dialect = dialect_of(url)
         self.schemas = list(schemas)
+        #: Write health (`refusal.WriteState`): a full disk or read-only store, heard from every
+        #: engine; ``write_probe`` adds the ``store_probe`` table that `accepts_writes` writes to.
+        self.write_state = WriteState()
+        self._write_probe = write_probe
+        if write_probe:
+            self.schemas.append(probe_metadata)
         self.pool_size = pool_size
         self.connect_timeout_s = connect_timeout_s
         self._engine: AsyncEngine | None = None
@@ -72,12 +85,24 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the engine and ensure every schema. Raises `StoreError` when unreachable."""
+        """Create the engine and ensure every schema.
+
+        A SQLite file is judged first (`integrity.preflight`): a missing or empty file that held the
+        store, a foreign header or an unwritable directory raise `StoreDamaged` / `StoreError` with
+        ``retryable=False``, and so does ``PRAGMA quick_check`` finding damage when ``check`` is set
+        (the daemon's start; O(file size)). Without ``create`` (the CLI) a missing store raises
+        `StoreMissing` instead of being created. Once the schema is in place the store's marker is
+        written. Raises `StoreError` (``retryable`` True only for what waiting can fix: a database
+        server down or unreachable, a lock held elsewhere) when the store cannot be used.
+        """
         url = make_url(self.url)
         kwargs: dict[str, Any] = {}
+        file = Path(url.database) if self.dialect == "sqlite" and url.database and url.database != ":memory:" else None
+        if file is not None:
+            new = await asyncio.to_thread(integrity.preflight, file, create=self.create)
+            if self.check and not new:
+                await asyncio.to_thread(integrity.check_whole, file)
         if self.dialect == "sqlite":
-            if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
             # Every SQLAlchemy connection ends its own transaction on close (rollback unless
             # committed); the pool's extra ROLLBACK on return would be one more round trip to
@@ -95,6 +120,7 @@ class Store:
         engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        self.write_state.install(engine.sync_engine)
         self._engine = engine
         try:
             async with asyncio.timeout(self.connect_timeout_s * 4):
@@ -103,12 +129,23 @@ class Store:
                         check_server_version((await conn.execute(sa.text("SELECT VERSION()"))).scalar_one())
                     for metadata in self.schemas:
                         await conn.run_sync(ensure_schema, metadata)
-        except (sa.exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (sa.exc.SQLAlchemyError, OSError, TimeoutError, StoreError) as exc:
             await engine.dispose()
             self._engine = None
-            raise StoreError(f"store {redact_url(self.url)} unavailable: {_short(exc)}") from None
-        if self.dialect == "sqlite" and url.database and url.database != ":memory:":
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store {redact_url(self.url)} unavailable: {_short(exc)}",
+                             retryable=start_error_retryable(self.dialect, exc)) from None
+        if file is not None:
+            try:
+                await asyncio.to_thread(integrity.write_marker, file)
+            except OSError as exc:
+                await engine.dispose()
+                self._engine = None
+                raise StoreError(f"cannot write the store marker beside {file}: {exc.strerror}",
+                                 retryable=False) from None
             self._writer = SQLiteWriter(url, _sqlite_pragmas)
+            self.write_state.install(self._writer.engine)
         log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
 
     async def close(self) -> None:
@@ -147,10 +184,28 @@ class Store:
         transaction is rolled back. ``work`` may run again if the caller retries: it must touch
         nothing but ``conn``.
         """
+        changed = self.write_state.changed
         if self._writer is not None:
-            return await self._writer.run(work, urgent=urgent)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+            result = await self._writer.run(work, urgent=urgent)
+        else:
+            async with self.engine.begin() as conn:
+                result = await conn.run_sync(work)
+        if self.write_state.reason is not None and self.write_state.changed > changed:
+            self.write_state.accepted()  # a write that changed rows was committed
+        return result
+
+    async def accepts_writes(self) -> bool:
+        """False while the store refuses writes (disk full, read-only; see `refusal`). While it does,
+        a probe write is tried at most every `refusal.PROBE_INTERVAL_S` (with ``write_probe``), so
+        this turns True again once space or write access is back, traffic or not."""
+        state = self.write_state
+        if self._write_probe and state.probe_due():
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await self.write(state.probe_work)
+            except Exception:  # noqa: BLE001 - the failure itself is recorded by `state`
+                log.debug("store write probe failed", exc_info=True)
+        return state.reason is None
 
     async def ping(self) -> bool:
         """True when a trivial query answers within the connect timeout."""
@@ -189,6 +244,29 @@ class Store:
             return float((await own.execute(stmt)).scalar_one())
 
 
+#: MySQL/MariaDB errors at start that waiting does not fix: access denied (1044, 1045), unknown
+#: database (1049), command denied (1142: the user may not CREATE/ALTER the tables).
+_PERMANENT_MYSQL_ERRORS = (1044, 1045, 1049, 1142)
+
+
+def start_error_retryable(dialect: str, exc: BaseException) -> bool:
+    """Whether a failure to start the store may go away by waiting.
+
+    MariaDB/MySQL: yes (the server is down, restarting, unreachable, out of connections) except for
+    a refused login, an unknown database or missing privileges. SQLite: only a lock held elsewhere
+    ("database is locked") or a timeout; anything else (not a database, damaged, read-only,
+    cannot open the file) needs an operator.
+    """
+    if isinstance(exc, TimeoutError):
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    if dialect == "mysql":
+        args = getattr(orig, "args", ())
+        return not (args and args[0] in _PERMANENT_MYSQL_ERRORS)
+    text = str(orig).lower()
+    return "locked" in text or "busy" in text
+
+
 def check_server_version(version: str) -> None:
     """Refuse servers without ``SKIP LOCKED`` (MariaDB < 10.6, MySQL < 8.0), which the outbox's
     claim needs. ``version`` is ``SELECT VERSION()``, e.g. ``10.11.19-MariaDB-0+deb12u1``."""
@@ -197,7 +275,8 @@ def check_server_version(version: str) -> None:
     mariadb = "mariadb" in version.lower()
     if (mariadb and (major, minor) < (10, 6)) or (not mariadb and major < 8):
         raise StoreError(
-            f"database server {version} is too old: telephonyd needs MariaDB 10.6+ or MySQL 8.0+ (SKIP LOCKED)"
+            f"database server {version} is too old: telephonyd needs MariaDB 10.6+ or MySQL 8.0+ (SKIP LOCKED)",
+            retryable=False,
         )
 
 

@@ -17,7 +17,7 @@ import aiohttp
 from ..errors import UpstreamError
 from ..outbox.model import Delivery, OutboxRow
 from .replies import classify_status, excerpt, failure_text, json_object
-from .transport import exchange
+from .transport import exchange, idempotency_header
 
 if TYPE_CHECKING:
     from ..config import DIDOptimizerConfig
@@ -73,7 +73,7 @@ class DIDOptimizerSender:
         self._apply(config.did_optimizer)
 
     async def send(self, row: OutboxRow) -> Delivery:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **idempotency_header(row.idempotency_key)}
         if self._api_key:
             headers["x-api-key"] = self._api_key
         try:

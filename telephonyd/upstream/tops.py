@@ -36,7 +36,7 @@ from ..config import Config, TopsConfig
 from ..errors import UpstreamError
 from ..outbox.model import Delivery, OutboxRow
 from .replies import classify_status, excerpt, json_object
-from .transport import exchange
+from .transport import exchange, idempotency_header
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class TopsSender:
         url = target.base_url.rstrip("/") + API_PATH + api + ".json"
         form = {"jsonData": json.dumps(body, ensure_ascii=False, separators=(",", ":"))}
         key = target.api_key.get_secret_value()
-        headers = {API_KEY_HEADER: key, "Accept": "application/json"}
+        headers = {API_KEY_HEADER: key, "Accept": "application/json", **idempotency_header(row.idempotency_key)}
         try:
             reply = await exchange(self.session, "POST", url, timeout_s=self.config.timeout_s, secrets=[key],
                                    data=form, headers=headers, ssl=self._ssl)

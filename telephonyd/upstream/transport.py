@@ -10,11 +10,22 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
 from ..errors import UpstreamError
 from .replies import MAX_BODY_BYTES, scrub
+
+
+#: The request header that carries `OutboxRow.idempotency_key` on every upstream send.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def idempotency_header(key: str) -> dict[str, str]:
+    """``{"Idempotency-Key": key}`` with anything outside visible ASCII percent-encoded (a uniqueid
+    or a dialer's id could hold control characters, which a header must not)."""
+    return {IDEMPOTENCY_HEADER: quote(key, safe=":/.-_~|@+=,;!*'()$&#")}
 
 
 @dataclass(frozen=True, slots=True)
