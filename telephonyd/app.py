@@ -51,9 +51,10 @@ class ComponentExited(RuntimeError):
 def store_schemas(config: Config) -> list[sa.MetaData]:
     """Every MetaData that lives in the main store (``store.url``)."""
     from .ameyo.schema import metadata as ameyo_metadata
+    from .didselect.schema import metadata as didselect_metadata
     from .outbox.schema import metadata as outbox_metadata
 
-    schemas = [outbox_metadata, ameyo_metadata]
+    schemas = [outbox_metadata, ameyo_metadata, didselect_metadata]
     if config.ps_contacts.url is None:
         from .contacts.schema import metadata as contacts_metadata
 
@@ -87,6 +88,7 @@ class App:
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.http: HTTPServer | None = None
         self.fastagi: Any = None
+        self.did_select: Any = None
         self.outbox: Any = None
         # Metrics: send attempts of every outbox sender, measured where the senders are registered.
         self.upstream_stats = UpstreamStats()
@@ -178,12 +180,21 @@ class App:
 
     def _build_fastagi(self) -> None:
         from .calllog import CallLogHandler
+        from .didselect import DIDSelectService
         from .fastagi import FastAGIServer
         from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
 
-        self.calllog_handler = CallLogHandler(self.config.call_log, self.outbox.enqueue, target=DID_OPTIMIZER_TARGET)
-        self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": self.calllog_handler})
+        self.did_select = DIDSelectService(
+            self.config.did_select, self.config.did_optimizer, self.store, node_id=self.config.node_id
+        )
+        self.calllog_handler = CallLogHandler(
+            self.config.call_log, self.outbox.enqueue, target=DID_OPTIMIZER_TARGET,
+            selections=self.did_select.selection_for,
+        )  # fmt: skip
+        routes = {"call_log": self.calllog_handler, "did_select": self.did_select.handler}
+        self.fastagi = FastAGIServer(self.config.fastagi, routes)
         self.components["fastagi"] = self.fastagi
+        self.components["did_select"] = self.did_select
 
     def _build_ameyo(self) -> None:
         if not self.config.ameyo.enabled:
@@ -237,6 +248,7 @@ class App:
             http_requests=lambda: self.http.request_counts if self.http is not None else {},
         )
         self.metrics = MetricsExporter(sources)
+        self.metrics.registry.register(self.did_select.metrics)
         self.http.add_routes(self.metrics.routes(), auth="admin")
 
     # -- running ---------------------------------------------------------------------------------

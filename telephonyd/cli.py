@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "telephonyd.outbox.commands",
     "telephonyd.presence.commands",
     "telephonyd.ameyo.commands",
+    "telephonyd.didselect.commands",
 )
 
 

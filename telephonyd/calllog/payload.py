@@ -6,7 +6,7 @@ Field names and types are those the DID Optimizer's own hangup-time reporter sen
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from .outcome import CallOutcome
 
@@ -35,16 +35,34 @@ PAYLOAD_FIELDS: tuple[str, ...] = (
     "source",
 )
 
+#: Keys added when the leg's caller id was chosen by ``did_select`` (after `PAYLOAD_FIELDS`).
+SELECTION_FIELDS: tuple[str, ...] = ("didUsed", "didRequestId", "didSelection")
 
-def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[str, Any]:
+
+class DIDSelectionLike(Protocol):
+    """What the report needs of a ``did_select`` decision (``telephonyd.didselect.Selection``)."""
+
+    did: str | None
+    request_id: str
+    result: str
+
+
+def build_payload(
+    outcome: CallOutcome, *, source: str, timestamp: int, selection: DIDSelectionLike | None = None
+) -> dict[str, Any]:
     """The JSON-ready body.
 
     ``duration`` is ANSWEREDTIME (s, 0 when the call was never bridged), ``dialedTime`` DIALEDTIME,
     ``ringTime`` their difference floored at 0, ``disposition`` repeats ``dialStatus`` (a dialer
     status belongs to batch syncs, not to this reporter), ``phoneNumber`` is the DID used as caller
     id and ``customerPhone`` the number dialed. ``timestamp`` is the report's epoch seconds.
+
+    With a ``selection`` (the leg asked ``did_select`` before Dial) the `SELECTION_FIELDS` follow:
+    ``didUsed`` the DID it set as caller id (else the caller id the leg had, as ``phoneNumber``),
+    ``didRequestId`` the ``X-Request-ID`` of its ``GET /api/v1/dids/next``, ``didSelection`` its
+    result word (SELECTED, REUSED, FALLBACK, FAILED, DISABLED).
     """
-    return {
+    payload = {
         "uniqueid": outcome.uniqueid,
         "linkedid": outcome.linkedid,
         "phoneNumber": outcome.did,
@@ -67,3 +85,8 @@ def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[
         "timestamp": int(timestamp),
         "source": source,
     }
+    if selection is not None:
+        payload["didUsed"] = selection.did or outcome.did
+        payload["didRequestId"] = selection.request_id
+        payload["didSelection"] = selection.result
+    return payload
