@@ -218,3 +218,26 @@ def test_end_stage_reads_every_configured_name_once() -> None:
 @pytest.mark.parametrize(("text", "value"), [("", 0), ("17", 17), (" 3 ", 3), ("3.9", 3), ("abc", 0), ("-1", -1)])
 def test_to_int(text: str, value: int) -> None:
     assert to_int(text) == value
+
+
+def test_selection_fields_follow_the_payload() -> None:
+    from dataclasses import dataclass
+
+    from telephonyd.calllog.payload import SELECTION_FIELDS
+
+    @dataclass
+    class Sel:
+        did: str | None
+        request_id: str
+        result: str
+
+    outcome = resolve()
+    assert outcome is not None
+    plain = build_payload(outcome, source="t", timestamp=1)
+    assert tuple(plain) == PAYLOAD_FIELDS
+    chosen = build_payload(outcome, source="t", timestamp=1, selection=Sel("14155550123", "1795.1", "SELECTED"))
+    assert tuple(chosen) == PAYLOAD_FIELDS + SELECTION_FIELDS
+    assert {k: chosen[k] for k in SELECTION_FIELDS} == {"didUsed": "14155550123", "didRequestId": "1795.1",
+                                                        "didSelection": "SELECTED"}  # fmt: skip
+    failed = build_payload(outcome, source="t", timestamp=1, selection=Sel(None, "1795.1", "FAILED"))
+    assert failed["didUsed"] == outcome.did == failed["phoneNumber"]
