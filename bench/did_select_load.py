@@ -116,10 +116,10 @@ async def client_load(spec: dict[str, Any]) -> dict[str, Any]:
     errors: dict[str, int] = {}
     counter = iter(range(spec["sessions"]))
 
-    async def one(i: int) -> None:
+    async def one(i: int, scheduled: float | None) -> None:
         chan = template.copy()
         block = chan.env_block.replace(marker, f"agi_uniqueid: {spec['prefix']}.{i}\n".encode())
-        started = time.perf_counter()
+        started = time.perf_counter() if scheduled is None else scheduled
         reader, writer = await asyncio.wait_for(asyncio.open_connection(spec["host"], spec["port"]), 10)
         result = "?"
         try:
@@ -137,25 +137,40 @@ async def client_load(spec: dict[str, Any]) -> dict[str, Any]:
         latencies.append(time.perf_counter() - started)
         results[result] = results.get(result, 0) + 1
 
+    async def guarded(i: int, scheduled: float | None = None) -> None:
+        try:
+            await one(i, scheduled)
+        except (OSError, TimeoutError) as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
     async def worker() -> None:
         for i in counter:
-            try:
-                await one(i)
-            except (OSError, TimeoutError) as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            await guarded(i)
 
     wall_start = time.time()
-    await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
+    if spec["rate"]:
+        t0, tasks = time.perf_counter(), []
+        for i in range(spec["sessions"]):
+            scheduled = t0 + i / spec["rate"]
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing of the load generator
+            tasks.append(asyncio.create_task(guarded(i, scheduled)))
+        await asyncio.gather(*tasks)
+    else:
+        await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
     return {"latencies": latencies, "results": results, "errors": errors, "wall_start": wall_start,
             "wall_end": time.time()}  # fmt: skip
 
 
-async def run_clients(args: argparse.Namespace, port: int, prefix: str, count: int, concurrency: int) -> dict[str, Any]:
+async def run_clients(
+    args: argparse.Namespace, port: int, prefix: str, count: int, concurrency: int, rate: float = 0.0
+) -> dict[str, Any]:
     per = [count // args.clients + (1 if i < count % args.clients else 0) for i in range(args.clients)]
     procs = []
     for i, n in enumerate(per):
         spec = {"host": "127.0.0.1", "port": port, "sessions": n, "prefix": f"{prefix}{i}",
-                "concurrency": max(1, concurrency // args.clients)}  # fmt: skip
+                "concurrency": max(1, concurrency // args.clients), "rate": rate / args.clients}  # fmt: skip
         procs.append(await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--client", json.dumps(spec), stdout=asyncio.subprocess.PIPE, cwd=str(REPO)))
     outs = await asyncio.gather(*(p.communicate() for p in procs))
@@ -189,7 +204,29 @@ async def start_telephonyd(tmp: Path, api_port: int, args: argparse.Namespace) -
     store = Store(config.store.url.get_secret_value(), schemas=[metadata])
     await store.start()
     service = DIDSelectService(config.did_select, config.did_optimizer, store, node_id="bench")
-    server = FastAGIServer(config.fastagi, {"did_select": service.handler})
+    # Server-side figures per session: the handler's whole time, and the API request inside it.
+    api_s: dict[str, float] = {}
+    overhead: list[float] = []
+    select = service.client.select
+
+    async def timed_select(query: Any, request_id: str, timeout_s: float) -> Any:
+        started = time.perf_counter()
+        try:
+            return await select(query, request_id, timeout_s)
+        finally:
+            api_s[request_id] = time.perf_counter() - started
+
+    async def timed_handler(session: Any) -> str:
+        started = time.perf_counter()
+        try:
+            return await service.handler(session)
+        finally:
+            uniqueid = session.env.get("uniqueid", "")
+            overhead.append(time.perf_counter() - started - api_s.pop(uniqueid, 0.0))
+
+    service.client.select = timed_select  # type: ignore[method-assign]
+    service.overhead = overhead  # type: ignore[attr-defined]
+    server = FastAGIServer(config.fastagi, {"did_select": timed_handler})
     await service.start()
     await server.start()
     tasks = [asyncio.create_task(service.run()), asyncio.create_task(server.run())]
@@ -249,18 +286,45 @@ def report(name: str, run: dict[str, Any], api_s: float) -> dict[str, Any]:
 
 
 def show(r: dict[str, Any], added: bool) -> None:
-    line = (f"{r['name']:>30}: {r['per_s']:7.0f} sessions/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+    line = (f"  {r['name']:>36}: {r['per_s']:6.0f} sessions/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
             f"max {r['max_ms']:7.2f} ms")  # fmt: skip
     if added:
-        line += f"  added p50 {r['added_p50_ms']:5.2f} ms  p99 {r['added_p99_ms']:5.2f} ms"
+        line += f"  added p50 {r['added_p50_ms']:6.2f} ms  p99 {r['added_p99_ms']:6.2f} ms"
     else:
         line += f"  >=10 ms: {r['over_10ms']}"
+    if "server_p50_ms" in r:
+        line += f"  server p50 {r['server_p50_ms']:.2f} ms  p99 {r['server_p99_ms']:.2f} ms"
+    line += f"  CPU/session {r['cpu_main_us']:.0f} us loop, {r['cpu_all_us']:.0f} us all threads"
     print(line + f"  results {r['results']}  errors {r['errors'] or 0}")
+
+
+async def series(args: argparse.Namespace, port: int, name: str, prefix: str, api_s: float,
+                 service: Any = None) -> list[dict[str, Any]]:
+    """The closed-loop series (``--concurrency`` in flight) and the fixed-rate one (``--rate``)."""
+    out = []
+    for label, concurrency, rate, count in (
+        (f"{args.concurrency} in flight", args.concurrency, 0.0, args.sessions),
+        (f"{args.rate:g}/s", args.concurrency, args.rate, int(args.rate * args.seconds)),
+    ):
+        if service is not None:
+            service.overhead.clear()
+        cpu_main, cpu_all = time.thread_time(), time.process_time()
+        run = await run_clients(args, port, f"{prefix}{len(out)}", count, concurrency, rate)
+        r = report(f"{name}, {label}", run, api_s)
+        done = max(1, r["sessions"])
+        r["cpu_main_us"] = (time.thread_time() - cpu_main) / done * 1e6
+        r["cpu_all_us"] = (time.process_time() - cpu_all) / done * 1e6
+        if service is not None:
+            over = sorted(service.overhead)
+            r["server_p50_ms"], r["server_p99_ms"] = percentile(over, 50) * 1e3, percentile(over, 99) * 1e3
+        out.append(r)
+    return out
 
 
 async def main(args: argparse.Namespace) -> int:
     api_s = args.api_delay_ms / 1000
-    out: list[tuple[dict[str, Any], bool]] = []
+    up: list[dict[str, Any]] = []
+    down: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="did_select_load_") as tmp:
         # -- API up ---------------------------------------------------------------------------------
         api, api_port = await start_api("ok", api_s)
@@ -268,13 +332,12 @@ async def main(args: argparse.Namespace) -> int:
             service, server, extra = await start_telephonyd(Path(tmp) / "up", api_port, args)
             port = server.bound_addresses[0][1]
             await run_clients(args, port, "w", min(args.warmup, args.sessions), args.concurrency)
-            out.append((report("telephonyd, API up", await run_clients(args, port, "r", args.sessions, args.concurrency), api_s), True))
-            api_hist = service.metrics.api_latency.collect()[0].samples
+            up += await series(args, port, "telephonyd, API up", "r", api_s, service)
             await stop_telephonyd(service, server, extra)
             bare, bare_port, session = await bare_responder(api_port, args.concurrency)
             async with bare:
                 await run_clients(args, bare_port, "w", min(args.warmup, args.sessions), args.concurrency)
-                out.append((report("bare, API up (baseline)", await run_clients(args, bare_port, "b", args.sessions, args.concurrency), api_s), True))
+                up += await series(args, bare_port, "bare, API up", "b", api_s)
             await session.close()
         finally:
             await stop_api(api)
@@ -285,30 +348,33 @@ async def main(args: argparse.Namespace) -> int:
             port = server.bound_addresses[0][1]
             opening = await run_clients(args, port, "o", service.config.breaker_failures, 1)
             state = service.breaker.state
-            out.append((report("telephonyd, API down, breaker open", await run_clients(args, port, "d", args.sessions, args.concurrency), 0), False))
+            down += await series(args, port, "telephonyd, breaker open", "d", 0.0, service)
+            failures = service.config.breaker_failures
             await stop_telephonyd(service, server, extra)
             bare, bare_port, session = await bare_responder(None, args.concurrency)
             async with bare:
-                out.append((report("bare, no request (baseline)", await run_clients(args, bare_port, "n", args.sessions, args.concurrency), 0), False))
+                down += await series(args, bare_port, "bare, no request", "n", 0.0)
             await session.close()
         finally:
             await stop_api(api)
-    print(f"{args.sessions} sessions per series, {args.concurrency} in flight, {args.clients} client processes, "
-          f"API delay {args.api_delay_ms} ms, cpus={os.cpu_count()}")  # fmt: skip
-    api_count = next((s.value for s in api_hist if s.name.endswith("_count")), 0)
-    api_sum = next((s.value for s in api_hist if s.name.endswith("_sum")), 0)
-    if api_count:
-        print(f"{'API request as telephonyd saw it':>30}: mean {api_sum / api_count * 1e3:.2f} ms over {int(api_count)} requests")
-    for r, added in out:
-        show(r, added)
-    up, bare_up = out[0][0], out[1][0]
-    print(f"{'ratio sessions/s to baseline':>30}: {up['per_s'] / bare_up['per_s']:.2f} (API up), "
-          f"{out[2][0]['per_s'] / out[3][0]['per_s']:.2f} (API down)")  # fmt: skip
-    print(f"{'breaker':>30}: {state} after {service.config.breaker_failures} opening sessions "
-          f"(max {max(opening['latencies']) * 1e3:.0f} ms each, the budget)")  # fmt: skip
-    print(f"goal p99 added < 5 ms: {'met' if up['added_p99_ms'] < 5 else 'NOT met'} ({up['added_p99_ms']:.2f} ms); "
-          f"goal every session < 10 ms with the breaker open: "
-          f"{'met' if out[2][0]['over_10ms'] == 0 else 'NOT met'} ({out[2][0]['over_10ms']} at or over 10 ms)")
+    print(f"did_select: {args.sessions} sessions closed loop ({args.concurrency} in flight), {args.rate:g}/s for "
+          f"{args.seconds:g} s open loop; {args.clients} client processes; API delay {args.api_delay_ms:g} ms; "
+          f"cpus={os.cpu_count()}")  # fmt: skip
+    print("API up ('added' = session time minus the API's own 20 ms; 'server' = handler time minus its request):")
+    for r in up:
+        show(r, True)
+    print(f"breaker: {state} after {failures} opening sessions (each {max(opening['latencies']) * 1e3:.0f} ms at most: "
+          "the budget); then, API still down:")  # fmt: skip
+    for r in down:
+        show(r, False)
+    print(f"ratio sessions/s to baseline, closed loop: {up[0]['per_s'] / up[2]['per_s']:.2f} (API up), "
+          f"{down[0]['per_s'] / down[2]['per_s']:.2f} (breaker open)")  # fmt: skip
+    print(f"goal p99 added < 5 ms at {args.rate:g}/s: {'met' if up[1]['added_p99_ms'] < 5 else 'NOT met'} "
+          f"({up[1]['added_p99_ms']:.2f} ms; baseline {up[3]['added_p99_ms']:.2f} ms)")  # fmt: skip
+    for r, b in ((down[0], down[2]), (down[1], down[3])):
+        print(f"goal every session < 10 ms with the breaker open ({r['name'].split(', ')[-1]}): "
+              f"{'met' if r['over_10ms'] == 0 else 'NOT met'} ({r['over_10ms']} of {r['sessions']} at or over 10 ms; "
+              f"baseline {b['over_10ms']})")  # fmt: skip
     return 0
 
 
@@ -319,6 +385,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=2)
     p.add_argument("--warmup", type=int, default=400)
     p.add_argument("--api-delay-ms", type=float, default=20.0)
+    p.add_argument("--rate", type=float, default=300.0, help="sessions/s of the open-loop series")
+    p.add_argument("--seconds", type=float, default=8.0, help="length of the open-loop series")
     p.add_argument("--client", help=argparse.SUPPRESS)
     p.add_argument("--api", help=argparse.SUPPRESS)
     return p.parse_args(argv)

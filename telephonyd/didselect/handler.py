@@ -86,7 +86,6 @@ class DIDSelectHandler:
         node_id: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
         self.client = client
         self.breaker = breaker
         self.metrics = metrics
@@ -94,8 +93,15 @@ class DIDSelectHandler:
         self.node_id = node_id
         self._on_selection = on_selection
         self._clock = clock
+        self.apply(config)
+
+    def apply(self, config: DIDSelectConfig) -> None:
+        """Use ``config`` from the next session on (budget, fallbacks, enabled, variable names)."""
+        self.config = config
         v = config.variables
-        self._names = {k: tuple(getattr(v, k)) for k in ("campaign", "agent", "lead", "customer_phone", "state", "area_code")}
+        names = {"campaign": v.campaign, "agent": v.agent, "lead": v.lead, "customer_phone": v.customer_phone,
+                 "state": v.state, "area_code": v.area_code}  # fmt: skip
+        self._names = {k: tuple(n) for k, n in names.items()}
         self._plan = FetchPlan(tuple(dict.fromkeys(n for names in self._names.values() for n in names)))
 
     async def __call__(self, session: AGISessionLike) -> str:

@@ -87,6 +87,17 @@ class DIDSelectService:
             "recorder": self.recorder.health(),
         }
 
+    def reconfigure(self, config: Any) -> None:
+        """Apply a reloaded `Config` (SIGHUP): the API's URL and key, ``did_select`` budget, enabled,
+        fallbacks, variable names, breaker thresholds, record timeout and retention change live;
+        ``max_connections``, ``reuse_ttl_s`` and ``remember_*`` need a restart (see reload.py)."""
+        new = config.did_select
+        self.config = new
+        self.client.apply(config.did_optimizer, new)
+        self.handler.apply(new)
+        self.breaker.failures, self.breaker.cooldown_s = new.breaker_failures, new.breaker_cooldown_s
+        self.recorder.timeout_s, self.recorder.retention_s = new.record_timeout_s, new.retention_s
+
     # -- for call_log ----------------------------------------------------------------------------
 
     async def selection_for(self, uniqueid: str) -> Selection | None:

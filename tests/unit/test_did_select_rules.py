@@ -164,3 +164,21 @@ def test_config_is_validated(section: dict[str, object], path: str) -> None:
 def test_config_defaults() -> None:
     c = validate({}).did_select
     assert (c.enabled, c.budget_s, c.reuse_ttl_s, c.fallback_dids) == (False, 0.3, 0.0, {})
+
+
+def test_reload_applies_the_api_url_key_and_budget_live() -> None:
+    from telephonyd.didselect import DIDSelectService
+    from telephonyd.reload import changed_keys
+    from telephonyd.store import Store
+
+    old = validate({"did_optimizer": {"base_url": "http://127.0.0.1:5000"}, "did_select": {"enabled": True}})
+    new = validate({"did_optimizer": {"base_url": "http://127.0.0.1:6000/", "api_key": "did_" + "cd" * 32},
+                    "did_select": {"enabled": True, "budget_s": 0.5, "breaker_failures": 9,
+                                   "variables": {"campaign": ["MYCAMP"]}}})  # fmt: skip
+    service = DIDSelectService(old.did_select, old.did_optimizer, Store("sqlite+aiosqlite:///:memory:"))
+    service.reconfigure(new)
+    assert service.client.url == "http://127.0.0.1:6000/api/v1/dids/next"
+    assert service.client._api_key == "did_" + "cd" * 32  # noqa: SLF001
+    assert service.handler.config.budget_s == 0.5 and service.breaker.failures == 9
+    assert service.handler.query({"MYCAMP": "X", "campaign_id": "Y"}, {}).campaign == "X"
+    assert "did_select.budget_s" in changed_keys(old, new)
