@@ -8,17 +8,21 @@ every request goes through `telephonyd.upstream.transport.exchange` (bounded in 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 import aiohttp
 
 from ..errors import UpstreamError
+from ..upstream.replies import scrub
 from ..upstream.transport import exchange
 from . import constants as c
 from .reply import SelectionQuery, Verdict, judge
 
 if TYPE_CHECKING:
     from ..config import DIDOptimizerConfig, DIDSelectConfig
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "telephonyd"
 #: Seconds an idle pooled connection is kept open.
@@ -63,6 +67,7 @@ class DIDSelectClient:
         session = self._session
         if session is None:
             return Verdict(None, reason=c.REASON_TRANSPORT, breaker_failure=True, detail="client not started")
+        request_id = "".join(ch for ch in request_id if ch.isprintable() and ch.isascii())[:64]
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "X-Request-ID": request_id}
         if self._api_key:
             headers["x-api-key"] = self._api_key
@@ -77,4 +82,8 @@ class DIDSelectClient:
             return Verdict(None, reason=c.REASON_TIMEOUT, breaker_failure=True, detail=f"no reply within {timeout_s:.3f}s")
         except UpstreamError as exc:
             return Verdict(None, reason=c.REASON_TRANSPORT, breaker_failure=True, detail=str(exc)[:300])
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong here, the call goes on (fail open)
+            log.warning("DID selection request failed unexpectedly", exc_info=True)
+            text = scrub(f"{type(exc).__name__}: {exc}", (self._api_key,))
+            return Verdict(None, reason=c.REASON_TRANSPORT, breaker_failure=True, detail=text[:300])
         return judge(reply.status, reply.body)

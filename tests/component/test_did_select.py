@@ -257,3 +257,9 @@ async def test_many_sessions_at_once_each_within_budget(rig: Rig) -> None:
     transcripts = await asyncio.gather(*(select(rig, channel(f"1795238000.{i}")) for i in range(50)))
     assert all(t.result == "SELECTED" for t in transcripts)
     assert {r.headers["X-Request-ID"] for r in rig.api.selections()} == {f"1795238000.{i}" for i in range(50)}
+
+
+async def test_a_bad_base_url_fails_open(sqlite_url: str) -> None:
+    async for rig in make_rig(sqlite_url):
+        rig.service.client.url = "http://[::1"  # not a URL: the request cannot even be built
+        assert_left_alone(await select(rig))
