@@ -3,8 +3,9 @@
 The three ``OPTIMIZER_*`` variables are those the DID Optimizer's own dialplan scripts set and its
 dialplan tests (``shared/reference/upstreams.md``): ``OPTIMIZER_DID`` (the DID, leading ``+``
 stripped), ``OPTIMIZER_STATUS`` ``SUCCESS|FAILURE``, ``OPTIMIZER_FALLBACK`` ``YES|NO``.
-``CALLERID(num)`` is written through ``SET VARIABLE`` (res_agi.c ``handle_setvariable`` hands a
-name ending in ``)`` to the dialplan function; Asterisk 22.10.1 answers ``200 result=1``).
+They are set with one ``EXEC MSet`` (``CALLERID(num)`` included: MSet sets each pair as ``Set()``
+does, so a name ending in ``)`` is written through the dialplan function; Asterisk 22.10.1 answers
+``200 result=0``), or ``SET VARIABLE`` (``200 result=1``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Dialplan, just before Dial() (see ``dialplan/``)::
 Per session: one ``GET FULL VARIABLE`` reads campaign, agent, lead, customer phone, state and area
 code (`telephonyd.calllog.fetch`); one ``GET /api/v1/dids/next`` (``X-Request-ID: <uniqueid>``) is
 sent unless the circuit breaker is open, cut off at ``did_select.budget_s`` after the session
-started; then ``SET VARIABLE`` per channel variable (`reply.channel_settings`). The call always
+started; then one ``EXEC MSet`` of the channel variables (`reply.channel_settings`; ``SET VARIABLE``
+when only ``OPTIMIZER_STATUS`` is set). The call always
 proceeds: whatever the API does, the session ends within the budget plus a few AGI round trips.
 
 Outcomes (the result word lands in ``TELEPHONYD_RESULT``, see `constants`):
@@ -39,7 +40,7 @@ from .client import DIDSelectClient
 from .memory import TTLMap
 from .metrics import DIDSelectMetrics
 from .model import Selection
-from .reply import SelectionQuery, Verdict, area_code_of, channel_settings, fallback_did
+from .reply import SelectionQuery, Verdict, area_code_of, channel_settings, fallback_did, mset_command
 
 if TYPE_CHECKING:
     from ..config import DIDSelectConfig
@@ -52,6 +53,8 @@ MIN_ASK_S = 0.002
 
 class AGISessionLike(AGICommands, Protocol):
     env: Mapping[str, str]
+
+    async def command(self, line: str) -> Any: ...
 
     async def set_variable(self, name: str, value: str, *, timeout: float | None = None) -> None: ...
 
@@ -124,8 +127,7 @@ class DIDSelectHandler:
             self.metrics.latency.observe(selection.latency_ms / 1000.0)
             if verdict.reason is not None:
                 self.metrics.failures.labels(verdict.reason).inc()
-            for name, value in channel_settings(selection.did, status=selection.status, fallback=selection.fallback):
-                await session.set_variable(name, value)
+            await self._set(session, channel_settings(selection.did, status=selection.status, fallback=selection.fallback))
             extra: dict[str, Any] = {"result": selection.result, "did": selection.did, "campaign": query.campaign,
                                      "latency_ms": round(selection.latency_ms, 1)}  # fmt: skip
             if verdict.reason is not None:
@@ -134,6 +136,18 @@ class DIDSelectHandler:
             else:
                 log.debug("DID selected", extra=extra)
             return selection.result
+
+    async def _set(self, session: AGISessionLike, settings: list[tuple[str, str]]) -> None:
+        """One ``EXEC MSet`` for several variables (one round trip); ``SET VARIABLE`` each when MSet
+        cannot carry a value or is refused (511 on a channel that hung up meanwhile)."""
+        line = mset_command(settings) if len(settings) > 1 else None
+        if line is not None:
+            reply = await session.command(line)
+            if reply.code == 200:
+                return
+            log.info("EXEC MSet refused, setting variables one by one", extra={"agi_code": reply.code})
+        for name, value in settings:
+            await session.set_variable(name, value)
 
     def query(self, values: Mapping[str, str], env: Mapping[str, str]) -> SelectionQuery:
         """The API's fields from the channel values; the customer phone falls back to the extension

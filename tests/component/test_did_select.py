@@ -18,7 +18,7 @@ from telephonyd.didselect import DIDSelectService
 from telephonyd.didselect.schema import metadata as didselect_metadata
 from telephonyd.fastagi import FastAGIServer
 from telephonyd.store import Store
-from tests.fakes.agi import FakeChannel, SessionTranscript, run_session
+from tests.fakes.agi import FakeChannel, SessionTranscript, parse_agi_args, run_session
 from tests.fakes.did_optimizer import FakeDIDOptimizer, Reply
 from tests.helpers import running, wait_until
 
@@ -93,23 +93,33 @@ async def select(rig: Rig, chan: FakeChannel | None = None) -> SessionTranscript
     return transcript
 
 
+def settings(t: SessionTranscript) -> dict[str, str]:
+    """Every variable the server set: its SET VARIABLEs and the pairs of its EXEC MSet."""
+    out = dict(t.variables_set)
+    for command in t.commands:
+        argv = parse_agi_args(command)
+        if [a.upper() for a in argv[:2]] == ["EXEC", "MSET"]:
+            out.update(pair.split("=", 1) for pair in argv[2].split(","))
+    return out
+
+
 def assert_left_alone(t: SessionTranscript, result: str = "FAILED") -> None:
-    assert t.variables_set.get("OPTIMIZER_STATUS") == "FAILURE"
-    assert "CALLERID(num)" not in t.variables_set
-    assert "OPTIMIZER_DID" not in t.variables_set
+    assert settings(t).get("OPTIMIZER_STATUS") == "FAILURE"
+    assert "CALLERID(num)" not in settings(t)
+    assert "OPTIMIZER_DID" not in settings(t)
     assert t.channel is not None and t.channel.variables["CALLERID(num)"] == "5550001111"
     assert t.result == result
 
 
 async def test_fast_answer_sets_the_did_as_caller_id(rig: Rig) -> None:
     t = await select(rig)
-    assert t.variables_set == {
+    assert settings(t) == {
         "OPTIMIZER_DID": "15555550100", "OPTIMIZER_STATUS": "SUCCESS", "OPTIMIZER_FALLBACK": "NO",
         "CALLERID(num)": "15555550100", "TELEPHONYD_RESULT": "SELECTED",
     }  # fmt: skip
     assert t.channel is not None and t.channel.variables["CALLERID(num)"] == "15555550100"
-    # One GET FULL VARIABLE for every field, then only SET VARIABLEs.
-    assert t.commands[0].startswith("GET FULL VARIABLE ") and len(t.commands) == 6
+    # One GET FULL VARIABLE for every field, one EXEC MSet, the result: three round trips.
+    assert [c.split(" ", 2)[:2] for c in t.commands] == [["GET", "FULL"], ["EXEC", "MSet"], ["SET", "VARIABLE"]]
     (request,) = rig.api.selections()
     assert request.method == "GET"
     assert request.headers["X-Request-ID"] == UNIQUEID
@@ -156,21 +166,21 @@ async def test_a_did_shorter_than_ten_digits_never_becomes_the_caller_id(rig: Ri
 async def test_api_fallback_did_is_success_with_fallback_yes(rig: Rig) -> None:
     rig.api.script_selection(Reply.selected("+15555550177", is_fallback=True))
     t = await select(rig)
-    assert t.variables_set["OPTIMIZER_STATUS"] == "SUCCESS"
-    assert t.variables_set["OPTIMIZER_FALLBACK"] == "YES"
-    assert t.variables_set["CALLERID(num)"] == "15555550177"
+    assert settings(t)["OPTIMIZER_STATUS"] == "SUCCESS"
+    assert settings(t)["OPTIMIZER_FALLBACK"] == "YES"
+    assert settings(t)["CALLERID(num)"] == "15555550177"
 
 
 async def test_configured_fallback_did_on_failure(sqlite_url: str) -> None:
     async for rig in make_rig(sqlite_url, fallback_dids={"TESTCAMP": "+15555550150", "*": "5555550160"}):
         rig.api.script_selection(Reply.error(500), Reply.never_answers())
         t = await select(rig)
-        assert t.variables_set == {
+        assert settings(t) == {
             "OPTIMIZER_DID": "15555550150", "OPTIMIZER_STATUS": "FAILURE", "OPTIMIZER_FALLBACK": "YES",
             "CALLERID(num)": "15555550150", "TELEPHONYD_RESULT": "FALLBACK",
         }  # fmt: skip
         t = await select(rig, channel("1795237838.12", campaign_id="OTHER"))
-        assert t.variables_set["CALLERID(num)"] == "5555550160"
+        assert settings(t)["CALLERID(num)"] == "5555550160"
 
 
 async def test_reuse_of_the_last_good_did_when_allowed(sqlite_url: str) -> None:
@@ -179,8 +189,8 @@ async def test_reuse_of_the_last_good_did_when_allowed(sqlite_url: str) -> None:
         rig.api.script_selection(Reply.error(503))
         t = await select(rig, channel("1795237838.13"))
         assert t.result == "REUSED"
-        assert t.variables_set["CALLERID(num)"] == "15555550100"
-        assert t.variables_set["OPTIMIZER_STATUS"] == "FAILURE"
+        assert settings(t)["CALLERID(num)"] == "15555550100"
+        assert settings(t)["OPTIMIZER_STATUS"] == "FAILURE"
         # Another area code has no good answer to reuse.
         rig.api.script_selection(Reply.error(503))
         t = await select(rig, channel("1795237838.14", CUSTOMER_PHONE="3105550123"))

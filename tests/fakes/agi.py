@@ -15,7 +15,8 @@ the recording never saw still gets a realistic answer:
   ``parse_args()`` does (double quotes group, a backslash escapes the next character).
 - ``VERBOSE`` -> ``200 result=1``; ``NOOP`` -> ``200 result=0`` (as recorded); ``ANSWER`` -> ``200
   result=0``; ``CHANNEL STATUS`` -> ``200 result=6`` (up); ``HANGUP`` -> ``200 result=1``, then an
-  unsolicited ``HANGUP`` line; ``EXEC Set x=y`` / other applications; ``DATABASE GET|PUT|DEL``;
+  unsolicited ``HANGUP`` line; ``EXEC Set x=y`` / ``EXEC MSet a=1,b=2`` (``200 result=0``) / other
+  applications; ``DATABASE GET|PUT|DEL``;
   ``GOSUB`` -> ``100 result=0 Trying...`` then ``200 result=0 Gosub complete``.
 - ``STREAM FILE`` -> ``200 result=0 endpos=0``; ``GET DATA`` -> ``200 result= (timeout)``.
 - Wrong argument count -> the multi-line ``520-...`` / ``520 End of proper usage.`` answer.
@@ -255,6 +256,12 @@ class FakeChannel:
             name, sep, value = data.partition("=")
             if sep:
                 self.variables[name] = value
+            return "200 result=0"
+        if app == "mset":  # recorded: asterisk-22.10.1/did_select/mset_agi.log
+            for pair in data.split(","):
+                name, sep, value = pair.partition("=")
+                if sep:
+                    self.variables[name] = value.strip('"')
             return "200 result=0"
         return "200 result=0" if app in ("noop", "verbose", "log", "wait", "playback") else "200 result=-2"
 

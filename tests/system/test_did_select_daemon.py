@@ -17,6 +17,8 @@ from tests.fakes.did_optimizer import FakeDIDOptimizer
 from tests.helpers import wait_until
 
 from .daemon import Daemon
+from tests.component.test_did_select import settings
+
 from .test_metrics_daemon import scrape
 
 pytestmark = pytest.mark.system
@@ -43,7 +45,7 @@ async def test_selection_report_lookup_and_breaker(daemon_factory: Callable[...,
         chan = FakeChannel.synthetic({"campaign_id": "SYS"}, script="did_select", uniqueid=UNIQUEID,
                                      extension="914155550123", callerid="5550001111")  # fmt: skip
         t = await run_session("127.0.0.1", daemon.agi_port, chan)
-        assert t.result == "SELECTED" and t.variables_set["CALLERID(num)"] == "15555550100"
+        assert t.result == "SELECTED" and settings(t)["CALLERID(num)"] == "15555550100"
         assert t.channel is not None
         hangup = t.channel.copy()
         hangup.variables.update({"DIALSTATUS": "ANSWER", "HANGUPCAUSE": "16", "ANSWEREDTIME": "5", "DIALEDTIME": "8"})
@@ -69,9 +71,11 @@ async def test_selection_report_lookup_and_breaker(daemon_factory: Callable[...,
             run_session("127.0.0.1", daemon.agi_port, FakeChannel.synthetic(script="did_select", uniqueid=f"1795700001.{i}"))
             for i in range(10)
         ))  # fmt: skip
-        assert all(r.result == "FAILED" and r.variables_set["OPTIMIZER_STATUS"] == "FAILURE" for r in results)
+        assert all(r.result == "FAILED" and settings(r)["OPTIMIZER_STATUS"] == "FAILURE" for r in results)
         status = await daemon.wait_status(lambda s: s["components"]["did_select"]["breaker"]["state"] == "open")
         assert status["ok"] is False
+        late = await run_session("127.0.0.1", daemon.agi_port, FakeChannel.synthetic(script="did_select", uniqueid="1795700002.1"))
+        assert late.result == "FAILED"  # answered without asking: counted as breaker_open below
         metrics = await scrape(daemon)
         assert metrics[("telephonyd_did_select_breaker_state", ())] == 2
         assert metrics[("telephonyd_did_select_failures_total", (("reason", "breaker_open"),))] >= 1

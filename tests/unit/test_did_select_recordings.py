@@ -43,7 +43,7 @@ def did_select_exchanges(name: str) -> tuple[dict[str, str], list[tuple[str, str
     return env, pairs
 
 
-@pytest.mark.parametrize("name", ["success", "api_down"])
+@pytest.mark.parametrize("name", ["success", "api_down", "mset"])
 def test_the_fake_answers_every_recorded_command_as_asterisk_did(name: str) -> None:
     env, pairs = did_select_exchanges(name)
     assert env["network_script"] == "did_select" and pairs
@@ -70,3 +70,14 @@ def test_the_invite_carries_the_caller_id_the_session_set() -> None:
     assert [c for c, _ in pairs if c.startswith("SET VARIABLE")] == ['SET VARIABLE OPTIMIZER_STATUS "FAILURE"',
                                                                     'SET VARIABLE TELEPHONYD_RESULT "FAILED"']  # fmt: skip
     assert invite_from_user("api_down") == env["callerid"] == "5550001111"
+
+
+def test_one_exec_mset_sets_the_caller_id_as_set_variable_does() -> None:
+    env, pairs = did_select_exchanges("mset")
+    (mset, reply) = pairs[0]
+    assert mset.startswith("EXEC MSet ") and reply == "200 result=0"
+    fake = FakeChannel.synthetic(script="did_select", callerid=env["callerid"])
+    fake.answer(mset)
+    assert fake.variables["CALLERID(num)"] == "14155550178" == invite_from_user("mset")
+    assert (fake.variables["OPTIMIZER_DID"], fake.variables["OPTIMIZER_STATUS"], fake.variables["OPTIMIZER_FALLBACK"]) == (
+        "14155550178", "SUCCESS", "NO")
