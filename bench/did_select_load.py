@@ -261,9 +261,8 @@ async def bare_responder(api_port: int | None, concurrency: int) -> tuple[asynci
             if api_port is not None:
                 async with session.get(url, params={"campaign_id": "BENCH"}, headers={"X-Request-ID": "1"}) as resp:
                     did = json.loads(await resp.read())["did"]["number"].lstrip("+")
-                commands = [f'SET VARIABLE OPTIMIZER_DID "{did}"', 'SET VARIABLE OPTIMIZER_STATUS "SUCCESS"',
-                            'SET VARIABLE OPTIMIZER_FALLBACK "NO"', f'SET VARIABLE CALLERID(num) "{did}"',
-                            'SET VARIABLE TELEPHONYD_RESULT "SELECTED"']  # fmt: skip
+                commands = [f'EXEC MSet "OPTIMIZER_DID={did},OPTIMIZER_STATUS=SUCCESS,OPTIMIZER_FALLBACK=NO,'
+                            f'CALLERID(num)={did}"', 'SET VARIABLE TELEPHONYD_RESULT "SELECTED"']  # fmt: skip
             for command in commands:
                 writer.write((command + "\n").encode())
                 await reader.readline()

@@ -1,4 +1,5 @@
-"""`CircuitBreaker`: stop asking an API that keeps failing, probe it again after a cooldown (pure).
+"""`CircuitBreaker`: stop asking an API that keeps failing, probe it again after a cooldown (no I/O;
+it logs when it opens and closes).
 
 States: ``closed`` (every request goes), ``open`` (none goes; after ``cooldown_s`` the next request
 becomes the one probe), ``half_open`` (the probe is out; others do not go). The probe's success
@@ -8,9 +9,12 @@ a closed breaker; any success resets the count.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Final
+
+log = logging.getLogger(__name__)
 
 CLOSED: Final = "closed"
 OPEN: Final = "open"
@@ -51,6 +55,8 @@ class CircuitBreaker:
     def record(self, ok: bool) -> None:
         """The outcome of a request that `allow` let through."""
         if ok:
+            if self.state != CLOSED:
+                log.warning("DID Optimizer circuit breaker closed: the API answered again")
             self.state = CLOSED
             self.consecutive_failures = 0
             self.opened_at = None
@@ -69,6 +75,8 @@ class CircuitBreaker:
     def _open(self) -> None:
         if self.state != OPEN:
             self.opened_total += 1
+            log.warning("DID Optimizer circuit breaker open: calls keep their caller id without asking",
+                        extra={"failures": self.consecutive_failures, "cooldown_s": self.cooldown_s})  # fmt: skip
         self.state = OPEN
         self.opened_at = self._clock()
         self._probe_out = False

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..calllog.fetch import AGICommands, FetchPlan, fetch_values
 from ..logs import log_context
 from . import constants as c
-from .breaker import CircuitBreaker
+from .breaker import OPEN, CircuitBreaker
 from .client import DIDSelectClient
 from .memory import TTLMap
 from .metrics import DIDSelectMetrics
@@ -118,8 +118,11 @@ class DIDSelectHandler:
                 self.metrics.selections.labels(c.RESULT_ERROR).inc()
                 await session.set_variable(c.OPTIMIZER_STATUS, c.STATUS_FAILURE)
                 return c.RESULT_ERROR
-            fetched = await fetch_values(session, self._plan, fallback=False)
-            query = self.query(fetched.values, session.env)
+            if self._nothing_to_read():
+                query = self.query({}, session.env)  # the answer is FAILED whatever the channel holds
+            else:
+                fetched = await fetch_values(session, self._plan, fallback=False)
+                query = self.query(fetched.values, session.env)
             verdict = await self._ask(query, uniqueid, deadline)
             selection = self._decide(uniqueid, query, verdict, (loop.time() - started) * 1000.0)
             self._on_selection(selection)
@@ -132,10 +135,20 @@ class DIDSelectHandler:
                                      "latency_ms": round(selection.latency_ms, 1)}  # fmt: skip
             if verdict.reason is not None:
                 extra.update(reason=verdict.reason, detail=verdict.detail)
-                log.info("DID selection failed open", extra=extra)
+                # While the breaker is open every call would log the same line: the opening did.
+                quiet = verdict.reason in (c.REASON_BREAKER_OPEN, c.REASON_DISABLED)
+                log.log(logging.DEBUG if quiet else logging.INFO, "DID selection failed open", extra=extra)
             else:
                 log.debug("DID selected", extra=extra)
             return selection.result
+
+    def _nothing_to_read(self) -> bool:
+        """True when no channel value can change the outcome: the API will not be asked (disabled,
+        or the breaker open with no probe due) and no fallback or reuse is configured. The session
+        then skips its ``GET FULL VARIABLE``: two AGI round trips in all during an outage."""
+        if self.config.fallback_dids or self.reuse is not None:
+            return False
+        return not self.config.enabled or (self.breaker.state == OPEN and not self.breaker.probe_due())
 
     async def _set(self, session: AGISessionLike, settings: list[tuple[str, str]]) -> None:
         """One ``EXEC MSet`` for several variables (one round trip); ``SET VARIABLE`` each when MSet

@@ -273,3 +273,22 @@ async def test_a_bad_base_url_fails_open(sqlite_url: str) -> None:
     async for rig in make_rig(sqlite_url):
         rig.service.client.url = "http://[::1"  # not a URL: the request cannot even be built
         assert_left_alone(await select(rig))
+
+
+async def test_with_the_breaker_open_a_session_is_two_round_trips(sqlite_url: str) -> None:
+    async for rig in make_rig(sqlite_url, breaker_failures=1, breaker_cooldown_s=60):
+        rig.api.script_selection(Reply.error(503))
+        assert_left_alone(await select(rig))
+        t = await select(rig, channel("1795237901.1"))
+        assert_left_alone(t)
+        assert t.commands == ['SET VARIABLE OPTIMIZER_STATUS "FAILURE"', 'SET VARIABLE TELEPHONYD_RESULT "FAILED"']
+        stored = await wait_until(lambda: rig.service.recorder.lookup("1795237901.1"), what="selection row")
+        assert (stored.reason, stored.area_code) == ("breaker_open", "212")  # from the extension dialed
+
+
+async def test_with_a_fallback_configured_the_breaker_open_path_still_reads_the_campaign(sqlite_url: str) -> None:
+    async for rig in make_rig(sqlite_url, breaker_failures=1, breaker_cooldown_s=60, fallback_dids={"TESTCAMP": "4155550150"}):
+        rig.api.script_selection(Reply.error(503))
+        await select(rig)
+        t = await select(rig, channel("1795237901.2"))
+        assert t.result == "FALLBACK" and settings(t)["CALLERID(num)"] == "4155550150"
