@@ -101,10 +101,11 @@ class DIDSelectService:
     # -- for call_log ----------------------------------------------------------------------------
 
     async def selection_for(self, uniqueid: str) -> Selection | None:
-        """The selection of ``uniqueid``: from memory, else from the store (another instance, a
-        restart); None when there was none or the store did not answer within ``record_timeout_s``."""
+        """The selection of ``uniqueid``: from memory, else (only while ``did_select.enabled``, so a
+        daemon not selecting DIDs adds no store read to the hangup) from the store: another instance
+        or a restart; None when there was none or the store did not answer within ``record_timeout_s``."""
         selection = self.recent.get(uniqueid)
-        if selection is not None:
+        if selection is not None or not self.config.enabled:
             return selection
         return await self.recorder.lookup(uniqueid)
 
