@@ -152,7 +152,7 @@ class DIDSelectHandler:
 
     async def _set(self, session: AGISessionLike, settings: list[tuple[str, str]]) -> None:
         """One ``EXEC MSet`` for several variables (one round trip); ``SET VARIABLE`` each when MSet
-        cannot carry a value or is refused (511 on a channel that hung up meanwhile)."""
+        cannot carry a value or answers anything but 200."""
         line = mset_command(settings) if len(settings) > 1 else None
         if line is not None:
             reply = await session.command(line)
