@@ -82,6 +82,7 @@ class DIDSelectService:
             "ok": self.breaker.state != OPEN,
             "state": self._state,
             "enabled": self.config.enabled,
+            "breaker_state": self.breaker.state,  # flat, for `telephonyd status`
             "breaker": self.breaker.snapshot(),
             "remembered": len(self.recent),
             "recorder": self.recorder.health(),
