@@ -182,3 +182,21 @@ def test_reload_applies_the_api_url_key_and_budget_live() -> None:
     assert service.handler.config.budget_s == 0.5 and service.breaker.failures == 9
     assert service.handler.query({"MYCAMP": "X", "campaign_id": "Y"}, {}).campaign == "X"
     assert "did_select.budget_s" in changed_keys(old, new)
+
+
+def test_did_show_text() -> None:
+    from telephonyd.didselect.commands import format_show
+
+    data = {
+        "selection": {"result": "FAILED", "status": "FAILURE", "did": None, "fallback": False, "latency_ms": 300.4,
+                      "request_id": "1795.1", "campaign": "C1", "area_code": "415", "reason": "timeout",
+                      "detail": "no reply within 0.300s"},
+        "report": {"outbox_id": 7, "state": "delivered", "attempts": 1, "phoneNumber": "5550001111",
+                   "didUsed": "5550001111", "didRequestId": "1795.1", "didSelection": "FAILED", "dialStatus": "BUSY"},
+    }  # fmt: skip
+    text = format_show("1795.1", data)
+    assert "selection: FAILED status=FAILURE did=- fallback=NO latency=300.4 ms request_id=1795.1" in text
+    assert "reason=timeout (no reply within 0.300s)" in text
+    assert "report: outbox #7 delivered attempts=1 phoneNumber=5550001111 didUsed=5550001111 didRequestId=1795.1" in text
+    assert format_show("x", {"selection": None, "report": None}).splitlines()[1:] == [
+        "selection: none recorded", "report: none queued"]
