@@ -1,7 +1,7 @@
 """`SelectionRecorder`: selections written to the ``did_selection`` table off the call path.
 
 The AGI session never waits for the store: `add` queues the selection (bounded; a full queue drops
-and counts) and `run` writes whatever has gathered as one transaction (delete + insert, so the
+and counts) and `run` writes whatever has gathered within `LINGER_S` as one transaction (delete + insert, so the
 last ask of a uniqueid wins), retrying a failed batch with the project's backoff. `lookup` reads
 one row back for a hangup that another instance (or a restart) sees.
 """
@@ -27,6 +27,8 @@ from .schema import did_selection
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 256
+#: Seconds a first selection waits for others to share its transaction.
+LINGER_S = 0.2
 PRUNE_INTERVAL_S = 300.0
 
 
@@ -87,6 +89,13 @@ class SelectionRecorder:
                 finally:
                     waiter.cancel()
                     stopper.cancel()
+            if len(self._queue) < BATCH_MAX and not stopping.is_set():
+                # Let a batch gather: one transaction (one fsync on SQLite) for many selections
+                # instead of one each; the hangup of the same call finds it in memory meanwhile.
+                try:
+                    await asyncio.wait_for(stopping.wait(), LINGER_S)
+                except TimeoutError:
+                    pass
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_INTERVAL_S
                 await self._prune()
