@@ -208,7 +208,6 @@ async def test_breaker_opens_answers_without_asking_then_closes_after_a_probe(sq
         t = await select(rig, channel("1795237900.5"))
         assert_left_alone(t)
         assert len(rig.api.selections()) == asked, "an open breaker must not ask the API"
-        assert t.duration < BUDGET_S / 2
         await wait_until(lambda: rig.service.breaker.probe_due(), timeout=2.0, what="cooldown")
         t = await select(rig, channel("1795237900.6"))
         assert t.result == "SELECTED"
