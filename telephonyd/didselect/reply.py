@@ -102,8 +102,11 @@ def judge(status: int, body: bytes) -> Verdict:
     if status >= 500:
         fallback = data.get("fallback") if data is not None else None
         if isinstance(fallback, dict):
-            return Verdict(None, reason=c.REASON_EMPTY_POOL, detail=f"HTTP {status}: empty pool",
-                           server_fallback=normalize_did(fallback.get("number")))  # fmt: skip
+            # The API's own fallback number is not used: the call keeps its caller id (or the
+            # configured fallback); the number is kept in the detail for the record.
+            number = normalize_did(fallback.get("number"))
+            return Verdict(None, reason=c.REASON_EMPTY_POOL, detail=f"HTTP {status}: empty pool (API fallback {number})",
+                           server_fallback=number)  # fmt: skip
         return Verdict(None, reason=c.REASON_HTTP_5XX, breaker_failure=True, detail=f"HTTP {status}: {excerpt(body)}")
     if 400 <= status < 500:
         return Verdict(None, reason=c.REASON_HTTP_4XX, detail=f"HTTP {status}: {excerpt(body)}")
