@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 USER_AGENT = "telephonyd"
 #: Seconds an idle pooled connection is kept open.
 KEEPALIVE_S = 30.0
+#: Seconds closing the pool may take at shutdown.
+CLOSE_TIMEOUT_S = 5.0
 
 
 class DIDSelectClient:
@@ -55,7 +57,11 @@ class DIDSelectClient:
     async def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
-            await session.close()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await session.close()
+            except TimeoutError:
+                log.warning("DID Optimizer connections not closed in time")
 
     async def select(self, query: SelectionQuery, request_id: str, timeout_s: float) -> Verdict:
         """One request, answered within ``timeout_s`` seconds: the `Verdict`, never an exception.
