@@ -55,9 +55,10 @@ def store_schemas(config: Config) -> list[sa.MetaData]:
     """Every MetaData that lives in the main store (``store.url``)."""
     from .ameyo.schema import metadata as ameyo_metadata
     from .calls.records import metadata as calls_metadata
+    from .didselect.schema import metadata as didselect_metadata
     from .outbox.schema import metadata as outbox_metadata
 
-    schemas = [outbox_metadata, ameyo_metadata, calls_metadata]
+    schemas = [outbox_metadata, ameyo_metadata, calls_metadata, didselect_metadata]
     if config.vicidial.enabled:
         from .vicidial import metadata as vicidial_metadata
 
@@ -99,6 +100,7 @@ class App:
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.http: HTTPServer | None = None
         self.fastagi: Any = None
+        self.did_select: Any = None
         self.outbox: Any = None
         # Metrics: send attempts of every outbox sender, measured where the senders are registered.
         self.upstream_stats = UpstreamStats()
@@ -209,13 +211,22 @@ class App:
 
     def _build_fastagi(self) -> None:
         from .calllog import CallLogHandler
+        from .didselect import DIDSelectService
         from .fastagi import FastAGIServer
         from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
 
-        self.calllog_handler = CallLogHandler(self.config.call_log, self.outbox.enqueue, target=DID_OPTIMIZER_TARGET)
-        self.fastagi = FastAGIServer(self.config.fastagi, {"call_log": self.calllog_handler},
+        self.did_select = DIDSelectService(
+            self.config.did_select, self.config.did_optimizer, self.store, node_id=self.config.node_id
+        )
+        self.calllog_handler = CallLogHandler(
+            self.config.call_log, self.outbox.enqueue, target=DID_OPTIMIZER_TARGET,
+            selections=self.did_select.selection_for,
+        )  # fmt: skip
+        routes = {"call_log": self.calllog_handler, "did_select": self.did_select.handler}
+        self.fastagi = FastAGIServer(self.config.fastagi, routes,
                                      max_sessions=self.descriptors.fastagi_sessions if self.descriptors else None)
         self.components["fastagi"] = self.fastagi
+        self.components["did_select"] = self.did_select
 
     def _build_ameyo(self) -> None:
         if not self.config.ameyo.enabled:
@@ -285,6 +296,7 @@ class App:
             instruments += self.fastagi.collectors()
         if getattr(self, "ameyo_service", None) is not None:
             instruments += self.ameyo_service.collectors()
+        instruments.append(self.did_select.metrics)
         vicidial = self.components.get("vicidial")
         if vicidial is not None:
             instruments += vicidial.instruments()

@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "telephonyd.ameyo.commands",
     "telephonyd.vicidial.commands",
     "telephonyd.calls.commands",
+    "telephonyd.didselect.commands",
 )
 
 

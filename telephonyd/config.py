@@ -211,6 +211,61 @@ class DIDOptimizerConfig(Section):
     timeout_s: float = Field(5.0, gt=0)
 
 
+_DID_TEXT = r"^\+?[0-9]{10,15}$"
+
+
+class DIDSelectVariables(Section):
+    """Which channel variables feed which ``GET /api/v1/dids/next`` field; first non-empty wins.
+
+    Defaults cover VICIdial's names and plain ones (``campaign_id``, ``agent``, ``lead_id``...).
+    Without a customer phone variable the extension being dialed is used; without an area code
+    variable the area code is the first three of the phone's last ten digits (NANP).
+    """
+
+    campaign: list[str] = ["CAMPCUST", "campaign_id", "CAMPAIGN"]
+    agent: list[str] = ["agent", "AGENT", "agent_id"]
+    lead: list[str] = ["lead_id", "LEAD_ID"]
+    customer_phone: list[str] = ["CUSTOMER_PHONE", "phone_number"]
+    state: list[str] = ["customer_state", "CUSTOMER_STATE", "state"]
+    area_code: list[str] = ["customer_area_code", "CUSTOMER_AREA_CODE", "area_code"]
+
+    @field_validator("campaign", "agent", "lead", "customer_phone", "state", "area_code")
+    @classmethod
+    def _plain_names(cls, v: list[str]) -> list[str]:
+        return CallLogVariables._plain_names(v)  # the same rule: names go into one GET FULL VARIABLE
+
+
+class DIDSelectConfig(Section):
+    """The ``did_select`` AGI route: the caller id DID for the next call, from the DID Optimizer.
+
+    The API is ``did_optimizer.base_url`` + ``path`` with ``did_optimizer.api_key``. A session ends
+    within ``budget_s`` (hard cap 1 s) whatever the API does. ``breaker_failures`` failures in a
+    row open the circuit breaker: sessions then answer at once without asking, until a probe after
+    ``breaker_cooldown_s`` succeeds. ``reuse_ttl_s`` > 0 lets a failed selection reuse the last good
+    DID of the same campaign and area code for that long (off by default: reuse can break the
+    optimizer's rotation). ``fallback_dids`` maps a campaign (``"*"``: any other) to the DID set
+    when the selection fails; without one the caller id is left alone. ``max_connections`` bounds
+    the pooled keep-alive connections to the API. Selections are remembered in memory for the
+    hangup's ``call_log`` for ``remember_ttl_s`` (at most ``remember_max``) and recorded in the
+    store (``did_selection`` table; ``record_timeout_s`` bounds each batch write; rows older than
+    ``retention_s`` are deleted).
+    """
+
+    enabled: bool = False
+    path: str = "/api/v1/dids/next"
+    budget_s: float = Field(0.3, gt=0, le=1.0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(5.0, gt=0)
+    reuse_ttl_s: float = Field(0.0, ge=0, le=3600)
+    fallback_dids: dict[str, Annotated[str, Field(pattern=_DID_TEXT)]] = {}
+    max_connections: int = Field(64, ge=1, le=1024)
+    remember_ttl_s: float = Field(4 * 3600.0, gt=0)
+    remember_max: int = Field(100_000, ge=100)
+    record_timeout_s: float = Field(5.0, gt=0)
+    retention_s: float = Field(7 * 86400.0, gt=0)
+    variables: DIDSelectVariables = DIDSelectVariables()
+
+
 class OutboxConfig(Section):
     """Delivery of outbox rows: batching, concurrency, retry schedule, claim lease.
 
@@ -508,6 +563,7 @@ class Config(Section):
     call_log: CallLogConfig = CallLogConfig()
     http: HTTPConfig = HTTPConfig()
     did_optimizer: DIDOptimizerConfig = DIDOptimizerConfig()
+    did_select: DIDSelectConfig = DIDSelectConfig()
     outbox: OutboxConfig = OutboxConfig()
     logging: LoggingConfig = LoggingConfig()
     ami: AMIConfig = AMIConfig()

@@ -1,7 +1,8 @@
 """SIGHUP reload: apply the parts of a new, already validated config that can change live.
 
 Live: ``http.admin_token``, ``logging.level``, the upstream sections (``did_optimizer``, ``tops``:
-URLs, keys, timeouts, enabled), ``ameyo`` tokens and TTLs, ``call_log`` variable names. Anything else
+URLs, keys, timeouts, enabled), ``ameyo`` tokens and TTLs, ``call_log`` variable names, ``did_select``
+(but ``max_connections``, ``reuse_ttl_s``, ``remember_*``). Anything else
 (listen addresses, ``store.url``, ``node_id``, AMI connection) needs a restart and is named in the log.
 """
 
@@ -15,9 +16,10 @@ from .logs import update_secrets
 
 log = logging.getLogger(__name__)
 
-LIVE_SECTIONS = {"http", "logging", "did_optimizer", "tops", "ameyo", "call_log", "outbox", "presence"}
+LIVE_SECTIONS = {"http", "logging", "did_optimizer", "tops", "ameyo", "call_log", "outbox", "presence", "did_select"}
 RESTART_KEYS = {"http.listen", "outbox.write_batch_max", "http.header_timeout_s", "http.body_timeout_s",
-                "http.max_connections", "http.max_connections_per_client"}
+                "http.max_connections", "http.max_connections_per_client", "did_select.max_connections",
+                "did_select.reuse_ttl_s", "did_select.remember_ttl_s", "did_select.remember_max"}
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -58,7 +60,7 @@ def apply_reload(app: Any, new: Config) -> list[str]:
     if app.http is not None:
         app.http.set_admin_token(new.http.admin_token.get_secret_value() if new.http.admin_token else None)
     logging.getLogger().setLevel(new.logging.level)
-    for name in ("did_sender", "tops_sender", "calllog_handler", "ameyo_service", "presence_service"):
+    for name in ("did_sender", "tops_sender", "calllog_handler", "ameyo_service", "presence_service", "did_select"):
         target = getattr(app, name, None)
         reconfigure = getattr(target, "reconfigure", None)
         if reconfigure is not None:

@@ -40,7 +40,7 @@ from . import constants as c
 from .fetch import AGICommands, FetchPlan, fetch_values
 from .hangup_line import HangupFields, hangup_fields, is_hvcauses
 from .outcome import StartRecord, VariableNames, dialed_number, end_stage_names, first_of, resolve_outcome
-from .payload import build_payload
+from .payload import DIDSelectionLike, build_payload
 from .start_cache import StartCache
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,13 @@ class EnqueueResult(Protocol):
     id: Any
     created: bool
 
+
+#: ``await selection_for(uniqueid)``: the leg's ``did_select`` decision, or None (see
+#: ``DIDSelectService.selection_for``). Bounded by `SELECTION_LOOKUP_TIMEOUT_S`; a failure only
+#: leaves the selection fields out of the report.
+SelectionLookup = Callable[[str], Awaitable[DIDSelectionLike | None]]
+#: Seconds the end stage waits for the selection lookup.
+SELECTION_LOOKUP_TIMEOUT_S = 1.0
 
 #: ``await enqueue(target, key, payload)``; returns once the row is committed (the outbox's
 #: ``Outbox.enqueue``). Raises when the store cannot take the row.
@@ -99,6 +106,8 @@ class CallLogHandler:
             of the same call creates nothing.
         target: the outbox target of the DID Optimizer sender.
         clock: epoch seconds; stamps ``timestamp`` and drives the start cache TTL.
+        selections: the ``did_select`` lookup; with it, a leg whose caller id was selected is
+            reported with ``didUsed``, ``didRequestId`` and ``didSelection``.
 
     Cost per session, in AGI round trips: start stage 1 (``GET FULL VARIABLE`` of the configured
     campaign/agent/lead/list/customer-phone variables), end stage 1 (everything, see
@@ -113,8 +122,10 @@ class CallLogHandler:
         enqueue: Enqueue,
         target: str = c.DEFAULT_TARGET,
         clock: Callable[[], float] = time.time,
+        selections: SelectionLookup | None = None,
     ) -> None:
         self.config = config
+        self._selections = selections
         self.target = target
         self._enqueue = enqueue
         self._clock = clock
@@ -200,7 +211,8 @@ class CallLogHandler:
                     extra={"hangup_cause": line.hangup_cause or fetched.values.get(c.HANGUPCAUSE, "")},
                 )
             return c.RESULT_SKIPPED
-        payload = build_payload(outcome, source=self.config.source, timestamp=int(self._clock()))
+        selection = await self._selection(uniqueid)
+        payload = build_payload(outcome, source=self.config.source, timestamp=int(self._clock()), selection=selection)
         with log_context(linkedid=outcome.linkedid):
             try:
                 async with asyncio.timeout(self.config.enqueue_timeout_s):
@@ -226,3 +238,13 @@ class CallLogHandler:
                 return c.RESULT_QUEUED
             log.info("call outcome already queued; nothing new recorded", extra=details)
             return c.RESULT_DUPLICATE
+
+    async def _selection(self, uniqueid: str) -> DIDSelectionLike | None:
+        if self._selections is None:
+            return None
+        try:
+            async with asyncio.timeout(SELECTION_LOOKUP_TIMEOUT_S):
+                return await self._selections(uniqueid)
+        except Exception as exc:  # noqa: BLE001 - the report goes out without the selection fields
+            log.info("DID selection lookup failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            return None

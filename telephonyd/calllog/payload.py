@@ -6,7 +6,7 @@ Field names and types are those the DID Optimizer's own hangup-time reporter sen
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from .outcome import CallOutcome
 
@@ -38,8 +38,21 @@ PAYLOAD_FIELDS: tuple[str, ...] = (
     "report",
 )
 
+#: Keys added when the leg's caller id was chosen by ``did_select`` (after `PAYLOAD_FIELDS`).
+SELECTION_FIELDS: tuple[str, ...] = ("didRequestId", "didSelection")
 
-def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[str, Any]:
+
+class DIDSelectionLike(Protocol):
+    """What the report needs of a ``did_select`` decision (``telephonyd.didselect.Selection``)."""
+
+    did: str | None
+    request_id: str
+    result: str
+
+
+def build_payload(
+    outcome: CallOutcome, *, source: str, timestamp: int, selection: DIDSelectionLike | None = None
+) -> dict[str, Any]:
     """The JSON-ready body.
 
     ``duration`` is ANSWEREDTIME (s, 0 when the call was never bridged), ``dialedTime`` DIALEDTIME,
@@ -50,8 +63,13 @@ def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[
     from: the channel variable (``OPTIMIZER_DID``, ``DID_NUMBER``), ``CALLERID(num)`` (no DID
     variable was set: the caller id, which may not be a pool DID) or ``none``. ``report`` is
     ``outcome`` (the hangup outcome; ``disposition`` reports come from ``telephonyd.vicidial``).
+
+    With a ``selection`` (the leg asked ``did_select`` before Dial) ``didUsed`` is the DID it set as
+    caller id (else the DID or caller id the leg had) and the `SELECTION_FIELDS` follow:
+    ``didRequestId`` the ``X-Request-ID`` of its ``GET /api/v1/dids/next``, ``didSelection`` its
+    result word (SELECTED, REUSED, FALLBACK, FAILED, DISABLED).
     """
-    return {
+    payload = {
         "uniqueid": outcome.uniqueid,
         "linkedid": outcome.linkedid,
         "phoneNumber": outcome.did,
@@ -77,3 +95,8 @@ def build_payload(outcome: CallOutcome, *, source: str, timestamp: int) -> dict[
         "didSource": outcome.did_source,
         "report": "outcome",
     }
+    if selection is not None:
+        payload["didUsed"] = selection.did or outcome.did or None
+        payload["didRequestId"] = selection.request_id
+        payload["didSelection"] = selection.result
+    return payload

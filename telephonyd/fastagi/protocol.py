@@ -24,7 +24,7 @@ from ..errors import LimitExceeded, ProtocolError
 #: Every AGI command telephonyd sends (`AGISession.command` refuses any other, words compared
 #: case-insensitively); each has a real Asterisk's recorded replies on a live and on a dead channel in
 #: tests/fixtures (tests/unit/test_fastagi_fake.py). Add the recording with the command.
-SENT_COMMANDS: tuple[str, ...] = ("GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VERBOSE")
+SENT_COMMANDS: tuple[str, ...] = ("GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VERBOSE", "EXEC MSET")
 
 #: Longest command line accepted, in bytes, without its ``\n``.
 MAX_COMMAND_BYTES = 8192

@@ -262,6 +262,12 @@ class FakeChannel:
             if sep:
                 self.variables[name] = value
             return "200 result=0"
+        if app == "mset":  # recorded: asterisk-22.10.1/did_select/mset_agi.log
+            for pair in data.split(","):
+                name, sep, value = pair.partition("=")
+                if sep:
+                    self.variables[name] = value.strip('"')
+            return "200 result=0"
         return "200 result=0" if app in ("noop", "verbose", "log", "wait", "playback") else "200 result=-2"
 
     def _database(self, key: tuple[str, ...], argv: list[str]) -> list[str]:

@@ -11,6 +11,12 @@ the replies real deployments give: `Reply.error(500)`, `Reply.rate_limited("2")`
 with Retry-After), `Reply.html(502)` (a CDN page), `Reply.success_false()`, `Reply.unauthorized()`,
 `Reply.bad_request()`, `Reply.never_answers()` (holds the request until the fake stops).
 
+``GET /api/v1/dids/next`` (DID selection) answers 200 ``{success:true, did:{number, description,
+carrier, location, is_fallback:false}, metadata}`` with the next DID of `dids` in turn (after
+``selection_delay_s``), or what `script_selection` queued, or `selection_reply` for every request:
+`Reply.selected(...)`, `Reply.empty_pool(...)` (500 with ``fallback:{number, is_fallback:true}``),
+`Reply.malformed()` (a 200 whose body is not JSON), `Reply.slow(2.0)`, `Reply.never_answers()`.
+
 Every request is recorded (`requests`); `deliveries` counts, per uniqueid, the requests answered
 with ``success: true`` (the server counts each POST: a count above 1 is a double report).
 """
@@ -27,6 +33,7 @@ from typing import Any, Self
 from aiohttp import web
 
 CALL_RESULTS_PATH = "/api/v1/call-results"
+DIDS_NEXT_PATH = "/api/v1/dids/next"
 REQUIRED = ("uniqueid", "phoneNumber", "campaignId")
 
 
@@ -75,6 +82,26 @@ class Reply:
     def never_answers(cls) -> Reply:
         return cls(hang=True)
 
+    @classmethod
+    def selected(cls, number: str = "+15555550100", *, is_fallback: bool = False, delay_s: float = 0.0) -> Reply:
+        did = {"number": number, "description": "pool DID", "carrier": "lab", "location": "NY",
+               "is_fallback": is_fallback}  # fmt: skip
+        return cls(200, json.dumps({"success": True, "did": did, "metadata": {"algorithm": "round-robin"}}),
+                   delay_s=delay_s)  # fmt: skip
+
+    @classmethod
+    def empty_pool(cls, fallback: str = "+15555550199") -> Reply:
+        return cls(500, json.dumps({"success": False, "message": "No available DIDs",
+                                    "fallback": {"number": fallback, "is_fallback": True}}))  # fmt: skip
+
+    @classmethod
+    def malformed(cls) -> Reply:
+        return cls(200, '{"success": true, "did": {"number": "+1555', "application/json")
+
+    @classmethod
+    def slow(cls, delay_s: float = 2.0, number: str = "+15555550100") -> Reply:
+        return cls.selected(number, delay_s=delay_s)
+
 
 @dataclass(frozen=True)
 class RecordedRequest:
@@ -85,6 +112,7 @@ class RecordedRequest:
     json: Any
     status: int | None
     at: float
+    query: dict[str, str] = field(default_factory=dict)
 
 
 class FakeDIDOptimizer:
@@ -96,10 +124,20 @@ class FakeDIDOptimizer:
         self.deliveries: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self._script: deque[Reply] = deque()
+        self._selection_script: deque[Reply] = deque()
+        #: DIDs handed out in turn by ``GET /api/v1/dids/next``; ``selection_reply`` overrides them.
+        self.dids: list[str] = ["+15555550100", "+15555550101", "+15555550102"]
+        self.selection_reply: Reply | None = None
+        self.selection_delay_s = 0.0
+        self._next_did = 0
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._record_id = 0
         self.base_url = ""
+
+    def script_selection(self, *replies: Reply) -> None:
+        """Answer the next DID selections with ``replies``, in order; then the default again."""
+        self._selection_script.extend(replies)
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with ``replies``, in order; then behave normally again."""
@@ -139,6 +177,8 @@ class FakeDIDOptimizer:
         uniqueid = str(data.get("uniqueid")) if isinstance(data, dict) and "uniqueid" in data else None
         if uniqueid is not None:
             self.received[uniqueid] += 1
+        if request.path == DIDS_NEXT_PATH:
+            return await self._selection(request, body, arrived)
         reply = self._script.popleft() if self._script else None
         if reply is None:
             reply = self._default_reply(request, data)
@@ -161,6 +201,37 @@ class FakeDIDOptimizer:
         self._record(request, body, data, reply.status, arrived)
         return web.Response(status=reply.status, text=text, content_type=reply.content_type, headers=reply.headers)
 
+    async def _selection(self, request: web.Request, body: bytes, arrived: float) -> web.StreamResponse:
+        reply = self._selection_script.popleft() if self._selection_script else self.selection_reply
+        if reply is None:
+            unauthorized = self._auth_failure(request)
+            if unauthorized is not None:
+                reply = unauthorized
+            else:
+                number = self.dids[self._next_did % len(self.dids)]
+                self._next_did += 1
+                reply = Reply.selected(number, delay_s=self.selection_delay_s)
+        if reply.hang:
+            self._record(request, body, None, None, arrived)
+            await self._stopping.wait()
+            raise web.HTTPServiceUnavailable()
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        self._record(request, body, None, reply.status, arrived)
+        return web.Response(status=reply.status, text=reply.body, content_type=reply.content_type, headers=reply.headers)
+
+    def _auth_failure(self, request: web.Request) -> Reply | None:
+        if self.api_key is None:
+            return None
+        given = request.headers.get("x-api-key")
+        if not given:
+            return Reply.unauthorized("API key required")
+        return None if given == self.api_key else Reply.unauthorized("Invalid API key")
+
+    def selections(self) -> list[RecordedRequest]:
+        """The ``GET /api/v1/dids/next`` requests received, in order."""
+        return [r for r in self.requests if r.path == DIDS_NEXT_PATH]
+
     def _default_reply(self, request: web.Request, data: Any) -> Reply:
         if request.method != "POST" or request.path != CALL_RESULTS_PATH:
             return Reply(404, json.dumps({"success": False, "message": "Not found"}))
@@ -176,7 +247,8 @@ class FakeDIDOptimizer:
 
     def _record(self, request: web.Request, body: bytes, data: Any, status: int | None, at: float) -> None:
         self.requests.append(
-            RecordedRequest(request.method, request.path, dict(request.headers), body, data, status, at)
+            RecordedRequest(request.method, request.path, dict(request.headers), body, data, status, at,
+                            dict(request.query))
         )
 
     def requests_for(self, uniqueid: str) -> list[RecordedRequest]:

@@ -236,3 +236,26 @@ def test_did_used_names_where_the_did_came_from(set_vars, did, source) -> None:
 def test_no_did_at_all_is_none() -> None:
     body = payload(values={**CHANNEL, "OPTIMIZER_DID": "", c.CALLERID_NUM: ""})
     assert body["didUsed"] is None and body["didSource"] == "none" and body["report"] == "outcome"
+
+
+def test_selection_fields_follow_the_payload() -> None:
+    from dataclasses import dataclass
+
+    from telephonyd.calllog.payload import SELECTION_FIELDS
+
+    @dataclass
+    class Sel:
+        did: str | None
+        request_id: str
+        result: str
+
+    outcome = resolve()
+    assert outcome is not None
+    plain = build_payload(outcome, source="t", timestamp=1)
+    assert tuple(plain) == PAYLOAD_FIELDS
+    chosen = build_payload(outcome, source="t", timestamp=1, selection=Sel("14155550123", "1795.1", "SELECTED"))
+    assert tuple(chosen) == PAYLOAD_FIELDS + SELECTION_FIELDS
+    assert {k: chosen[k] for k in ("didUsed", *SELECTION_FIELDS)} == {
+        "didUsed": "14155550123", "didRequestId": "1795.1", "didSelection": "SELECTED"}  # fmt: skip
+    failed = build_payload(outcome, source="t", timestamp=1, selection=Sel(None, "1795.1", "FAILED"))
+    assert failed["didUsed"] == outcome.did == failed["phoneNumber"]
