@@ -92,7 +92,10 @@ async def test_fastagi_dialogue_of_the_recorded_calls(conn: int) -> None:
         queued.setdefault((target, key), payload)
         return Row(created)
 
-    handler = CallLogHandler(CallLogConfig(), enqueue, target="did_optimizer")
+    # Configured as the daemon that was recorded: its DID variables were OPTIMIZER_DID alone (the
+    # seed's DID_NUMBER joined the default later), so it sent exactly the recorded GET FULL VARIABLE.
+    handler = CallLogHandler(CallLogConfig.model_validate({"variables": {"did": ["OPTIMIZER_DID"]}}), enqueue,
+                             target="did_optimizer")
     server = FastAGIServer(FastAGIConfig(listen=["127.0.0.1:0"]), {"call_log": handler})
     await server.start()
     task = asyncio.create_task(server.run())

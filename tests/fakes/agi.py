@@ -351,8 +351,9 @@ def _builtins(env: Mapping[str, str]) -> dict[str, str]:
 def recorded_channels() -> list[FakeChannel]:
     """Every recorded AGI session: the VICIdial-style captures, the plain ``agi/`` sessions and the lab's."""
     captures = [FakeChannel.from_recording(p) for p in sorted(VICIDIAL_DIR.glob("*_agi*.txt"))]
-    lab = AGI_DIR / "lab_agi_command_responses.txt"
-    return captures + FakeChannel.agi_sessions() + (FakeChannel.agi_sessions(lab) if lab.exists() else [])
+    lab = [FakeChannel.agi_sessions(AGI_DIR / name)
+           for name in ("lab_agi_command_responses.txt", "lab_agi_mset_responses.txt")]
+    return captures + FakeChannel.agi_sessions() + [chan for sessions in lab for chan in sessions]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import ASTERISK_FIXTURES
 from telephonyd.fastagi.protocol import SENT_COMMANDS
 from tests.fakes.agi import (
+    form_key,
     REPLY_510,
     REPLY_511,
     REPLY_520,
@@ -32,7 +33,7 @@ def test_fake_answers_every_recorded_command_as_recorded(channel: FakeChannel):
 
 def test_recordings_cover_the_expected_sessions():
     names = [c.name for c in CHANNELS]
-    assert len(names) == 23  # 15 VICIdial-style, 6 plain, 2 lab (live and h)
+    assert len(names) == 25  # 15 VICIdial-style, 6 plain, 4 lab (live and h, twice)
     assert sum(1 for c in CHANNELS if c.hangup_before_command is not None) == 4
     start_08 = FakeChannel.from_recording(
         ASTERISK_FIXTURES / "vicidial" / "08_CALLER_HANGUP_DURING_START_agi1_START_4577.txt"
@@ -127,7 +128,7 @@ def test_argument_splitting_follows_res_agi(line, argv):
     assert parse_agi_args(line) == argv
 
 
-@pytest.mark.parametrize("line", ["HANGUP", "GOSUB sub s 1", "DATABASE GET fam key", "EXEC Set X=1", "ANSWER",
+@pytest.mark.parametrize("line", ["HANGUP", "GOSUB sub s 1", "DATABASE GET fam key", "EXEC NoSuchApp x", "ANSWER",
                                   "STREAM FILE beep \"\"", "NOTACOMMAND here"])
 def test_the_fake_fails_the_test_on_a_command_asterisk_never_answered_so(line: str) -> None:
     """No recording shows these on a live channel: no reply is invented, the test fails."""
@@ -145,5 +146,5 @@ def test_a_reply_form_recorded_only_on_a_live_channel_is_not_given_on_a_dead_one
 @pytest.mark.parametrize("dead", [False, True], ids=["live", "dead"])
 def test_every_command_the_daemon_sends_has_recorded_replies_live_and_dead(command: str, dead: bool) -> None:
     """The commands come from the code (``SENT_COMMANDS``, enforced by ``AGISession.command``)."""
-    key = tuple(command.split()[:2])
+    key = form_key(command.split())
     assert recorded_forms().get((key, dead)), f"no recorded reply of a real Asterisk to {command} ({dead=})"

@@ -44,7 +44,7 @@ def _expected_env(raw: bytes) -> dict[str, str]:
 
 
 def test_recorded_blocks_are_all_present():
-    assert len(BLOCK_FILES) == 23  # with the two lab blocks
+    assert len(BLOCK_FILES) == 25  # with the four lab blocks
 
 
 # -- block parser --------------------------------------------------------------------------------
