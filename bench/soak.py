@@ -2,7 +2,7 @@
 """Soak: valid traffic while the listeners are flooded, against the daemon as a process.
 
 The daemon runs as ``telephonyd run`` (tests/system/daemon.py) under a lowered open-file limit
-(``--nofile``, default 4,096), with the Ameyo token set and TopS.II in dry run. Valid traffic comes
+(``--nofile``, default 1,024), with the Ameyo token set and TopS.II in dry run. Valid traffic comes
 from this process on a fixed schedule (open loop: a late answer shows in the latency, which counts
 from the scheduled start):
 
@@ -28,7 +28,7 @@ flooded phase (the start of the RSS comparison, floods at steady state) and at t
 or when RSS grew by more than 20% from the start of the comparison to the end.
 
   .venv/bin/python bench/soak.py                      # 10 minutes flooded, 2 minutes baseline
-  .venv/bin/python bench/soak.py --duration-s 180 --baseline-s 60
+  .venv/bin/python bench/soak.py --duration-s 180 --baseline-s 60 --nofile 4096
 """
 
 from __future__ import annotations
@@ -260,9 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds into the flooded phase where the RSS comparison starts (default 30)")
     parser.add_argument("--agi-rate", type=float, default=20.0, help="valid FastAGI sessions per second")
     parser.add_argument("--callback-rate", type=float, default=10.0, help="valid callback calls per second")
-    parser.add_argument("--nofile", type=int, default=4096,
-                        help="the daemon's RLIMIT_NOFILE (default 4096: room for the 2,000 idle FastAGI "
-                             "connections; at 1,024 they fill the kernel's listen queue)")
+    parser.add_argument("--nofile", type=int, default=1024,
+                        help="the daemon's RLIMIT_NOFILE (default 1024, as on a host without LimitNOFILE)")
     parser.add_argument("--flood-nice", type=int, default=10,
                         help="niceness of the flood processes (default 10: an attacker on another host "
                              "would not take this machine's CPU)")

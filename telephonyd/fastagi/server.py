@@ -252,13 +252,15 @@ class FastAGIServer:
                        error=str(exc))
             return NO_ROUTE, BLOCK_TOO_LARGE
         except AGIConnectionClosed:
-            self._note("agi_client_gone", "FastAGI client closed before the end of the agi_ block", peer)
+            if not self._admission.evicted(asyncio.current_task()):  # an eviction is logged as such
+                self._note("agi_client_gone", "FastAGI client closed before the end of the agi_ block", peer)
             return NO_ROUTE, CLIENT_GONE
         except ProtocolError as exc:
             self._note("agi_block_invalid", "FastAGI client sent no agi_ block", peer, logging.WARNING, error=str(exc))
             return NO_ROUTE, BLOCK_INVALID
         except ConnectionError:
-            self._note("agi_client_gone", "FastAGI client connection lost during the agi_ block", peer)
+            if not self._admission.evicted(asyncio.current_task()):
+                self._note("agi_client_gone", "FastAGI client connection lost during the agi_ block", peer)
             return NO_ROUTE, CLIENT_GONE
         self._admission.active(asyncio.current_task())
 

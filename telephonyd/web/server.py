@@ -52,6 +52,9 @@ MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
 #: The kernel's listen queue (asyncio itself accepts `descriptors.ACCEPT_BATCH` at a time).
 LISTEN_QUEUE = 1024
+#: Seconds aiohttp keeps reading a body its handler left unread before it closes (its default, 10 s,
+#: would let a slow body hold the connection past ``http.body_timeout_s``).
+LINGER_S = 1.0
 #: Methods counted by name; anything else counts as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Route label of requests that matched no route (404, 405).
@@ -134,7 +137,9 @@ class HTTPServer:
                     await request.read()
             except TimeoutError:
                 self.limits.note_timeout("body", request.remote, self.config.body_timeout_s)
-                return json_error(408, "request body not received in time")
+                answer = json_error(408, "request body not received in time")
+                answer.force_close()
+                return answer
         return await handler(request)
 
     def collectors(self) -> list[Any]:
@@ -176,6 +181,7 @@ class HTTPServer:
         self._runner = AppRunner(
             self._app, self.limits, access_log=None, handle_signals=False, shutdown_timeout=5.0,
             max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
+            lingering_time=LINGER_S,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH)

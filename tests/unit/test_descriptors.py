@@ -36,3 +36,25 @@ def test_log_throttle_shows_one_line_per_interval_with_the_count_held_back() -> 
         throttle.log(30, "wrong_token", "refused")
         now[0] += 1.0
     assert [line["suppressed"] for line in lines] == [0] + [9] * 49
+
+
+def test_accept_errors_are_counted_each_and_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import errno
+
+    from telephonyd.descriptors import ACCEPT_ERROR_MESSAGE, AcceptErrorReporter
+
+    reporter = AcceptErrorReporter(interval_s=60.0)
+    loop = asyncio.new_event_loop()
+    try:
+        other: list[dict] = []
+        loop.default_exception_handler = other.append  # type: ignore[method-assign]
+        for _ in range(500):
+            reporter(loop, {"message": ACCEPT_ERROR_MESSAGE, "exception": OSError(errno.EMFILE, "Too many open files")})
+        reporter(loop, {"message": "Task exception was never retrieved"})
+    finally:
+        loop.close()
+    assert reporter.errors.labels("EMFILE")._value.get() == 500
+    lines = [r for r in caplog.records if r.name == "telephonyd.descriptors"]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert other == [{"message": "Task exception was never retrieved"}]
