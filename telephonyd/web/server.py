@@ -23,6 +23,12 @@ leave FastAGI its reserved descriptors) or ``max_connections_per_client`` are re
 Refusals and timeouts are counted (prometheus instruments, `collectors`) and logged at most once
 per interval per kind with the number held back; so are requests with a missing or wrong admin token.
 Every answered request is counted by route, method and status (`request_counts`, for metrics).
+
+HTTPS (``http.tls``, `tls`): the listener speaks TLS only; `reload_tls` re-reads the certificate
+(SIGHUP). With ``http.tls.client_ca_file`` admin routes also need a verified client certificate
+(403 without one). Behind reverse proxies (``http.trusted_proxies``), ``request.remote`` is the
+client address from the proxy header (`proxies.client_address`) for every handler and log; a
+trusted proxy's connections are exempt from ``max_connections_per_client`` (its clients share it).
 """
 
 from __future__ import annotations
@@ -31,13 +37,16 @@ import asyncio
 import functools
 import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 from aiohttp import web
 
 from ..config import HTTPConfig
+from ..errors import ConfigError
 from ..descriptors import ACCEPT_BATCH, listen_queue
+from . import proxies, tls
 from .connections import AppRunner, ConnectionLimits
 
 log = logging.getLogger(__name__)
@@ -83,7 +92,12 @@ class HTTPServer:
             max_connections=max_connections or config.max_connections,
             max_per_client=config.max_connections_per_client, header_timeout_s=config.header_timeout_s,
         )
-        self._app = web.Application(client_max_size=config.max_body_bytes, middlewares=[self._count, self._read_body])
+        self.limits.trusted = list(config.trusted_proxies)
+        self._trusted = list(config.trusted_proxies)
+        self._proxy_header: proxies.ProxyHeader = config.proxy_header
+        self._ssl: ssl.SSLContext | None = None
+        self._app = web.Application(client_max_size=config.max_body_bytes,
+                                    middlewares=[self._client_address, self._count, self._read_body])
         self._runner: AppRunner | None = None
         self._stopped = asyncio.Event()
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
@@ -99,6 +113,27 @@ class HTTPServer:
         """Replace the admin token (SIGHUP reload)."""
         self._admin_token = token or None
 
+    def set_trusted_proxies(self, networks: Iterable[Any], header: proxies.ProxyHeader | None = None) -> None:
+        """Replace ``http.trusted_proxies`` and ``http.proxy_header`` (SIGHUP reload); open
+        connections keep their cap slot."""
+        self._trusted = list(networks)
+        self._proxy_header = header or self._proxy_header
+        self.limits.trusted = list(self._trusted)
+
+    def reload_tls(self, config: Any) -> bool:
+        """Re-read the certificate and key (``http.tls``) for new handshakes; False (logged, the old
+        certificate kept) when they cannot be loaded or the listener has no TLS."""
+        if self._ssl is None or config is None:
+            return False
+        try:
+            tls.reload_certificate(self._ssl, config)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS certificate not reloaded, the previous one stays",
+                      extra={"cert_file": str(config.cert_file), "error": f"{type(exc).__name__}: {exc}"})
+            return False
+        log.info("TLS certificate reloaded", extra={"cert_file": str(config.cert_file)})
+        return True
+
     def add_routes(self, routes: Iterable[web.RouteDef], *, auth: Literal["admin", "none"]) -> None:
         """Mount route definitions; ``auth`` decides whether the admin token guards them."""
         wrapped = []
@@ -110,6 +145,17 @@ class HTTPServer:
     def on_shutdown(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` when the listener stops, before connections are closed (WebSockets)."""
         self._on_shutdown.append(callback)
+
+    @web.middleware
+    async def _client_address(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """``request.remote`` becomes the client address when the peer is a trusted proxy."""
+        if self._trusted:
+            header = self._proxy_header
+            remote = proxies.client_address(request.remote, request.headers.getall(header, []),
+                                            self._trusted, header)
+            if remote != request.remote:
+                request = request.clone(remote=remote)
+        return await handler(request)
 
     @web.middleware
     async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -154,6 +200,11 @@ class HTTPServer:
             if not self.authorized(request):
                 self.limits.note_auth_refused("admin", request.path, request.remote)
                 return json_error(401, "admin token required", hint="Authorization: Bearer <http.admin_token>")
+            if self.config.tls is not None and self.config.tls.client_ca_file is not None:
+                transport = request.transport
+                if transport is None or not transport.get_extra_info("peercert"):
+                    self.limits.note_auth_refused("client_cert", request.path, request.remote)
+                    return json_error(403, "client certificate required")
             return await handler(request)
 
         return guarded
@@ -171,20 +222,29 @@ class HTTPServer:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the listener; raises OSError when the address is taken."""
+        """Bind the listener; raises OSError when the address is taken, ConfigError when the TLS
+        files cannot be loaded."""
+        if self.config.tls is not None:
+            try:
+                self._ssl = tls.server_context(self.config.tls)
+            except OSError as exc:  # ssl.SSLError included
+                raise ConfigError(f"http.tls: cannot load the certificate, key or client CAs "
+                                  f"({type(exc).__name__}: {exc})", "http.tls") from None
         self._app.on_shutdown.append(self._run_shutdown_callbacks)
         self._runner = AppRunner(
             self._app, self.limits, access_log=None, handle_signals=False, shutdown_timeout=5.0,
             max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH)
+        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH,
+                           ssl_context=self._ssl)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
         sockets = getattr(server, "sockets", None) or []
         listen_queue(sockets, LISTEN_QUEUE)
         self.bound_addresses = [s.getsockname()[:2] for s in sockets]
-        log.info("HTTP listener bound", extra={"addresses": [f"{h}:{p}" for h, p in self.bound_addresses]})
+        log.info("HTTP listener bound", extra={"addresses": [f"{h}:{p}" for h, p in self.bound_addresses],
+                                               "tls": self._ssl is not None})
 
     async def run(self) -> None:
         await self._stopped.wait()
