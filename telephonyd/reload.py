@@ -61,8 +61,10 @@ def apply_reload(app: Any, new: Config) -> list[str]:
     if app.http is not None:
         app.http.set_admin_token(new.http.admin_token.get_secret_value() if new.http.admin_token else None)
         app.http.set_trusted_proxies(new.http.trusted_proxies, new.http.proxy_header)
-        if new.http.tls is not None and "http.tls" not in changes:
-            app.http.reload_tls(new.http.tls)
+        # The listener keeps the TLS mode and client CAs it started with; its certificate is re-read.
+        running_tls = app.config.http.tls if {"http.tls", "http.tls.client_ca_file"} & set(changes) else new.http.tls
+        if running_tls is not None:
+            app.http.reload_tls(running_tls)
     logging.getLogger().setLevel(new.logging.level)
     for name in ("did_sender", "tops_sender", "calllog_handler", "ameyo_service", "presence_service"):
         target = getattr(app, name, None)
