@@ -430,7 +430,8 @@ class AmeyoConfig(Section):
     """The Ameyo dialer callback listener (the routes live on the HTTP listener).
 
     Access: ``token`` (query ``token``, header ``X-Ameyo-Token`` or ``Authorization: Bearer``) and/or
-    ``allowed_networks`` (CIDRs of the peer address); with neither, the callbacks are open. TTLs are
+    ``allowed_networks`` (CIDRs of the client address: the peer's, or behind ``http.trusted_proxies``
+    the forwarded one); with neither, the callbacks are open. TTLs are
     judged on the database clock. ``phone1_final_dispositions`` are phone-1 statuses sent at once
     instead of waiting for phone 2 (compared case-insensitively).
     """
