@@ -187,8 +187,19 @@ class HTTPTLSConfig(Section):
     client_ca_file: Path | None = None
 
 
+class PublicListenerConfig(Section):
+    """An extra listener of the HTTP server answering only the routes without admin auth (the
+    dialer callbacks and ``/healthz``); every admin route is 404 there. Its own ``tls``."""
+
+    listen: Address
+    tls: HTTPTLSConfig | None = None
+
+
 class HTTPConfig(Section):
     """The embedded HTTP listener: health, status, API, callbacks.
+
+    ``public_listeners``: extra listeners for the callbacks only (`PublicListenerConfig`), so that
+    ``listen`` (with the admin routes) can stay on loopback while the callbacks face the dialer.
 
     ``tls``: serve HTTPS instead of HTTP (see `HTTPTLSConfig`). ``trusted_proxies``: CIDRs of
     reverse proxies whose ``X-Forwarded-For`` / ``Forwarded`` headers give the client address
@@ -214,6 +225,7 @@ class HTTPConfig(Section):
     tls: HTTPTLSConfig | None = None
     trusted_proxies: Networks = []
     proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    public_listeners: list[PublicListenerConfig] = []
 
 
 class DIDOptimizerConfig(Section):

@@ -29,6 +29,8 @@ HTTPS (``http.tls``, `tls`): the listener speaks TLS only; `reload_tls` re-reads
 (403 without one). Behind reverse proxies (``http.trusted_proxies``), ``request.remote`` is the
 client address from the proxy header (`proxies.client_address`) for every handler and log; a
 trusted proxy's connections are exempt from ``max_connections_per_client`` (its clients share it).
+``http.public_listeners`` are further sockets of the same server (same limits), each with its own
+TLS, on which every admin route answers 404: only the callbacks and ``/healthz`` face the dialer.
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class HTTPServer:
         self._stopped = asyncio.Event()
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.bound_addresses: list[tuple[str, int]] = []
+        #: Addresses of ``http.public_listeners`` (no admin routes), and their TLS contexts.
+        self.public_addresses: list[tuple[str, int]] = []
+        self._public_ssl: list[ssl.SSLContext | None] = []
         #: Answered requests: (route pattern, method, status) -> count.
         self.request_counts: dict[tuple[str, str, str], int] = {}
         self.add_routes([web.get("/healthz", self._healthz)], auth="none")
@@ -120,13 +125,17 @@ class HTTPServer:
         self._proxy_header = header or self._proxy_header
         self.limits.trusted = list(self._trusted)
 
-    def reload_tls(self, config: Any) -> bool:
-        """Re-read the certificate and key (``http.tls``) for new handshakes; False (logged, the old
-        certificate kept) when they cannot be loaded or the listener has no TLS."""
-        if self._ssl is None or config is None:
-            return False
+    def reload_tls(self, config: Any, public: Iterable[Any] = ()) -> bool:
+        """Re-read the certificate and key (``http.tls``, and each public listener's ``tls`` in
+        ``public``) for new handshakes; False (logged, the old certificate kept) when one cannot be
+        loaded or no listener has TLS."""
+        pairs = [(self._ssl, config), *zip(self._public_ssl, [p.tls for p in public], strict=False)]
+        done = [self._reload_one(context, cfg) for context, cfg in pairs if context is not None and cfg is not None]
+        return bool(done) and all(done)
+
+    def _reload_one(self, context: ssl.SSLContext, config: Any) -> bool:
         try:
-            tls.reload_certificate(self._ssl, config)
+            tls.reload_certificate(context, config)
         except (OSError, ssl.SSLError) as exc:
             log.error("TLS certificate not reloaded, the previous one stays",
                       extra={"cert_file": str(config.cert_file), "error": f"{type(exc).__name__}: {exc}"})
@@ -197,6 +206,8 @@ class HTTPServer:
     def _guard(self, handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.public_addresses and self._on_public(request):
+                return json_error(404, "not found")
             if not self.authorized(request):
                 self.limits.note_auth_refused("admin", request.path, request.remote)
                 return json_error(401, "admin token required", hint="Authorization: Bearer <http.admin_token>")
@@ -208,6 +219,11 @@ class HTTPServer:
             return await handler(request)
 
         return guarded
+
+    def _on_public(self, request: web.Request) -> bool:
+        transport = request.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return isinstance(sockname, tuple) and tuple(sockname[:2]) in self.public_addresses
 
     def authorized(self, request: web.Request) -> bool:
         token = self._admin_token
@@ -243,8 +259,30 @@ class HTTPServer:
         sockets = getattr(server, "sockets", None) or []
         listen_queue(sockets, LISTEN_QUEUE)
         self.bound_addresses = [s.getsockname()[:2] for s in sockets]
+        for public in self.config.public_listeners:
+            await self._start_public(public)
         log.info("HTTP listener bound", extra={"addresses": [f"{h}:{p}" for h, p in self.bound_addresses],
                                                "tls": self._ssl is not None})
+
+    async def _start_public(self, public: Any) -> None:
+        context = None
+        if public.tls is not None:
+            try:
+                context = tls.server_context(public.tls)
+            except OSError as exc:
+                raise ConfigError(f"http.public_listeners: cannot load the certificate or key of {public.listen} "
+                                  f"({type(exc).__name__}: {exc})", "http.public_listeners") from None
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, public.listen.host, public.listen.port, backlog=ACCEPT_BATCH,
+                           ssl_context=context)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - as in start
+        listen_queue(sockets, LISTEN_QUEUE)
+        self._public_ssl.append(context)
+        self.public_addresses.extend(tuple(s.getsockname()[:2]) for s in sockets)
+        log.info("HTTP public listener bound (callbacks and /healthz only)",
+                 extra={"addresses": [f"{h}:{p}" for h, p in self.public_addresses[-len(sockets):]],
+                        "tls": context is not None})
 
     async def run(self) -> None:
         await self._stopped.wait()
@@ -252,6 +290,7 @@ class HTTPServer:
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
         self.bound_addresses = []
+        self.public_addresses = []
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:

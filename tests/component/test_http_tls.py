@@ -212,3 +212,31 @@ async def test_untrusted_client_still_held_to_its_cap() -> None:
         writer.close()
     finally:
         await server.stop(1)
+
+
+async def test_public_listener_serves_callbacks_only_over_its_own_tls(pki: PKI) -> None:
+    server = await make_server(public_listeners=[{"listen": "127.0.0.1:0", **tls_config(pki)}],
+                               trusted_proxies=["127.0.0.1/32"])
+    admin_port, public_port = server.bound_addresses[0][1], server.public_addresses[0][1]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as plain:
+            async with plain.get(f"http://127.0.0.1:{admin_port}/status", headers=auth) as resp:
+                assert resp.status == 200
+            with pytest.raises(aiohttp.ClientError):  # the public side speaks TLS only
+                async with plain.get(f"http://127.0.0.1:{public_port}/healthz") as resp:
+                    await resp.read()
+        connector = aiohttp.TCPConnector(ssl=client_ctx(pki))
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as http:
+            public = f"https://127.0.0.1:{public_port}"
+            for path in ("/status", "/readyz", "/api/remote"):
+                async with http.get(public + path, headers=auth) as resp:
+                    assert resp.status == 404, path  # admin routes do not exist here, token or not
+            async with http.get(public + "/healthz") as resp:
+                assert resp.status == 200
+            async with http.get(public + "/index.php", headers={"X-Forwarded-For": "198.51.100.7"}) as resp:
+                assert (resp.status, (await resp.json())["remote"]) == (200, "198.51.100.7")
+        assert server.reload_tls(None, server.config.public_listeners) is True
+    finally:
+        await server.stop(1)
+    assert server.public_addresses == []

@@ -24,8 +24,10 @@ class FakeHTTP:
     def set_trusted_proxies(self, networks: Any, header: str | None = None) -> None:
         self.calls.append(("proxies", ([str(n) for n in networks], header)))
 
-    def reload_tls(self, config: Any) -> bool:
-        self.calls.append(("tls", str(config.cert_file)))
+    def reload_tls(self, config: Any, public: Any = ()) -> bool:
+        if config is not None:
+            self.calls.append(("tls", str(config.cert_file)))
+        self.calls.extend(("tls", str(p.tls.cert_file)) for p in public if p.tls is not None)
         return True
 
 
@@ -65,3 +67,13 @@ def test_tls_on_off_and_client_cas_need_a_restart(caplog) -> None:
         assert target.config.http == old.http
     target = app(Config())
     assert apply_reload(target, Config.model_validate({"ami": {"tls": {"enabled": True}}})) == ["ami.tls.enabled"]
+
+
+def test_public_listener_certificates_are_reread_and_their_changes_need_a_restart() -> None:
+    public = [{"listen": "0.0.0.0:8443", "tls": {**TLS, "cert_file": "/etc/telephonyd/tls/public.pem"}}]
+    old = Config.model_validate({"http": {"public_listeners": public}})
+    target = app(old)
+    assert apply_reload(target, old) == []
+    assert target.http.calls.count(("tls", "/etc/telephonyd/tls/public.pem")) == 1
+    moved = Config.model_validate({"http": {"public_listeners": [{**public[0], "listen": "0.0.0.0:9443"}]}})
+    assert apply_reload(app(old), moved) == ["http.public_listeners"]
