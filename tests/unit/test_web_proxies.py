@@ -95,3 +95,19 @@ def test_property_result_is_an_address_or_unknown(peer, values):
     if result != UNKNOWN and values and any(v.strip(", ") for v in values):
         # a trusted-proxy peer yields a hop from the header, never a made-up address
         assert result == str(peer) or result in {str(parse_ip(h)) for v in values for h in v.split(",")}
+
+
+ipv6_untrusted = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None and a not in PROXIES[1])
+
+
+@given(peer=trusted_v4, spoofed=st.lists(st.text(max_size=30).filter(lambda t: '"' not in t), max_size=3),
+       real=st.one_of(untrusted_v4, ipv6_untrusted), port=st.none() | st.integers(1, 65535),
+       chain=st.lists(trusted_v4, max_size=3))
+def test_property_forwarded_rightmost_untrusted_for_wins(peer, spoofed, real, port, chain):
+    """RFC 7239: the element the nearest untrusted hop's proxy wrote, in any of its forms."""
+    host = f"[{real}]" if real.version == 6 else str(real)
+    if port is not None:
+        host = f"{host}:{port}"
+    quoted = f'"{host}"' if (real.version == 6 or port is not None) else host
+    values = [*(f"for={s}" for s in spoofed), f"for={quoted};proto=https;by=10.0.0.1", *(f"for={c}" for c in chain)]
+    assert client_address(str(peer), values, PROXIES, "forwarded") == str(real)
