@@ -107,6 +107,10 @@ async def test_certificate_of_another_ca_or_host_is_refused(pki: PKI, tmp_path: 
         async with running(client):
             await until(lambda: "CERTIFICATE_VERIFY_FAILED" in (client.health().get("last_error") or ""))
             assert not client.connected and fake.actions == []
+        # verify: false (a lab's self-signed certificate) accepts it, with a warning
+        client = AMIClient(config(fake, pki, "plain", verify=False))
+        async with running(client):
+            await until(lambda: client.connected)
     wrong_host = issue(pki.dir, pki.ca_cert, pki.ca_key, "elsewhere", cn="pbx.example", san="DNS:pbx.example")
     async with FakeAMIServer(secret=SECRET, ssl=server_ctx(*wrong_host)) as fake:
         client = AMIClient(config(fake, pki, "plain"))
