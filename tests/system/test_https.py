@@ -110,3 +110,11 @@ async def test_https_certificate_renewed_on_sighup_while_requests_flow(daemon_fa
     assert refused["peer"] == "192.0.2.1" and refused["reason"] == "network not allowed"
     assert await callback("127.0.0.2", "198.51.100.7") == 403  # (the same refusal's log is throttled)
     assert await callback("127.0.0.1", "198.51.100.7") == 400  # past the allowlist: the empty unique_id
+
+
+def test_unloadable_certificate_stops_the_daemon_with_exit_78(daemon_factory: Callable[..., Daemon], tmp_path) -> None:
+    daemon = daemon_factory({"http": {"tls": {"cert_file": str(tmp_path / "missing.pem"),
+                                              "key_file": str(tmp_path / "missing.key")}}})
+    daemon.start(wait_ready=False)
+    assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 78
+    assert any(r.get("msg") == "configuration error" and "http.tls" in r.get("error", "") for r in daemon.log_records())
