@@ -86,7 +86,13 @@ async def client_main(spec: dict[str, Any]) -> None:
     base, first, calls = spec["base_url"], spec["first_call"], spec["calls"]
     latencies: list[float] = []
     errors = 0
-    connector = aiohttp.TCPConnector(limit=spec["connections"])
+    ssl_context: Any = None
+    if spec.get("ca_file"):  # HTTPS (bench/https_callbacks.py)
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=spec["ca_file"])
+    connector = aiohttp.TCPConnector(limit=spec["connections"], ssl=ssl_context,
+                                     force_close=bool(spec.get("force_close")))
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
 
         async def one_call(call: int, scheduled: float | None) -> None:
@@ -151,7 +157,8 @@ async def fake_tops_main() -> None:
 # Relay side
 
 
-async def start_relay(db_dir: str, tops_url: str) -> tuple[Any, ...]:
+async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """The relay; ``http_config``: HTTPConfig fields over the loopback default (``tls``)."""
     import aiohttp
 
     from telephonyd.ameyo import AmeyoService
@@ -183,14 +190,15 @@ async def start_relay(db_dir: str, tops_url: str) -> tuple[Any, ...]:
     async def ready() -> bool:
         return True
 
-    http = HTTPServer(HTTPConfig(listen="127.0.0.1:0"), status=status, ready=ready)
+    http = HTTPServer(HTTPConfig(**{"listen": "127.0.0.1:0", **(http_config or {})}), status=status, ready=ready)
     http.add_routes(service.routes(), auth="none")
     await http.start()
     await outbox.start()
     await service.start()
     tasks = [asyncio.create_task(service.run()), asyncio.create_task(outbox.run()), asyncio.create_task(http.run())]
     host, port = http.bound_addresses[0][:2]
-    return f"http://{host}:{port}", store, outbox, service, http, session, tasks
+    scheme = "https" if http.config.tls is not None else "http"
+    return f"{scheme}://{host}:{port}", store, outbox, service, http, session, tasks
 
 
 async def stop_relay(store: Any, outbox: Any, service: Any, http: Any, session: Any, tasks: list[Any]) -> None:
@@ -218,14 +226,16 @@ async def start_ceiling() -> tuple[str, Any]:
     return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", runner
 
 
-async def run_clients(base_url: str, args: argparse.Namespace, first_call: int) -> dict[str, Any]:
+async def run_clients(base_url: str, args: argparse.Namespace, first_call: int,
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``extra``: client spec keys (``ca_file`` for HTTPS, ``force_close`` for a connection per callback)."""
     processes = args.clients
     per = args.calls // processes
     procs = []
     for n in range(processes):
         spec = {"base_url": base_url, "first_call": first_call + n * per, "calls": per,
                 "rate": args.rate / CALLBACKS_PER_CALL / processes if args.rate else 0, "concurrency": max(1, args.concurrency // processes),
-                "connections": max(8, args.concurrency // processes)}
+                "connections": max(8, args.concurrency // processes), **(extra or {})}
         procs.append(await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--client", json.dumps(spec), stdout=asyncio.subprocess.PIPE))
     outputs = [json.loads((await p.communicate())[0]) for p in procs]

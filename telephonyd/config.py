@@ -181,8 +181,38 @@ class CallLogConfig(Section):
     enqueue_timeout_s: float = Field(5.0, gt=0)
 
 
+class HTTPTLSConfig(Section):
+    """HTTPS on the HTTP listener (`telephonyd.web.tls`): PEM ``cert_file`` (chain, leaf first) and
+    ``key_file``; both re-read on SIGHUP (new handshakes get the new certificate, open connections
+    stay). TLS 1.2 or later with the standard library's server defaults. ``client_ca_file``: client
+    certificates are asked for (not required at the handshake) and verified against it; the admin
+    routes then refuse a request without a verified one (403), the callbacks do not look at it.
+    """
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+class PublicListenerConfig(Section):
+    """An extra listener of the HTTP server answering only the routes without admin auth (the
+    dialer callbacks and ``/healthz``); every admin route is 404 there. Its own ``tls``."""
+
+    listen: Address
+    tls: HTTPTLSConfig | None = None
+
+
 class HTTPConfig(Section):
     """The embedded HTTP listener: health, status, API, callbacks.
+
+    ``public_listeners``: extra listeners for the callbacks only (`PublicListenerConfig`), so that
+    ``listen`` (with the admin routes) can stay on loopback while the callbacks face the dialer.
+
+    ``tls``: serve HTTPS instead of HTTP (see `HTTPTLSConfig`). ``trusted_proxies``: CIDRs of
+    reverse proxies whose ``X-Forwarded-For`` / ``Forwarded`` headers give the client address
+    (`telephonyd.web.proxies`); from any other peer those headers are ignored. ``proxy_header``:
+    the one header the proxies set (``x-forwarded-for`` or RFC 7239 ``forwarded``); the other is
+    never read, since a proxy passes it through as the client wrote it.
 
     ``header_timeout_s``: a connection must deliver a complete request head (request line and
     headers) within this many seconds of connecting or of its previous response, or it is closed.
@@ -199,6 +229,10 @@ class HTTPConfig(Section):
     body_timeout_s: float = Field(30.0, gt=0)
     max_connections: int = Field(512, ge=1)
     max_connections_per_client: int = Field(128, ge=1)
+    tls: HTTPTLSConfig | None = None
+    trusted_proxies: Networks = []
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    public_listeners: list[PublicListenerConfig] = []
 
 
 class DIDOptimizerConfig(Section):
@@ -299,8 +333,27 @@ class LoggingConfig(Section):
 # Sections (AMI, presence, MQTT)
 
 
+class AMITLSConfig(Section):
+    """AMI over TLS (Asterisk ``manager.conf`` ``tlsenable=yes``, port 5039 by default).
+
+    ``ca_file``: PEM CAs to verify Asterisk's certificate against (default: the system store);
+    ``verify: false`` accepts any certificate (a lab's self-signed one; not for production);
+    ``server_hostname``: the name (or IP) checked against the certificate and sent as SNI (default:
+    ``ami.host``); ``check_hostname: false`` verifies the chain only. ``cert_file``/``key_file``: a
+    client certificate, when Asterisk's side asks for one.
+    """
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    verify: bool = True
+    check_hostname: bool = True
+    server_hostname: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 class AMIConfig(Section):
-    """The AMI client (Asterisk manager, port 5038).
+    """The AMI client (Asterisk manager, port 5038; 5039 with ``tls``).
 
     ``auth``: ``plain`` (Secret in the Login) or ``md5`` (Challenge, then the md5 of challenge +
     secret). ``action_timeout_s`` bounds a reply (and each gap in a list); a ``Ping`` every
@@ -331,6 +384,7 @@ class AMIConfig(Section):
     events: str = Field("system,call,agent,security", pattern=r"^(on|off|[a-z]+(,[a-z]+)*)$")
     #: ActionIDs are ``<prefix>-<counter>`` (deterministic, so recorded traffic can be replayed).
     action_id_prefix: str = Field("telephonyd", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    tls: AMITLSConfig = AMITLSConfig()
 
 
 class PSContactsConfig(Section):
@@ -450,7 +504,8 @@ class AmeyoConfig(Section):
     """The Ameyo dialer callback listener (the routes live on the HTTP listener).
 
     Access: ``token`` (query ``token``, header ``X-Ameyo-Token`` or ``Authorization: Bearer``) and/or
-    ``allowed_networks`` (CIDRs of the peer address); with neither, the callbacks are open. TTLs are
+    ``allowed_networks`` (CIDRs of the client address: the peer's, or behind ``http.trusted_proxies``
+    the forwarded one); with neither, the callbacks are open. TTLs are
     judged on the database clock. ``phone1_final_dispositions`` are phone-1 statuses sent at once
     instead of waiting for phone 2 (compared case-insensitively).
     """

@@ -1,9 +1,13 @@
 """SIGHUP reload: apply the parts of a new, already validated config that can change live.
 
-Live: ``http.admin_token``, ``logging.level``, the upstream sections (``did_optimizer``, ``tops``:
+Live: ``http.admin_token``, ``http.trusted_proxies``, ``http.proxy_header``, the HTTPS certificate
+(``http.tls.cert_file``/``key_file``: the files are re-read on every SIGHUP, changed or not, so a
+renewed certificate is picked up), ``logging.level``, the upstream sections (``did_optimizer``, ``tops``:
 URLs, keys, timeouts, enabled), ``ameyo`` tokens and TTLs, ``call_log`` variable names, ``did_select``
 (but ``max_connections``, ``reuse_ttl_s``, ``remember_*``). Anything else
-(listen addresses, ``store.url``, ``node_id``, AMI connection) needs a restart and is named in the log.
+(listen addresses, ``http.public_listeners`` (whose certificates are re-read too), turning
+``http.tls`` on or off, ``http.tls.client_ca_file``, ``store.url``, ``node_id``, the AMI connection
+and ``ami.tls``) needs a restart and is named in the log.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ log = logging.getLogger(__name__)
 
 LIVE_SECTIONS = {"http", "logging", "did_optimizer", "tops", "ameyo", "call_log", "outbox", "presence", "did_select"}
 RESTART_KEYS = {"http.listen", "outbox.write_batch_max", "http.header_timeout_s", "http.body_timeout_s",
-                "http.max_connections", "http.max_connections_per_client", "did_select.max_connections",
-                "did_select.reuse_ttl_s", "did_select.remember_ttl_s", "did_select.remember_max"}
+                "http.max_connections", "http.max_connections_per_client", "http.tls", "http.tls.client_ca_file",
+                "http.public_listeners", "did_select.max_connections", "did_select.reuse_ttl_s",
+                "did_select.remember_ttl_s", "did_select.remember_max"}
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -59,6 +64,12 @@ def apply_reload(app: Any, new: Config) -> list[str]:
     live = [k for k in changes if k not in need_restart]
     if app.http is not None:
         app.http.set_admin_token(new.http.admin_token.get_secret_value() if new.http.admin_token else None)
+        app.http.set_trusted_proxies(new.http.trusted_proxies, new.http.proxy_header)
+        # The listener keeps the TLS mode and client CAs it started with; its certificate is re-read.
+        running_tls = app.config.http.tls if {"http.tls", "http.tls.client_ca_file",
+                "http.public_listeners"} & set(changes) else new.http.tls
+        if running_tls is not None or app.config.http.public_listeners:
+            app.http.reload_tls(running_tls, app.config.http.public_listeners)
     logging.getLogger().setLevel(new.logging.level)
     for name in ("did_sender", "tops_sender", "calllog_handler", "ameyo_service", "presence_service", "did_select"):
         target = getattr(app, name, None)

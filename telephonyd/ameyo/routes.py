@@ -35,7 +35,8 @@ def _error(status: int, error: str, **extra: Any) -> web.Response:
 
 
 def access_denied(service: AmeyoService, request: web.Request) -> tuple[int, str] | None:
-    """(status, reason) when the peer may not post callbacks, else None."""
+    """(status, reason) when the client may not post callbacks, else None. ``request.remote`` is the
+    client address (behind ``http.trusted_proxies`` the forwarded one, see `telephonyd.web.proxies`)."""
     config = service.config
     if config.allowed_networks:
         try:

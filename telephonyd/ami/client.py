@@ -22,13 +22,14 @@ import contextlib
 import itertools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..config import AMIConfig
 from ..errors import ConfigError, ProtocolError
-from . import actions
+from . import actions, tls
 from .connection import AMIConnection
 from .dispatch import EventCallback, Subscriptions
 from .errors import (
@@ -67,6 +68,7 @@ class AMIClient:
         self._action_ids = itertools.count(1)
         self._seq = 0
         self._conn: AMIConnection | None = None
+        self._ssl: ssl.SSLContext | None = None
         self._stopping = asyncio.Event()
         self._stopped: asyncio.Event | None = None
         self._resync_wanted = asyncio.Event()
@@ -143,6 +145,7 @@ class AMIClient:
         """Check the configuration (raises `ConfigError`); connecting happens in `run`."""
         if self.config.secret is None or not self.config.secret.get_secret_value():
             raise ConfigError("an AMI secret is required", "ami.secret")
+        self._ssl = tls.client_context(self.config)
         self._state = "starting"
 
     async def run(self) -> None:
@@ -226,7 +229,12 @@ class AMIClient:
         cfg = self.config
         self._phase("connecting")
         async with asyncio.timeout(cfg.connect_timeout_s):
-            reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
+            if self._ssl is None:
+                reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
+            else:
+                reader, writer = await asyncio.open_connection(
+                    cfg.host, cfg.port, ssl=self._ssl, server_hostname=tls.server_hostname(cfg),
+                    ssl_handshake_timeout=cfg.connect_timeout_s)
         self._session_reached = True
         conn = AMIConnection(reader, writer, self._next_action_id, default_timeout_s=cfg.action_timeout_s)
         self._conn = conn

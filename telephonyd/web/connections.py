@@ -32,6 +32,7 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter, Gauge
 
 from ..logs import LogThrottle
+from .proxies import is_trusted, parse_ip
 
 log = logging.getLogger("telephonyd.web.server")
 
@@ -51,6 +52,8 @@ class ConnectionLimits:
         self.header_timeout_s = header_timeout_s
         self.open = 0
         self.by_client: dict[str, int] = {}
+        #: ``http.trusted_proxies``: their connections are not held to ``max_per_client``.
+        self.trusted: list[Any] = []
         self.throttle = LogThrottle(log, log_interval_s)
         self.refused = Counter("telephonyd_http_connections_refused", "HTTP connections reset at accept "
                                "(overload: max_connections; client_cap: max_connections_per_client)",
@@ -71,7 +74,7 @@ class ConnectionLimits:
         if self.open >= self.max_connections:
             return "overload"
         held = self.by_client.get(host, 0)
-        if held >= self.max_per_client:
+        if held >= self.max_per_client and not (self.trusted and is_trusted(parse_ip(host), self.trusted)):
             return "client_cap"
         self.by_client[host] = held + 1
         self.open += 1

@@ -23,6 +23,14 @@ leave FastAGI its reserved descriptors) or ``max_connections_per_client`` are re
 Refusals and timeouts are counted (prometheus instruments, `collectors`) and logged at most once
 per interval per kind with the number held back; so are requests with a missing or wrong admin token.
 Every answered request is counted by route, method and status (`request_counts`, for metrics).
+
+HTTPS (``http.tls``, `tls`): the listener speaks TLS only; `reload_tls` re-reads the certificate
+(SIGHUP). With ``http.tls.client_ca_file`` admin routes also need a verified client certificate
+(403 without one). Behind reverse proxies (``http.trusted_proxies``), ``request.remote`` is the
+client address from the proxy header (`proxies.client_address`) for every handler and log; a
+trusted proxy's connections are exempt from ``max_connections_per_client`` (its clients share it).
+``http.public_listeners`` are further sockets of the same server (same limits), each with its own
+TLS, on which every admin route answers 404: only the callbacks and ``/healthz`` face the dialer.
 """
 
 from __future__ import annotations
@@ -31,13 +39,16 @@ import asyncio
 import functools
 import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 from aiohttp import web
 
 from ..config import HTTPConfig
+from ..errors import ConfigError
 from ..descriptors import ACCEPT_BATCH, listen_queue
+from . import proxies, tls
 from .connections import AppRunner, ConnectionLimits
 
 log = logging.getLogger(__name__)
@@ -86,11 +97,19 @@ class HTTPServer:
             max_connections=max_connections or config.max_connections,
             max_per_client=config.max_connections_per_client, header_timeout_s=config.header_timeout_s,
         )
-        self._app = web.Application(client_max_size=config.max_body_bytes, middlewares=[self._count, self._read_body])
+        self.limits.trusted = list(config.trusted_proxies)
+        self._trusted = list(config.trusted_proxies)
+        self._proxy_header: proxies.ProxyHeader = config.proxy_header
+        self._ssl: ssl.SSLContext | None = None
+        self._app = web.Application(client_max_size=config.max_body_bytes,
+                                    middlewares=[self._client_address, self._count, self._read_body])
         self._runner: AppRunner | None = None
         self._stopped = asyncio.Event()
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.bound_addresses: list[tuple[str, int]] = []
+        #: Addresses of ``http.public_listeners`` (no admin routes), and their TLS contexts.
+        self.public_addresses: list[tuple[str, int]] = []
+        self._public_ssl: list[ssl.SSLContext | None] = []
         #: Answered requests: (route pattern, method, status) -> count.
         self.request_counts: dict[tuple[str, str, str], int] = {}
         self.add_routes([web.get("/healthz", self._healthz)], auth="none")
@@ -101,6 +120,31 @@ class HTTPServer:
     def set_admin_token(self, token: str | None) -> None:
         """Replace the admin token (SIGHUP reload)."""
         self._admin_token = token or None
+
+    def set_trusted_proxies(self, networks: Iterable[Any], header: proxies.ProxyHeader | None = None) -> None:
+        """Replace ``http.trusted_proxies`` and ``http.proxy_header`` (SIGHUP reload); open
+        connections keep their cap slot."""
+        self._trusted = list(networks)
+        self._proxy_header = header or self._proxy_header
+        self.limits.trusted = list(self._trusted)
+
+    def reload_tls(self, config: Any, public: Iterable[Any] = ()) -> bool:
+        """Re-read the certificate and key (``http.tls``, and each public listener's ``tls`` in
+        ``public``) for new handshakes; False (logged, the old certificate kept) when one cannot be
+        loaded or no listener has TLS."""
+        pairs = [(self._ssl, config), *zip(self._public_ssl, [p.tls for p in public], strict=False)]
+        done = [self._reload_one(context, cfg) for context, cfg in pairs if context is not None and cfg is not None]
+        return bool(done) and all(done)
+
+    def _reload_one(self, context: ssl.SSLContext, config: Any) -> bool:
+        try:
+            tls.reload_certificate(context, config)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS certificate not reloaded, the previous one stays",
+                      extra={"cert_file": str(config.cert_file), "error": f"{type(exc).__name__}: {exc}"})
+            return False
+        log.info("TLS certificate reloaded", extra={"cert_file": str(config.cert_file)})
+        return True
 
     def add_routes(self, routes: Iterable[web.RouteDef], *, auth: Literal["admin", "none"]) -> None:
         """Mount route definitions; ``auth`` decides whether the admin token guards them."""
@@ -113,6 +157,17 @@ class HTTPServer:
     def on_shutdown(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` when the listener stops, before connections are closed (WebSockets)."""
         self._on_shutdown.append(callback)
+
+    @web.middleware
+    async def _client_address(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """``request.remote`` becomes the client address when the peer is a trusted proxy."""
+        if self._trusted:
+            header = self._proxy_header
+            remote = proxies.client_address(request.remote, request.headers.getall(header, []),
+                                            self._trusted, header)
+            if remote != request.remote:
+                request = request.clone(remote=remote)
+        return await handler(request)
 
     @web.middleware
     async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -156,12 +211,24 @@ class HTTPServer:
     def _guard(self, handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.public_addresses and self._on_public(request):
+                return json_error(404, "not found")
             if not self.authorized(request):
                 self.limits.note_auth_refused("admin", request.path, request.remote)
                 return json_error(401, "admin token required", hint="Authorization: Bearer <http.admin_token>")
+            if self.config.tls is not None and self.config.tls.client_ca_file is not None:
+                transport = request.transport
+                if transport is None or not transport.get_extra_info("peercert"):
+                    self.limits.note_auth_refused("client_cert", request.path, request.remote)
+                    return json_error(403, "client certificate required")
             return await handler(request)
 
         return guarded
+
+    def _on_public(self, request: web.Request) -> bool:
+        transport = request.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return isinstance(sockname, tuple) and tuple(sockname[:2]) in self.public_addresses
 
     def authorized(self, request: web.Request) -> bool:
         token = self._admin_token
@@ -176,7 +243,14 @@ class HTTPServer:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the listener; raises OSError when the address is taken."""
+        """Bind the listener; raises OSError when the address is taken, ConfigError when the TLS
+        files cannot be loaded."""
+        if self.config.tls is not None:
+            try:
+                self._ssl = tls.server_context(self.config.tls)
+            except OSError as exc:  # ssl.SSLError included
+                raise ConfigError(f"http.tls: cannot load the certificate, key or client CAs "
+                                  f"({type(exc).__name__}: {exc})", "http.tls") from None
         self._app.on_shutdown.append(self._run_shutdown_callbacks)
         self._runner = AppRunner(
             self._app, self.limits, access_log=None, handle_signals=False, shutdown_timeout=5.0,
@@ -184,13 +258,37 @@ class HTTPServer:
             lingering_time=LINGER_S,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH)
+        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH,
+                           ssl_context=self._ssl)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
         sockets = getattr(server, "sockets", None) or []
         listen_queue(sockets, LISTEN_QUEUE)
         self.bound_addresses = [s.getsockname()[:2] for s in sockets]
-        log.info("HTTP listener bound", extra={"addresses": [f"{h}:{p}" for h, p in self.bound_addresses]})
+        for public in self.config.public_listeners:
+            await self._start_public(public)
+        log.info("HTTP listener bound", extra={"addresses": [f"{h}:{p}" for h, p in self.bound_addresses],
+                                               "tls": self._ssl is not None})
+
+    async def _start_public(self, public: Any) -> None:
+        context = None
+        if public.tls is not None:
+            try:
+                context = tls.server_context(public.tls)
+            except OSError as exc:
+                raise ConfigError(f"http.public_listeners: cannot load the certificate or key of {public.listen} "
+                                  f"({type(exc).__name__}: {exc})", "http.public_listeners") from None
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, public.listen.host, public.listen.port, backlog=ACCEPT_BATCH,
+                           ssl_context=context)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - as in start
+        listen_queue(sockets, LISTEN_QUEUE)
+        self._public_ssl.append(context)
+        self.public_addresses.extend(tuple(s.getsockname()[:2]) for s in sockets)
+        log.info("HTTP public listener bound (callbacks and /healthz only)",
+                 extra={"addresses": [f"{h}:{p}" for h, p in self.public_addresses[-len(sockets):]],
+                        "tls": context is not None})
 
     async def run(self) -> None:
         await self._stopped.wait()
@@ -198,6 +296,7 @@ class HTTPServer:
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
         self.bound_addresses = []
+        self.public_addresses = []
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:

@@ -11,7 +11,7 @@ fake's state on the recorded templates; SIPpeers, IAXpeerlist (not loaded on 22)
 recorded actions get their recorded reply. Anything else raises `UnrecordedAction`: the connection
 is closed and `stop` (the ``async with`` exit) raises it in the test. Faults: drop connections,
 Shutdown then come back with FullyBooted, reject logins (wait, Error, close), garbage, oversized
-lines, silence.
+lines, silence. ``ssl=`` listens with TLS (AMI over TLS, recorded in tests/fixtures/asterisk-22.10.1/ami/tls).
 
 Usage::
 
@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import ssl as _ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -96,7 +97,11 @@ class FakeAMIServer:
         book: ReplyBook | None = None,
         bad_login_delay_s: float = 1.0,
         host: str = "127.0.0.1",
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl``: listen with TLS (Asterisk's ``tlsenable=yes``, 5039); the dialogue inside is
+        the same recorded one (tests/fixtures/asterisk-22.10.1/ami/tls)."""
+        self.ssl = ssl
         self.username = username
         self.secret = secret
         self.book = book or ReplyBook()
@@ -128,7 +133,7 @@ class FakeAMIServer:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -309,7 +314,7 @@ class FakeAMIServer:
     async def boot(self, *, fully_booted: bool = True) -> None:
         """Listen again on the same port; logins then see FullyBooted (if ``fully_booted``)."""
         self.booted = fully_booted
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.ssl)
 
     def finish_boot(self) -> None:
         """Boot completes for sessions already logged in: FullyBooted."""

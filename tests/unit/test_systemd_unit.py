@@ -64,3 +64,10 @@ def test_systemd_analyze_security_rates_ok_or_better(tmp_path: Path) -> None:
     assert match, result.stdout + result.stderr
     assert match.group(2) in ("SAFE", "OK"), match.group(0)
     assert float(match.group(1)) < 5.0
+
+
+def test_tls_directory_is_read_only_and_reloadable() -> None:
+    text = UNIT.read_text()
+    assert "ReadOnlyPaths=-/etc/telephonyd/tls" in text
+    # keys stay reloadable on SIGHUP: credentials would be copied once, at start
+    assert not any(line.startswith("LoadCredential=") for line in text.splitlines())
