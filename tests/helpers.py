@@ -5,10 +5,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 C = TypeVar("C")
+
+#: Ports handed out by `free_port` in this process, never handed out twice.
+_GIVEN: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that binds on ``host`` now, for a daemon the test starts later.
+
+    Chosen at random in 20000-32767, below Linux's ephemeral range (``ip_local_port_range``, 32768
+    and up): a port the kernel assigned for the test's own outgoing connections (floods, clients) can
+    never be the one the daemon is then told to listen on, as it could with a port-0 pick.
+    """
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free TCP port in 20000-32767")
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:

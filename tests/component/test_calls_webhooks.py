@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 from typing import Any
 
 from aiohttp import web
@@ -25,15 +24,10 @@ from telephonyd.store import Store
 from tests.fakes.ami_wire import recorded_events
 from tests.helpers import running, wait_until
 from tests.outbox_harness import fast_config
+from tests.helpers import free_port
 
 SECRET = "whsec-test-0123456789"
 STREAMS = ["01_ANSWER_ami_events.txt", "02_BUSY_ami_events.txt", "07_AMD_SILENCE_ami_events.txt"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver:

@@ -15,11 +15,7 @@ from typing import Any
 
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port  # noqa: F401 - re-exported for the system tests
 
 
 class Daemon:
