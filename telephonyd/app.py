@@ -150,6 +150,7 @@ class App:
             await self._shutdown()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+            loop.set_exception_handler(None)
             self.notifier.close()
 
     # -- startup ---------------------------------------------------------------------------------

@@ -35,11 +35,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from prometheus_client import Counter
+
 from ..config import FastAGIConfig
 from ..descriptors import ACCEPT_BATCH, listen_queue
 from ..errors import ConfigError, LimitExceeded, ProtocolError
-from prometheus_client import Counter
-
 from ..logs import LogThrottle, log_context
 from .admission import Admission
 from .metrics import FastAGICounters
