@@ -76,6 +76,19 @@ def _without_time(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k != "timestamp"}
 
 
+def test_the_recorded_dialplan_is_the_snippet() -> None:
+    """The run's h,2..h,8 are dialplan/vicidial.conf's lines (the port of telephonyd's line aside), after
+    VICIdial's h,1 line as shipped; a change to the snippet needs a new recording."""
+    snippet = (Path(__file__).parents[2] / "dialplan" / "vicidial.conf").read_text().splitlines()
+    used = (RUN / "dialplan_used.conf").read_text().split("[i14b-vici-control]")[0].splitlines()
+    ours = [line for line in snippet if line.startswith("exten => h,")]
+    assert [int(line.split(",")[1]) for line in ours] == list(range(2, 9))
+    assert [line for line in used if line.startswith("exten => h,")] == [
+        "exten => h,1,AGI(agi://127.0.0.1:4577/call_log--HVcauses--PRI-----NODEBUG-----${HANGUPCAUSE}-----"
+        "${DIALSTATUS}-----${DIALEDTIME}-----${ANSWEREDTIME}-----${HANGUPCAUSE(${HANGUPCAUSE_KEYS()},tech)}))",
+        *(line.replace("127.0.0.1:4573", "127.0.0.1:${I14B_TDPORT}") for line in ours)]
+
+
 def test_the_recording_holds_one_session_per_scenario() -> None:
     """Five calls, each reaching telephonyd once on its own h,3 line after VICIdial's h,1."""
     statuses = []
