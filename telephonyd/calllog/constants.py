@@ -53,6 +53,7 @@ MAX_UNIQUEID_CHARS: Final = 191
 ENV_EXTENSION: Final = "extension"
 ENV_DNID: Final = "dnid"
 ENV_CALLERIDNAME: Final = "calleridname"
+ENV_CHANNEL: Final = "channel"
 #: What Asterisk sends for an unset caller id or dnid.
 ENV_UNKNOWN: Final = "unknown"
 #: The dialplan extension that runs after hangup.

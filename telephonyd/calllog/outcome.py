@@ -156,6 +156,23 @@ def dialed_number(env: Mapping[str, str]) -> str:
     return known(env.get(c.ENV_DNID, ""))
 
 
+#: ``Local/<exten>@<context>-<sequence>;<half>``: Asterisk's name of a Local channel (22.10.1, core_unreal).
+_LOCAL_CHANNEL = re.compile(r"Local/([0-9*#+]+)@[^;]*;[12]")
+
+
+def local_channel_number(env: Mapping[str, str]) -> str:
+    """The extension a Local channel was created for (``Local/915552345678@default-0000001c;2`` gives
+    ``915552345678``), else ``''``.
+
+    VICIdial places every outbound call as an AMI Originate of ``Local/<dial string>@<context>``, so in
+    the carrier entry's ``h`` extension, with no start stage on this node, the channel's name is the
+    only place the dialed number is left: ``agi_dnid`` is ``unknown`` and ``agi_extension`` is ``h``
+    (recorded on Asterisk 22.10.1, tests/fixtures/asterisk-22.10.1/vicidial-beside/).
+    """
+    match = _LOCAL_CHANNEL.fullmatch(env.get(c.ENV_CHANNEL, "").strip())
+    return match.group(1) if match else ""
+
+
 def resolve_outcome(
     *,
     env: Mapping[str, str],
@@ -188,6 +205,7 @@ def resolve_outcome(
             or start.customer_phone
             or start.dialed_number
             or known(env.get(c.ENV_DNID, ""))
+            or local_channel_number(env)
         ),
         campaign=first_of(values, variables.campaign) or start.campaign or default_campaign,
         dial_status=dial_status,

@@ -13,6 +13,7 @@ from telephonyd.calllog.outcome import (
     VariableNames,
     dialed_number,
     end_stage_names,
+    local_channel_number,
     resolve_outcome,
     to_int,
 )
@@ -165,6 +166,25 @@ def test_customer_phone_precedence() -> None:
     # no start record (another node, a restart): the DNID, never Asterisk's "unknown"
     assert payload()["customerPhone"] == "915555550001"
     assert payload(env={**ENV, "dnid": "unknown"})["customerPhone"] == ""
+    # VICIdial's calls are Local channels originated over AMI: no dnid, the number is in the name
+    local = {**ENV, "dnid": "unknown", "extension": "h", "channel": "Local/915552345678@default-0000001c;2"}
+    assert payload(env=local)["customerPhone"] == "915552345678"
+    assert payload(env=local, start=start)["customerPhone"] == "915550000007"
+
+
+@pytest.mark.parametrize(
+    ("channel", "number"),
+    [
+        ("Local/915552345678@default-0000001c;2", "915552345678"),
+        ("Local/915552345678@i14b-vici-control-00000012;1", "915552345678"),
+        ("Local/8368@vicilab-agent-00000003;2", "8368"),
+        ("Local/s@lab-agi-h-00000001;2", ""),
+        ("PJSIP/1010-00000004", ""),
+        ("", ""),
+    ],
+)
+def test_local_channel_number(channel: str, number: str) -> None:
+    assert local_channel_number({"channel": channel}) == number
 
 
 def test_campaign_agent_lead_list_precedence_and_defaults() -> None:
