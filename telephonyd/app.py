@@ -54,10 +54,10 @@ def store_schemas(config: Config) -> list[sa.MetaData]:
     from .outbox.schema import metadata as outbox_metadata
 
     schemas = [outbox_metadata, ameyo_metadata]
-    if config.ps_contacts.url is None:
-        from .contacts.schema import metadata as contacts_metadata
+    if config.ami.enabled and config.ps_contacts.url is None:  # the contacts feature needs the table
+        from .contacts.schema import metadata_for
 
-        schemas.append(contacts_metadata)
+        schemas.append(metadata_for(config.ps_contacts.mode))
     return schemas
 
 

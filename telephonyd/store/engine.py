@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..errors import StoreError
 from . import integrity
-from .migrate import ensure_schema
+from .migrate import ensure_schema, schema_lock
 from .refusal import WriteState, probe_metadata
 from .writer import SQLiteWriter
 
@@ -127,8 +127,9 @@ class Store:
                 async with engine.begin() as conn:
                     if self.dialect == "mysql":
                         check_server_version((await conn.execute(sa.text("SELECT VERSION()"))).scalar_one())
-                    for metadata in self.schemas:
-                        await conn.run_sync(ensure_schema, metadata)
+                    async with schema_lock(conn, self.dialect, self.connect_timeout_s * 2):
+                        for metadata in self.schemas:
+                            await conn.run_sync(ensure_schema, metadata)
         except (sa.exc.SQLAlchemyError, OSError, TimeoutError, StoreError) as exc:
             await engine.dispose()
             self._engine = None
@@ -245,8 +246,9 @@ class Store:
 
 
 #: MySQL/MariaDB errors at start that waiting does not fix: access denied (1044, 1045), unknown
-#: database (1049), command denied (1142: the user may not CREATE/ALTER the tables).
-_PERMANENT_MYSQL_ERRORS = (1044, 1045, 1049, 1142)
+#: database (1049), command denied (1142: the user may not CREATE/ALTER the tables), a table
+#: refused for lacking a primary key (4165, Galera's wsrep_mode=REQUIRED_PRIMARY_KEY).
+_PERMANENT_MYSQL_ERRORS = (1044, 1045, 1049, 1142, 4165)
 
 
 def start_error_retryable(dialect: str, exc: BaseException) -> bool:
