@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..errors import StoreError
 from . import integrity
+from .conflicts import ConflictCounter
 from .migrate import ensure_schema, schema_lock
 from .refusal import WriteState, probe_metadata
 from .writer import SQLiteWriter
@@ -74,6 +75,9 @@ class Store:
         #: Write health (`refusal.WriteState`): a full disk or read-only store, heard from every
         #: engine; ``write_probe`` adds the ``store_probe`` table that `accepts_writes` writes to.
         self.write_state = WriteState()
+        #: Write conflicts (deadlocks, Galera certification failures) by operation, counted by the
+        #: callers that restart their transactions (`conflicts.ConflictCounter`).
+        self.conflicts = ConflictCounter()
         self._write_probe = write_probe
         if write_probe:
             self.schemas.append(probe_metadata)
