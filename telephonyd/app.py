@@ -71,6 +71,7 @@ def build_store(config: Config, *, create: bool = True, check: bool = False) -> 
         create=create,
         check=check,
         write_probe=True,
+        urls=config.store.all_urls(),
     )
 
 
@@ -366,7 +367,8 @@ class App:
         components["store"] = {"ok": store_ok and writable,
                                "state": ("refusing writes" if not writable else "reachable") if store_ok
                                else "unreachable",
-                               "dialect": self.store.dialect, **self.store.write_state.describe()}
+                               "dialect": self.store.dialect, **self.store.write_state.describe(),
+                               **self.store.describe()}
         outbox: dict[str, Any] = {}
         if self.outbox is not None and store_ok:
             try:
