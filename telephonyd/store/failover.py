@@ -1,7 +1,8 @@
 """Database failover: several servers of one MariaDB database (Galera nodes), used one at a time.
 
 The store works through the first URL that answers, in the configured order. A health check runs
-every `Failover.interval_s` (``SELECT 1`` within `Failover.check_timeout_s`); a connection lost on
+every `Failover.interval_s` (an answer within `Failover.check_timeout_s`, and on Galera
+``wsrep_ready`` ON); a connection lost on
 any query (SQLAlchemy's ``is_disconnect``) runs it at once. When the active server does not answer,
 the next URLs are tried in order (then the earlier ones) and the first that answers becomes the
 active one: its engine replaces the old one, which is disposed in the background. With the defaults
@@ -36,12 +37,17 @@ def redact(url: str) -> str:
 
 
 async def answers(engine: AsyncEngine, timeout_s: float) -> bool:
-    """True when ``SELECT 1`` on ``engine`` answers within ``timeout_s``."""
+    """True when the server behind ``engine`` answers within ``timeout_s`` and, on a Galera node,
+    is ready for clients (``wsrep_ready`` ON: a node cut off from the primary component answers
+    ``SELECT 1`` but refuses every table with error 1047)."""
     try:
         async with asyncio.timeout(timeout_s):
             async with engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-        return True
+                galera = (await conn.execute(sa.text("SHOW VARIABLES LIKE 'wsrep_on'"))).first()
+                if galera is None or str(galera[1]).upper() != "ON":
+                    return True  # not a Galera node: answering is enough
+                row = (await conn.execute(sa.text("SHOW STATUS LIKE 'wsrep_ready'"))).first()
+        return row is not None and str(row[1]).upper() == "ON"
     except Exception:  # noqa: BLE001 - any failure means "not answering"
         return False
 

@@ -5,8 +5,8 @@ client, group (gmcast), IST and SST ports (free loopback ports), and root over T
 password. The first node bootstraps the cluster (``--wsrep-new-cluster``); the others start from a copy of
 its cleanly stopped datadir, so they join without a state transfer (``wsrep_sst_method=skip``).
 A node killed in a test is not started again.
-Failure detection is shortened (``evs.suspect_timeout`` 1 s, ``evs.inactive_timeout`` 2 s) so that a
-node killed with SIGKILL leaves the group in about 1 s; with Galera's defaults (5 s / 15 s) the
+Failure detection is shortened (``evs.suspect_timeout`` 1.5 s, ``evs.inactive_timeout`` 3 s) so that
+a node killed with SIGKILL leaves the group in about 2 s; with Galera's defaults (5 s / 15 s) the
 surviving nodes hold every commit for about 5 s after a node dies, whatever the clients do.
 `GaleraCluster.close` kills every node it started (SIGKILL) and is safe to call more than once.
 """
@@ -70,8 +70,8 @@ class GaleraNode:
     def args(self, cluster_address: str, bootstrap: bool) -> list[str]:
         provider = ";".join([
             f"gmcast.listen_addr=tcp://127.0.0.1:{self.group_port}", f"ist.recv_addr=127.0.0.1:{self.ist_port}",
-            "gcache.size=32M", "evs.suspect_timeout=PT1S", "evs.inactive_timeout=PT2S",
-            "evs.keepalive_period=PT0.3S", "evs.inactive_check_period=PT0.3S", "pc.recovery=false",
+            "gcache.size=32M", "evs.suspect_timeout=PT1.5S", "evs.inactive_timeout=PT3S",
+            "evs.keepalive_period=PT0.5S", "evs.inactive_check_period=PT0.5S", "pc.recovery=false",
         ])
         args = [
             MARIADBD, "--no-defaults", "--user=root", f"--datadir={self.datadir}", f"--port={self.port}",
