@@ -172,6 +172,32 @@ async def test_an_instance_killed_holding_claims_its_rows_go_out_once_more_with_
         assert a.stop() == 0
 
 
+async def test_a_cluster_requiring_primary_keys_ends_the_daemon_with_exit_78_naming_ps_contacts_url(
+    cluster, database, daemon_factory
+) -> None:
+    """wsrep_mode=REQUIRED_PRIMARY_KEY refuses Asterisk's ps_contacts (no primary key) with error
+    4165: the daemon says so and exits 78 instead of retrying; in owned mode the table gets a
+    primary key and the daemon starts."""
+    node = cluster.nodes[1]
+    cluster.sql(node, "SET GLOBAL wsrep_mode = 'REQUIRED_PRIMARY_KEY'")
+    try:
+        config = {"node_id": "pk", "store": {"url": node.url(database)},
+                  "ami": {"enabled": True, "port": 9, "secret": "unused"}, "ps_contacts": {"mode": "asterisk"}}
+        daemon = daemon_factory(config, name="pk")
+        daemon.start(wait_ready=False)
+        assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 78, daemon.logs()[-3000:]
+        assert "ps_contacts.url" in daemon.logs() and "4165" in daemon.logs()
+        assert "ps_contacts" not in {r[0] for r in cluster.sql(node, f"SHOW TABLES FROM `{database}`")}
+
+        owned = daemon_factory({**config, "node_id": "pk2", "ps_contacts": {"mode": "owned"}}, name="pk2")
+        await asyncio.to_thread(owned.start, 60)
+        keys = cluster.sql(node, f"SHOW KEYS FROM `{database}`.ps_contacts WHERE Key_name = 'PRIMARY'")
+        assert [k[4] for k in keys] == ["id"]
+        assert owned.stop() == 0
+    finally:
+        cluster.sql(node, "SET GLOBAL wsrep_mode = ''")
+
+
 async def test_all_instances_on_one_node_fail_over_within_5_s_when_it_is_killed(cluster, database, daemon_factory) -> None:
     names = ("a", "b")
     victim = cluster.nodes[0]
