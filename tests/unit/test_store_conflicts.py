@@ -94,3 +94,27 @@ async def test_conflicts_are_exported_per_op() -> None:
     assert value(s, "telephonyd_store_conflicts_total", op="result") == 2
     assert value(s, "telephonyd_store_conflicts_total", op="enqueue") == 0
     assert value(s, "telephonyd_store_conflicts_exhausted_total", op="claim") == 1
+
+
+async def test_a_batch_lost_to_conflicts_fails_its_callers_but_leaves_the_writer_healthy() -> None:
+    from telephonyd.outbox.writer import GroupWriter
+
+    calls = 0
+
+    async def write(items: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreConflict("outbox enqueue: write conflict 4 times in a row", op="enqueue", attempts=4)
+        return [f"ok:{item}" for item in items]
+
+    writer = GroupWriter(write, batch_max=8, timeout_s=5.0, name="test-writer")
+    writer.start()
+    try:
+        with pytest.raises(StoreConflict) as caught:
+            await writer.submit("a")
+        assert caught.value.op == "enqueue"
+        assert writer.healthy  # a conflict is not an outage: health does not turn degraded
+        assert await writer.submit("b") == "ok:b"
+    finally:
+        await writer.close(1.0)
