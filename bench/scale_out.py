@@ -16,6 +16,13 @@ The fake must have confirmed every row exactly once, or the run fails.
   .venv/bin/python bench/scale_out.py                      # 1, 2 and 3 instances, 6000 rows
   .venv/bin/python bench/scale_out.py --instances 1,2,4 --rows 10000 --concurrency 64
 
+  .venv/bin/python bench/scale_out.py --galera --rows 3000  # on a 3-node Galera cluster (galera-4)
+
+``--galera`` starts a 3-node cluster on loopback (tests/system/galera.py) and runs 1, 2 and 3
+instances each on its own node ("spread") and all on one node, with rows/s and write conflicts/s
+(transactions restarted on deadlock or certification failure), beside a baseline in the same run:
+one instance on the plain MariaDB of ``--url``.
+
 ``--url`` names the MariaDB server (a database ``td_bench_<random>`` is created and dropped on it;
 default mysql+aiomysql://root@127.0.0.1:3306).
 """
@@ -86,11 +93,12 @@ async def worker_main(spec: dict[str, Any]) -> None:
         await lines.readline()  # "stop" (or EOF)
         after = resource.getrusage(resource.RUSAGE_SELF)
         sent = dict(outbox.health()["sent"])
+        conflicts = sum(store.conflicts.snapshot()["by_op"].values())
         await outbox.stop(5.0)
         await runner
     await store.close()
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    print(json.dumps({"node_id": spec["node_id"], "cpu_s": cpu, "sent": sent}), flush=True)
+    print(json.dumps({"node_id": spec["node_id"], "cpu_s": cpu, "sent": sent, "conflicts": conflicts}), flush=True)
 
 
 async def _stdin_lines() -> asyncio.StreamReader:
@@ -155,6 +163,11 @@ def machine_cpu_s() -> tuple[float, float]:
     return (sum(fields) - idle) / CLOCK_TICKS, sum(fields) / CLOCK_TICKS
 
 
+def _cpu_sum(pids: list[int]) -> float | None:
+    values = [proc_cpu_s(p) for p in pids]
+    return None if not values or any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
 def mariadb_pid() -> int | None:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -205,28 +218,34 @@ async def wait_drained(url: str, rows: int, timeout: float) -> float:
         await store.close()
 
 
-def run_one(args: argparse.Namespace, instances: int) -> dict[str, Any]:
+def run_one(args: argparse.Namespace, instances: int, servers: list[str] | None = None,
+            db_pids: list[int] | None = None, layout: str = "") -> dict[str, Any]:
+    """One drain with ``instances`` workers; worker i uses ``servers[i % len(servers)]`` (default:
+    ``--url``), all of them servers of one database (Galera nodes)."""
+    servers = servers or [args.url]
     name = "td_bench_" + uuid.uuid4().hex[:10]
-    mysql_admin(args.url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    url = f"{args.url.rstrip('/')}/{name}"
+    mysql_admin(servers[0], f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    url = f"{servers[0].rstrip('/')}/{name}"
     fake = spawn("--fake")
     workers: list[subprocess.Popen[str]] = []
     try:
         fake_url = read(fake)
         asyncio.run(fill(url, args.rows, args))
         spec = {"url": url, "fake_url": fake_url, "args": vars(args)}
-        workers = [spawn("--worker", json.dumps({**spec, "node_id": f"w{i + 1}"})) for i in range(instances)]
+        workers = [spawn("--worker", json.dumps({**spec, "node_id": f"w{i + 1}",
+                                                 "url": f"{servers[i % len(servers)].rstrip('/')}/{name}"}))
+                   for i in range(instances)]
         for worker in workers:
             assert read(worker) == "ready"
-        db_pid = mariadb_pid()
-        cpu0 = {"mariadbd": proc_cpu_s(db_pid) if db_pid else None, "fake": proc_cpu_s(fake.pid)}
+        pids = db_pids if db_pids is not None else [p for p in [mariadb_pid()] if p]
+        cpu0 = {"mariadbd": _cpu_sum(pids), "fake": proc_cpu_s(fake.pid)}
         machine0 = machine_cpu_s()
         started = time.monotonic()
         for worker in workers:
             send(worker, "go")
         done = asyncio.run(wait_drained(url, args.rows, args.timeout))
         wall = done - started
-        cpu1 = {"mariadbd": proc_cpu_s(db_pid) if db_pid else None, "fake": proc_cpu_s(fake.pid)}
+        cpu1 = {"mariadbd": _cpu_sum(pids), "fake": proc_cpu_s(fake.pid)}
         machine1 = machine_cpu_s()
         for worker in workers:
             send(worker, "stop")
@@ -238,14 +257,17 @@ def run_one(args: argparse.Namespace, instances: int) -> dict[str, Any]:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-        mysql_admin(args.url, f"DROP DATABASE IF EXISTS `{name}`")
+        mysql_admin(servers[0], f"DROP DATABASE IF EXISTS `{name}`")
     if confirmed["confirmed"] != args.rows or confirmed["twice"]:
         raise SystemExit(f"the fake confirmed {confirmed}: expected each of {args.rows} rows exactly once")
     cpu = {"workers": sum(r["cpu_s"] for r in reports)}
     for key in ("mariadbd", "fake"):
         cpu[key] = None if cpu0[key] is None or cpu1[key] is None else cpu1[key] - cpu0[key]
     return {
+        "layout": layout,
         "instances": instances,
+        "conflicts": sum(r.get("conflicts", 0) for r in reports),
+        "conflicts_per_s": round(sum(r.get("conflicts", 0) for r in reports) / wall, 1),
         "rows": args.rows,
         "seconds": round(wall, 3),
         "rows_per_s": round(args.rows / wall, 1),
@@ -282,6 +304,48 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def galera_main(args: argparse.Namespace) -> int:
+    """``--galera``: the same drain on a 3-node Galera cluster started on loopback
+    (tests/system/galera.py), with the instances each on its own node ("spread") and all on one
+    node ("one node"); the baseline, in the same run, is one instance on the plain MariaDB ``--url``."""
+    import tempfile
+
+    from tests.system.galera import GaleraCluster, missing
+
+    reason = missing()
+    if reason is not None:
+        raise SystemExit(f"--galera: {reason}")
+    counts = [int(n) for n in args.instances.split(",")]
+    results = [run_one(args, 1, layout="plain MariaDB (baseline)")]
+    print(json.dumps(results[0]), file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="telephonyd-bench-galera-") as base:
+        cluster = GaleraCluster(Path(base))
+        try:
+            cluster.start()
+            nodes = [f"mysql+aiomysql://root@127.0.0.1:{n.port}" for n in cluster.nodes]
+            pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+            for n in counts:
+                layouts = [("spread", nodes), ("one node", nodes[:1])] if n > 1 else [("galera", nodes[:1])]
+                for layout, servers in layouts:
+                    result = run_one(args, n, servers, pids, layout)
+                    results.append(result)
+                    print(json.dumps(result), file=sys.stderr, flush=True)
+        finally:
+            cluster.close()
+    base_rate = results[0]["rows_per_s"]
+    print(f"{args.rows} rows, concurrency {args.concurrency} per instance, claim_batch {args.claim_batch}, "
+          f"{os.cpu_count() or 1} cores; 3-node Galera on this machine; baseline: 1 instance, plain MariaDB")
+    print(f"{'layout':>26} {'instances':>9} {'rows/s':>8} {'vs base':>8} {'conflicts':>9} {'conflicts/s':>11} "
+          f"{'machine busy':>12}  rows per instance")
+    for r in results:
+        print(f"{r['layout']:>26} {r['instances']:>9} {r['rows_per_s']:>8.0f} {r['rows_per_s'] / base_rate:>7.2f}x "
+              f"{r['conflicts']:>9} {r['conflicts_per_s']:>11.1f} {r['machine_busy']:>12.0%}  "
+              f"{' '.join(str(v) for v in r['per_node'].values())}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
@@ -295,6 +359,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--url", default="mysql+aiomysql://root@127.0.0.1:3306", help="MariaDB server URL")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    parser.add_argument("--galera", action="store_true",
+                        help="run on a 3-node Galera cluster started on loopback (galera-4), spread and on one node")
     parser.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--fake", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -307,4 +373,4 @@ if __name__ == "__main__":
     elif parsed.fake:
         asyncio.run(fake_main())
     else:
-        sys.exit(main(parsed))
+        sys.exit(galera_main(parsed) if parsed.galera else main(parsed))

@@ -63,10 +63,10 @@ def store_schemas(config: Config) -> list[sa.MetaData]:
         from .vicidial import metadata as vicidial_metadata
 
         schemas.append(vicidial_metadata)
-    if config.ps_contacts.url is None:
-        from .contacts.schema import metadata as contacts_metadata
+    if config.ami.enabled and config.ps_contacts.url is None:  # the contacts feature needs the table
+        from .contacts.schema import metadata_for
 
-        schemas.append(contacts_metadata)
+        schemas.append(metadata_for(config.ps_contacts.mode))
     return schemas
 
 
@@ -80,6 +80,7 @@ def build_store(config: Config, *, create: bool = True, check: bool = False) -> 
         create=create,
         check=check,
         write_probe=True,
+        urls=config.store.all_urls(),
     )
 
 
@@ -419,7 +420,8 @@ class App:
         components["store"] = {"ok": store_ok and writable,
                                "state": ("refusing writes" if not writable else "reachable") if store_ok
                                else "unreachable",
-                               "dialect": self.store.dialect, **self.store.write_state.describe()}
+                               "dialect": self.store.dialect, **self.store.write_state.describe(),
+                               **self.store.describe()}
         outbox: dict[str, Any] = {}
         if self.outbox is not None and store_ok:
             try:

@@ -95,11 +95,29 @@ class Section(BaseModel):
 
 
 class StoreConfig(Section):
-    """The durable store. SQLite (embedded default) or MariaDB/MySQL (``mysql+aiomysql://``)."""
+    """The durable store. SQLite (embedded default) or MariaDB/MySQL (``mysql+aiomysql://``).
+
+    ``urls`` (or ``url`` given as a list): several servers of one MariaDB database (Galera nodes),
+    tried in order at start and switched between while running when the one in use stops answering
+    (`telephonyd.store.failover`); ``url`` is then the first of them.
+    """
 
     url: SecretStr = SecretStr("sqlite+aiosqlite:///state/telephonyd.db")
+    urls: list[SecretStr] = []
     pool_size: int = Field(10, ge=1, le=100)
     connect_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("url"), list):
+            if data.get("urls"):
+                raise ValueError("give store.url as a list or store.urls, not both")
+            data = {**data, "urls": data["url"]}
+            data.pop("url")
+        if isinstance(data, dict) and data.get("urls") and "url" not in data:
+            data = {**data, "url": data["urls"][0]}
+        return data
 
     @field_validator("url")
     @classmethod
@@ -108,6 +126,25 @@ class StoreConfig(Section):
         if scheme not in ("sqlite+aiosqlite", "mysql+aiomysql", "mariadb+aiomysql"):
             raise ValueError("must start with sqlite+aiosqlite://, mysql+aiomysql:// or mariadb+aiomysql://")
         return v
+
+    @field_validator("urls")
+    @classmethod
+    def _servers(cls, v: list[SecretStr]) -> list[SecretStr]:
+        for url in v:
+            if url.get_secret_value().split("://", 1)[0] not in ("mysql+aiomysql", "mariadb+aiomysql"):
+                raise ValueError("every URL must start with mysql+aiomysql:// or mariadb+aiomysql:// "
+                                 "(failover is between servers of one MariaDB database)")
+        return v
+
+    @model_validator(mode="after")
+    def _first_is_url(self) -> StoreConfig:
+        if self.urls and self.urls[0].get_secret_value() != self.url.get_secret_value():
+            raise ValueError("store.url must be the first of store.urls (or leave store.url out)")
+        return self
+
+    def all_urls(self) -> list[str]:
+        """The servers to use, in order: ``urls``, else ``[url]``."""
+        return [u.get_secret_value() for u in self.urls] or [self.url.get_secret_value()]
 
 
 class FastAGIConfig(Section):
@@ -648,6 +685,7 @@ class Config(Section):
         """The effective configuration as plain data, every secret replaced by ``'********'``."""
         data = self.model_dump(mode="json")
         data["store"]["url"] = _redact_url(self.store.url.get_secret_value())
+        data["store"]["urls"] = [_redact_url(u.get_secret_value()) for u in self.store.urls]
         if self.ps_contacts.url is not None:
             data["ps_contacts"]["url"] = _redact_url(self.ps_contacts.url.get_secret_value())
         if self.vicidial.url is not None:
@@ -662,6 +700,7 @@ class Config(Section):
             if url is not None:
                 found.remove(url.get_secret_value())
                 found.append(_url_password(url.get_secret_value()))
+        found.extend(_url_password(u.get_secret_value()) for u in self.store.urls)
         return [s for s in found if s]
 
 
@@ -845,9 +884,12 @@ def _holds_secret(data: Any) -> bool:
 
 def _holds_url_password(data: dict[str, Any]) -> bool:
     for section in ("store", "ps_contacts", "vicidial"):
-        url = (data.get(section) or {}).get("url") if isinstance(data.get(section), dict) else None
-        if isinstance(url, str) and "://" in url and "@" in url.split("://", 1)[1]:
-            userinfo = url.split("://", 1)[1].split("@", 1)[0]
-            if ":" in userinfo:
-                return True
+        block = data.get(section) if isinstance(data.get(section), dict) else {}
+        for key in ("url", "urls"):
+            value = block.get(key)
+            for url in value if isinstance(value, list) else [value]:
+                if isinstance(url, str) and "://" in url and "@" in url.split("://", 1)[1]:
+                    userinfo = url.split("://", 1)[1].split("@", 1)[0]
+                    if ":" in userinfo:
+                        return True
     return False

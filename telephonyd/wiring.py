@@ -25,11 +25,11 @@ async def build_ami_side(app: Any) -> None:
     client = AMIClient(config.ami)
     contacts_store = app.store
     if config.ps_contacts.url is not None:
-        from .contacts.schema import metadata as contacts_metadata
+        from .contacts.schema import metadata_for
 
         contacts_store = Store(
             config.ps_contacts.url.get_secret_value(),
-            schemas=[contacts_metadata],
+            schemas=[metadata_for(config.ps_contacts.mode)],
             pool_size=config.store.pool_size,
             connect_timeout_s=config.store.connect_timeout_s,
         )

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..errors import StoreError, raise_if_cancelling
+from ..outbox.backoff import full_jitter
+from ..outbox.queries import CONFLICT_BASE_S, CONFLICT_CAP_S
 from ..store import Prepared, Store
+from ..store.conflicts import is_conflict
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class GroupCommitter:
     def __init__(self, store: Store, *, max_batch: int, timeout_s: float = 30.0, before: Before | None = None,
                  after_commit: Callable[[], None] | None = None) -> None:
         self.store = store
+        self._rng = random.Random()
         self.max_batch = max_batch
         self.timeout_s = timeout_s
         self.before = before
@@ -170,8 +175,11 @@ class GroupCommitter:
         for attempt in range(_SINGLE_ATTEMPTS):
             if error is not None and not _is_lock_conflict(error):
                 break
+            if error is not None and is_conflict(error):
+                self.store.conflicts.record("ameyo", exhausted=attempt == _SINGLE_ATTEMPTS - 1)
             if attempt or error is not None:
-                await asyncio.sleep(0.01 * (attempt + 1))  # back off before retrying a lock conflict
+                # back off before retrying a lock conflict (the outbox's jittered backoff)
+                await asyncio.sleep(full_jitter(attempt + 1, CONFLICT_BASE_S, CONFLICT_CAP_S, self._rng))
             try:
                 (result,) = await self._transaction([item])
             except asyncio.CancelledError:

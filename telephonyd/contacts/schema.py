@@ -42,33 +42,52 @@ def _asterisk(name: str, type_: sa.types.TypeEngine | type, **kwargs: object) ->
     return sa.Column(name, type_, info={"owner": "asterisk"}, **kwargs)  # type: ignore[arg-type]
 
 
-ps_contacts = sa.Table(
-    "ps_contacts",
-    metadata,
-    _asterisk("id", sa.String(255), nullable=False, unique=True),
-    _asterisk("uri", sa.String(511)),
-    _asterisk("expiration_time", sa.BigInteger),
-    _asterisk("qualify_frequency", sa.Integer),
-    _asterisk("outbound_proxy", sa.String(255)),
-    _asterisk("path", sa.Text),
-    _asterisk("user_agent", sa.String(255)),
-    _asterisk("qualify_timeout", sa.Float),
-    _asterisk("reg_server", sa.String(255)),
-    _asterisk("authenticate_qualify", _ast_bool()),
-    _asterisk("via_addr", sa.String(40)),
-    _asterisk("via_port", sa.Integer),
-    _asterisk("call_id", sa.String(255)),
-    _asterisk("endpoint", sa.String(255)),
-    _asterisk("prune_on_boot", _ast_bool()),
-    _asterisk("qualify_2xx_only", _ast_bool()),
-    # telephonyd's own columns (added to an Asterisk-managed table by the additive migration)
-    sa.Column("status", sa.String(40), info={"owner": "telephonyd"}),
-    sa.Column("roundtrip_usec", sa.BigInteger, info={"owner": "telephonyd"}),
-    sa.Column("status_updated_at", sa.Double, info={"owner": "telephonyd"}),
-    sa.UniqueConstraint("id", "reg_server", name="ps_contacts_uq"),
-    sa.Index("ps_contacts_id", "id"),
-    sa.Index("ps_contacts_qualifyfreq_exp", "qualify_frequency", "expiration_time"),
-)
+def _table(into: sa.MetaData, *, primary_key: bool) -> sa.Table:
+    """``ps_contacts`` in ``into``; ``primary_key`` makes ``id`` (already NOT NULL and unique) the
+    primary key, which Galera needs for DELETE and ``wsrep_mode=REQUIRED_PRIMARY_KEY`` for CREATE."""
+    return sa.Table(
+        "ps_contacts",
+        into,
+        _asterisk("id", sa.String(255), nullable=False, unique=True, primary_key=primary_key),
+        _asterisk("uri", sa.String(511)),
+        _asterisk("expiration_time", sa.BigInteger),
+        _asterisk("qualify_frequency", sa.Integer),
+        _asterisk("outbound_proxy", sa.String(255)),
+        _asterisk("path", sa.Text),
+        _asterisk("user_agent", sa.String(255)),
+        _asterisk("qualify_timeout", sa.Float),
+        _asterisk("reg_server", sa.String(255)),
+        _asterisk("authenticate_qualify", _ast_bool()),
+        _asterisk("via_addr", sa.String(40)),
+        _asterisk("via_port", sa.Integer),
+        _asterisk("call_id", sa.String(255)),
+        _asterisk("endpoint", sa.String(255)),
+        _asterisk("prune_on_boot", _ast_bool()),
+        _asterisk("qualify_2xx_only", _ast_bool()),
+        # telephonyd's own columns (added to an Asterisk-managed table by the additive migration)
+        sa.Column("status", sa.String(40), info={"owner": "telephonyd"}),
+        sa.Column("roundtrip_usec", sa.BigInteger, info={"owner": "telephonyd"}),
+        sa.Column("status_updated_at", sa.Double, info={"owner": "telephonyd"}),
+        sa.UniqueConstraint("id", "reg_server", name="ps_contacts_uq"),
+        sa.Index("ps_contacts_id", "id"),
+        sa.Index("ps_contacts_qualifyfreq_exp", "qualify_frequency", "expiration_time"),
+    )
+
+
+ps_contacts = _table(metadata, primary_key=False)
+
+#: The same table with ``PRIMARY KEY (id)``: created this way in owned mode, where telephonyd creates
+#: and writes the table and no Asterisk alembic will upgrade it. Asterisk's own reads and writes
+#: name columns, never the key, so the table stays interchangeable.
+owned_metadata = sa.MetaData()
+_table(owned_metadata, primary_key=True)
+
+
+def metadata_for(mode: str) -> sa.MetaData:
+    """The MetaData to create ``ps_contacts`` from: with a primary key in ``owned`` mode, exactly
+    Asterisk's schema (no primary key) in ``asterisk`` mode."""
+    return owned_metadata if mode == "owned" else metadata
+
 
 #: Columns telephonyd adds; everything else belongs to Asterisk.
 OWN_COLUMNS = ("status", "roundtrip_usec", "status_updated_at")

@@ -249,6 +249,16 @@ class TelephonydCollector(Collector):
                        _number(writer.get("rows")))
         yield _counter("telephonyd_outbox_write_failures", "Group-commit batches that failed",
                        _number(writer.get("failed_batches")))
+        conflicts = h.get("conflicts") or {}
+        for key, name, text in (
+            ("by_op", "telephonyd_store_conflicts", "Transactions the database rolled back for a write conflict "
+             "(deadlock 1213, lock wait 1205, Galera certification) and restarted, by operation"),
+            ("exhausted", "telephonyd_store_conflicts_exhausted", "Operations that gave up after repeated conflicts"),
+        ):
+            family = CounterMetricFamily(name, text, labels=["op"])
+            for op in ("claim", "result", "enqueue", *sorted(set(conflicts.get(key) or {}) - {"claim", "result", "enqueue"})):
+                family.add_metric([op], _number((conflicts.get(key) or {}).get(op)))
+            yield family
         per_target = {
             "enabled": ("telephonyd_outbox_target_enabled", "1 when the target's sender is enabled"),
             "unhealthy": ("telephonyd_outbox_target_unhealthy", "1 after a reply that needs a person (auth)"),

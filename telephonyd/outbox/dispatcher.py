@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from ..errors import raise_if_cancelling
 from ..logs import log_context
 from . import claimant
-from .backoff import decorrelated_jitter, retry_delay
+from ..store.conflicts import StoreConflict
+from .backoff import decorrelated_jitter, full_jitter, retry_delay
 from .model import PENDING, Delivery, OutboxRow, Sender
 from .queries import STORE_ERRORS, Finish, OutboxQueries, short_error
 from .targets import TargetState
@@ -88,6 +89,12 @@ class Dispatcher:
                 try:
                     async with asyncio.timeout(self.config.store_timeout_s):
                         wait = await self._cycle()
+                except StoreConflict as exc:  # contended rows, a working store: try again soon
+                    raise_if_cancelling()
+                    failure_wait = None
+                    wait = full_jitter(1, self.config.backoff_base_s, self.config.backoff_base_s, self.rng)
+                    log.warning("outbox write conflict; retries exhausted, trying again",
+                                extra={"op": exc.op, "attempts": exc.attempts, "retry_in_s": round(wait, 3)})
                 except STORE_ERRORS as exc:
                     raise_if_cancelling()
                     cap = min(self.config.backoff_max_s, STORE_RETRY_MAX_S)

@@ -6,8 +6,10 @@ agree on leases and due times whatever their host clocks say. Callers add their 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ import sqlalchemy as sa
 
 from ..errors import StoreError
 from ..store import Prepared
+from ..store.conflicts import StoreConflict, is_conflict
+from .backoff import full_jitter
 from .claimant import new_token
 from .model import DEAD, DELIVERED, IN_FLIGHT, PENDING, EnqueueResult, OutboxRow
 from .schema import outbox as t
@@ -34,14 +38,11 @@ _KEY = t.c["key"]
 _ROW_COLUMNS = (t.c.id, t.c.target, _KEY, t.c.payload, t.c.attempts, t.c.created_at, t.c.log_context)
 _PRUNE_CHUNK = 1000
 _TRANSACTION_ATTEMPTS = 4
-#: MySQL errors that ask for the transaction to be restarted: deadlock, lock wait timeout.
-_RESTART_ERRORS = (1213, 1205)
+#: Pause before restarting a conflicting transaction: full jitter from this, doubling per attempt...
+CONFLICT_BASE_S = 0.01
+#: ... up to this.
+CONFLICT_CAP_S = 0.2
 T = TypeVar("T")
-
-
-def _restartable(exc: sa.exc.OperationalError) -> bool:
-    args = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in _RESTART_ERRORS
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ class OutboxQueries:
         self.store = store
         self.node_id = node_id
         self.token = token or new_token()
+        self._rng = random.Random()
         self._finish = _finish_statements(store, node_id, self.token)
         now = store.now_expr()
         new_row = {
@@ -142,17 +144,27 @@ class OutboxQueries:
             .returning(*_ROW_COLUMNS)
         )
 
-    async def _transaction(self, work: Callable[[sa.Connection], T], *, urgent: bool = False) -> T:
+    async def _transaction(self, work: Callable[[sa.Connection], T], *, urgent: bool = False, op: str = "write") -> T:
         """Run ``work`` in a transaction (`Store.write`: on SQLite one hand-over to the writer
-        thread), again (at once) when MariaDB picked it as a deadlock victim or timed out on a row
-        lock: those ask the client to restart the transaction. ``urgent``: see `Store.write`."""
+        thread), again when the database rolled it back for a conflict (`store.conflicts`: a
+        deadlock victim, a lock wait timeout, a Galera certification failure), after a short
+        jittered pause (`backoff.full_jitter`, `CONFLICT_BASE_S` doubling up to `CONFLICT_CAP_S`) so
+        that contending instances stop colliding in step. Every conflict is counted under ``op`` in
+        ``store.conflicts``; when the attempts run out, raises `StoreConflict` (retryable: the store
+        is fine). ``urgent``: see `Store.write`."""
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
                 return await self.store.write(work, urgent=urgent)
             except sa.exc.OperationalError as exc:
-                if attempt == _TRANSACTION_ATTEMPTS or not _restartable(exc):
+                if not is_conflict(exc):
                     raise
-                log.debug("outbox transaction restarted", extra={"error": short_error(exc), "attempt": attempt})
+                last = attempt == _TRANSACTION_ATTEMPTS
+                self.store.conflicts.record(op, exhausted=last)
+                if last:
+                    raise StoreConflict(f"outbox {op}: write conflict {_TRANSACTION_ATTEMPTS} times in a row: "
+                                        f"{short_error(exc)}", op=op, attempts=attempt) from None
+                log.debug("outbox transaction restarted", extra={"op": op, "error": short_error(exc), "attempt": attempt})
+                await asyncio.sleep(full_jitter(attempt, CONFLICT_BASE_S, CONFLICT_CAP_S, self._rng))
         raise AssertionError("unreachable")
 
     async def _write(self, statement: sa.Executable) -> int:
@@ -192,7 +204,7 @@ class OutboxQueries:
                     found[(target, key)] = (int(row_id), row_batch == batch)
             return found
 
-        found = await self._transaction(work, urgent=True)  # a caller waits to answer its peer
+        found = await self._transaction(work, urgent=True, op="enqueue")  # a caller waits to answer its peer
         results: list[EnqueueResult] = []
         claimed_new: set[tuple[str, str]] = set()
         for row in rows:
@@ -244,7 +256,7 @@ class OutboxQueries:
                 conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(**claim_values))
             return rows
 
-        rows = await self._transaction(sqlite_work if self.store.dialect == "sqlite" else work)
+        rows = await self._transaction(sqlite_work if self.store.dialect == "sqlite" else work, op="claim")
         rows.sort(key=lambda r: r.id)
         return rows
 
@@ -300,10 +312,10 @@ class OutboxQueries:
 
         if len(results) > 1 and self.store.engine.dialect.supports_sane_multi_rowcount:
             try:
-                return await self._transaction(batched)
+                return await self._transaction(batched, op="result")
             except _ClaimsLost:
                 pass
-        return await self._transaction(one_by_one)
+        return await self._transaction(one_by_one, op="result")
 
     async def mark_delivered(self, row_id: int, status: int | None, *, attempts: int | None = None) -> bool:
         return (await self.finish_batch([self.delivered(row_id, status, attempts=attempts)]))[0]

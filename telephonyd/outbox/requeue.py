@@ -87,4 +87,4 @@ async def _requeue(q: OutboxQueries, where: sa.ColumnElement[bool], error: Any, 
             )
         return found
 
-    return await q._transaction(work)  # noqa: SLF001 - the queries' own transaction helper
+    return await q._transaction(work, op="requeue")  # noqa: SLF001 - the queries' own transaction helper

@@ -147,6 +147,7 @@ class Outbox:
             "counts": counts,
             "sending": len(d.sending),
             "sent": dict(d.totals),
+            "conflicts": self.store.conflicts.snapshot(),
             "last_error": store_error or d.last_delivery_error,
             "last_error_at": None if store_error else d.last_delivery_error_at,
             "writer": self._writer.stats(),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ..errors import StoreError, raise_if_cancelling
+from ..store.conflicts import StoreConflict
 from .queries import STORE_ERRORS, short_error
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,13 @@ class GroupWriter(Generic[Item, Result]):
         except asyncio.CancelledError:
             _fail(live, StoreError(f"{self.name} stopped before the commit"))
             raise
+        except StoreConflict as exc:  # contended rows: the store works, its callers may retry
+            raise_if_cancelling()
+            self.failed_batches += 1
+            log.warning("outbox batch not written: write conflict", extra={"writer": self.name, "rows": len(live),
+                                                                           "op": exc.op, "attempts": exc.attempts})
+            _fail(live, exc)
+            return
         except STORE_ERRORS as exc:
             raise_if_cancelling()
             self.failed_batches += 1
@@ -172,5 +180,6 @@ class GroupWriter(Generic[Item, Result]):
 def _fail(items: list[_Queued[Any, Any]], error: StoreError) -> None:
     for queued in items:
         if not queued.future.done():
-            queued.future.set_exception(StoreError(str(error)))
+            queued.future.set_exception(StoreConflict(str(error), op=error.op, attempts=error.attempts)
+                                        if isinstance(error, StoreConflict) else StoreError(str(error)))
 

@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..errors import StoreError
 from . import integrity
-from .migrate import ensure_schema
+from .conflicts import ConflictCounter
+from .failover import Failover
+from .migrate import ensure_schema, schema_lock
 from .refusal import WriteState, probe_metadata
 from .writer import SQLiteWriter
 
@@ -65,8 +67,13 @@ class Store:
         create: bool = True,
         check: bool = False,
         write_probe: bool = False,
+        urls: Sequence[str] = (),
     ) -> None:
         self.url = url
+        #: MariaDB/MySQL servers of one database tried in order (``url`` first), with failover
+        #: between them while running (`failover.Failover`); empty or one: no failover.
+        self.urls = list(urls) if urls else [url]
+        self._failover: Failover | None = None
         self.create = create
         self.check = check
         self.dialect = dialect_of(url)
@@ -74,6 +81,9 @@ class Store:
         #: Write health (`refusal.WriteState`): a full disk or read-only store, heard from every
         #: engine; ``write_probe`` adds the ``store_probe`` table that `accepts_writes` writes to.
         self.write_state = WriteState()
+        #: Write conflicts (deadlocks, Galera certification failures) by operation, counted by the
+        #: callers that restart their transactions (`conflicts.ConflictCounter`).
+        self.conflicts = ConflictCounter()
         self._write_probe = write_probe
         if write_probe:
             self.schemas.append(probe_metadata)
@@ -96,12 +106,31 @@ class Store:
         server down or unreachable, a lock held elsewhere) when the store cannot be used.
         """
         url = make_url(self.url)
-        kwargs: dict[str, Any] = {}
         file = Path(url.database) if self.dialect == "sqlite" and url.database and url.database != ":memory:" else None
         if file is not None:
             new = await asyncio.to_thread(integrity.preflight, file, create=self.create)
             if self.check and not new:
                 await asyncio.to_thread(integrity.check_whole, file)
+        if len(self.urls) > 1 and self.dialect == "mysql":
+            await self._start_first_answering()
+        else:
+            self._engine = await self._open(self.url)
+        if file is not None:
+            try:
+                await asyncio.to_thread(integrity.write_marker, file)
+            except OSError as exc:
+                await self.engine.dispose()
+                self._engine = None
+                raise StoreError(f"cannot write the store marker beside {file}: {exc.strerror}",
+                                 retryable=False) from None
+            self._writer = SQLiteWriter(url, _sqlite_pragmas)
+            self.write_state.install(self._writer.engine)
+        log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
+
+    def _make_engine(self, url_text: str) -> AsyncEngine:
+        """An engine for ``url_text`` with the store's settings (not yet connected)."""
+        url = make_url(url_text)
+        kwargs: dict[str, Any] = {}
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
             # Every SQLAlchemy connection ends its own transaction on close (rollback unless
@@ -121,34 +150,63 @@ class Store:
         if self.dialect == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         self.write_state.install(engine.sync_engine)
-        self._engine = engine
+        return engine
+
+    async def _open(self, url_text: str) -> AsyncEngine:
+        """An engine for ``url_text`` whose server answered and whose schema is in place."""
+        engine = self._make_engine(url_text)
         try:
             async with asyncio.timeout(self.connect_timeout_s * 4):
                 async with engine.begin() as conn:
                     if self.dialect == "mysql":
                         check_server_version((await conn.execute(sa.text("SELECT VERSION()"))).scalar_one())
-                    for metadata in self.schemas:
-                        await conn.run_sync(ensure_schema, metadata)
+                    async with schema_lock(conn, self.dialect, self.connect_timeout_s * 2):
+                        for metadata in self.schemas:
+                            await conn.run_sync(ensure_schema, metadata)
         except (sa.exc.SQLAlchemyError, OSError, TimeoutError, StoreError) as exc:
             await engine.dispose()
-            self._engine = None
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"store {redact_url(self.url)} unavailable: {_short(exc)}",
+            raise StoreError(f"store {redact_url(url_text)} unavailable: {_short(exc)}",
                              retryable=start_error_retryable(self.dialect, exc)) from None
-        if file is not None:
+        return engine
+
+    async def _start_first_answering(self) -> None:
+        """Open the first of ``urls`` that answers and watch it (`Failover`); raises the last
+        server's `StoreError` when none does (permanent only when every one was permanent)."""
+        errors: list[StoreError] = []
+        for index, url in enumerate(self.urls):
             try:
-                await asyncio.to_thread(integrity.write_marker, file)
-            except OSError as exc:
-                await engine.dispose()
-                self._engine = None
-                raise StoreError(f"cannot write the store marker beside {file}: {exc.strerror}",
-                                 retryable=False) from None
-            self._writer = SQLiteWriter(url, _sqlite_pragmas)
-            self.write_state.install(self._writer.engine)
-        log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
+                engine = await self._open(url)
+            except StoreError as exc:
+                log.warning("store server unavailable, trying the next", extra={"error": str(exc)})
+                errors.append(exc)
+                continue
+            self.url, self._engine = url, engine
+            self._failover = Failover(self.urls, self._make_engine, self._install,
+                                      check_timeout_s=min(self.connect_timeout_s, 1.5))
+            self._failover.start(engine, index)
+            return
+        last = errors[-1]
+        raise StoreError(f"no store server answers ({len(self.urls)} tried); last: {last}",
+                         retryable=any(e.retryable for e in errors))
+
+    def _install(self, engine: AsyncEngine, index: int) -> AsyncEngine | None:
+        """Make ``engine`` (for ``urls[index]``) the store's engine; returns the one it replaces."""
+        old, self._engine, self.url = self._engine, engine, self.urls[index]
+        return old
+
+    def describe(self) -> dict[str, Any]:
+        """The server in use: ``url`` (password hidden) and, with several, ``url_index``,
+        ``failovers`` (switches since start) and ``last_failover_at`` (epoch s)."""
+        if self._failover is not None:
+            return self._failover.describe()
+        return {"url": redact_url(self.url)}
 
     async def close(self) -> None:
+        if self._failover is not None:
+            failover, self._failover = self._failover, None
+            await failover.stop()
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await asyncio.to_thread(writer.close)
@@ -245,8 +303,9 @@ class Store:
 
 
 #: MySQL/MariaDB errors at start that waiting does not fix: access denied (1044, 1045), unknown
-#: database (1049), command denied (1142: the user may not CREATE/ALTER the tables).
-_PERMANENT_MYSQL_ERRORS = (1044, 1045, 1049, 1142)
+#: database (1049), command denied (1142: the user may not CREATE/ALTER the tables), a table
+#: refused for lacking a primary key (4165, Galera's wsrep_mode=REQUIRED_PRIMARY_KEY).
+_PERMANENT_MYSQL_ERRORS = (1044, 1045, 1049, 1142, 4165)
 
 
 def start_error_retryable(dialect: str, exc: BaseException) -> bool:

@@ -7,8 +7,13 @@ Asterisk-managed ``ps_contacts`` it adds only the columns telephonyd owns and to
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +32,7 @@ def ensure_schema(conn: sa.Connection, metadata: sa.MetaData) -> list[str]:
     existing = set(inspector.get_table_names())
     for table in metadata.sorted_tables:
         if table.name not in existing:
-            table.create(conn)
+            _create(conn, table)
             changes.append(f"created table {table.name}")
             continue
         have = {c["name"].lower() for c in inspector.get_columns(table.name)}
@@ -44,8 +49,75 @@ def ensure_schema(conn: sa.Connection, metadata: sa.MetaData) -> list[str]:
         have_indexes = {i["name"] for i in inspector.get_indexes(table.name)}
         for index in table.indexes:
             if index.name and index.name not in have_indexes:
-                index.create(conn)
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=_if_not_exists_index(conn)))
                 changes.append(f"created index {index.name}")
     for change in changes:
         log.info("schema upgrade", extra={"change": change})
     return changes
+
+
+def _if_not_exists_index(conn: sa.Connection) -> bool:
+    """``CREATE INDEX IF NOT EXISTS`` is SQLite's and MariaDB's (10.1.4+), not MySQL's."""
+    return conn.dialect.name == "sqlite" or bool(getattr(conn.dialect, "is_mariadb", False))
+
+
+def _create(conn: sa.Connection, table: sa.Table) -> None:
+    """``CREATE TABLE IF NOT EXISTS`` and its indexes: another instance creating the same table at
+    the same moment (on Galera, through another node, where the named schema lock does not reach)
+    costs a note instead of errors 1050/1061.
+
+    Raises `StoreError` (permanent) when the server requires a primary key
+    (``wsrep_mode=REQUIRED_PRIMARY_KEY``, MariaDB error 4165) and the table has none.
+    """
+    try:
+        conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+    except sa.exc.DBAPIError as exc:
+        args = getattr(exc.orig, "args", ())
+        if args and args[0] == REQUIRED_PRIMARY_KEY_ERROR:
+            raise StoreError(primary_key_refusal(table.name), retryable=False) from None
+        raise
+    for index in table.indexes:
+        conn.execute(sa.schema.CreateIndex(index, if_not_exists=_if_not_exists_index(conn)))
+
+
+#: MariaDB: "Galera replication not supported" for a table without a primary key under
+#: ``wsrep_mode=REQUIRED_PRIMARY_KEY`` (MariaDB 10.6+, ER_GALERA_REPLICATION_NOT_SUPPORTED).
+REQUIRED_PRIMARY_KEY_ERROR = 4165
+
+
+def primary_key_refusal(table: str) -> str:
+    """The operator's message when the server refuses ``table`` for lacking a primary key."""
+    if table == "ps_contacts":
+        return ("the database refuses table ps_contacts without a primary key (error 4165, "
+                "wsrep_mode=REQUIRED_PRIMARY_KEY): Asterisk's schema has none. Set ps_contacts.url to a "
+                "plain MariaDB (not Galera), or use ps_contacts.mode: owned, where the table is created "
+                "with PRIMARY KEY (id)")
+    return f"the database refuses table {table} without a primary key (error 4165, wsrep_mode=REQUIRED_PRIMARY_KEY)"
+
+
+#: The MariaDB/MySQL named lock held while the schema is checked and created.
+SCHEMA_LOCK = "telephonyd_schema"
+
+
+@asynccontextmanager
+async def schema_lock(conn: AsyncConnection, dialect: str, timeout_s: float) -> AsyncIterator[bool]:
+    """Hold ``GET_LOCK('telephonyd_schema', timeout)`` on ``conn`` (MariaDB/MySQL) for the block, so
+    instances starting together create the schema one after the other; yields whether it was got.
+
+    Not got within ``timeout_s`` (a peer stuck holding it), the schema is ensured anyway: every
+    CREATE is IF NOT EXISTS. SQLite has no named locks (its writer lock already serializes DDL).
+    A Galera node's named locks are its own: instances starting through different nodes are kept
+    apart by IF NOT EXISTS only.
+    """
+    if dialect != "mysql":
+        yield True
+        return
+    got = (await conn.execute(sa.text("SELECT GET_LOCK(:name, :timeout)"),
+                              {"name": SCHEMA_LOCK, "timeout": max(0, int(timeout_s))})).scalar()
+    if got != 1:
+        log.warning("schema lock not obtained; creating the schema without it", extra={"lock": SCHEMA_LOCK})
+    try:
+        yield got == 1
+    finally:
+        if got == 1:
+            await conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": SCHEMA_LOCK})
