@@ -77,7 +77,7 @@ class AMIClient:
         self._state = "stopped"
         self._last_error: str | None = None
         self._counters = {"connects": 0, "disconnects": 0, "login_failures": 0, "events": 0, "resyncs": 0,
-                          "connects_refused": 0}
+                          "connects_refused": 0, "malformed_skipped": 0}
         #: The banner line and the AMI version in it (``11.0.0`` on Asterisk 22).
         self.banner: str | None = None
         self.ami_version: str | None = None
@@ -316,7 +316,8 @@ class AMIClient:
         try:
             if rest:
                 messages, rest = parse_messages(rest, max_line_bytes=cfg.max_line_bytes,
-                                                max_message_bytes=cfg.max_message_bytes)
+                                                max_message_bytes=cfg.max_message_bytes,
+                                                on_malformed=self._malformed)
                 self._deliver(conn, messages)
             while True:
                 try:
@@ -328,7 +329,8 @@ class AMIClient:
                 if not data:
                     raise AMIConnectionLost(reason)
                 messages, rest = parse_messages(rest + data if rest else data, max_line_bytes=cfg.max_line_bytes,
-                                                max_message_bytes=cfg.max_message_bytes)
+                                                max_message_bytes=cfg.max_message_bytes,
+                                                on_malformed=self._malformed)
                 if messages:
                     self._deliver(conn, messages)
         except ProtocolError as exc:
@@ -337,6 +339,12 @@ class AMIClient:
             raise
         finally:
             conn.pending.fail_all(AMIConnectionLost(reason))
+
+    def _malformed(self, block: str, exc: ProtocolError) -> None:
+        """A message with a line that is not ``Key: Value``: logged (its first line only) and
+        skipped; the session and the state built from it stay."""
+        self._counters["malformed_skipped"] += 1
+        log.warning("malformed AMI message skipped", extra={"error": str(exc), "first_line": block.split("\n", 1)[0][:60]})
 
     def _deliver(self, conn: AMIConnection, messages: list[AMIMessage]) -> None:
         now = time.monotonic()

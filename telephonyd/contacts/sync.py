@@ -47,6 +47,7 @@ from .writer import ContactsWriter
 log = logging.getLogger(__name__)
 
 ChangeCallback = Callable[[ContactChange], None]
+BatchCallback = Callable[[list[ContactChange]], None]
 
 
 class ContactsSync(UpkeepMixin):
@@ -88,6 +89,7 @@ class ContactsSync(UpkeepMixin):
         self._snapshot_seq: dict[str, int] = {}
         self._call_ids: dict[str, str] | None = None  # Call-ID -> endpoint, rebuilt after changes
         self._subscribers: list[ChangeCallback] = []
+        self._batch_subscribers: list[BatchCallback] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._worker: asyncio.Task[None] | None = None
         self._retry_at = 0.0
@@ -102,8 +104,28 @@ class ContactsSync(UpkeepMixin):
     # -- consumer API ----------------------------------------------------------------------------
 
     def contacts_by_endpoint(self) -> dict[str, list[Contact]]:
-        """Current contacts by endpoint name, latest registration (greatest expiration) first."""
+        """Current contacts by endpoint name, latest registration (greatest expiration) first.
+
+        O(all contacts): for listings; per-endpoint readers use `contacts_of`.
+        """
         return self.table.by_endpoint()
+
+    def contacts_of(self, endpoint: str) -> list[Contact]:
+        """One endpoint's contacts, latest registration first (O(its contacts), from the index)."""
+        return self.table.contacts_of(endpoint)
+
+    def endpoints(self) -> list[str]:
+        """Endpoints having at least one contact now."""
+        return list(self.table.endpoints())
+
+    def contact_count(self) -> int:
+        return len(self.table)
+
+    def subscribe_batch(self, callback: BatchCallback) -> Callable[[], None]:
+        """Call ``callback([ContactChange, ...])`` once per applied batch (a queue drain, a resync,
+        an endpoint check), synchronously; it must not block."""
+        self._batch_subscribers.append(callback)
+        return lambda: self._batch_subscribers.remove(callback) if callback in self._batch_subscribers else None
 
     def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
         """Call ``callback(ContactChange)`` (synchronously; must not block) for each change."""
@@ -310,8 +332,14 @@ class ContactsSync(UpkeepMixin):
             self._verifier.want((contact.endpoint,))
 
     def _notify(self, changes: list[ContactChange]) -> None:
-        if changes:
-            self._call_ids = None
+        if not changes:
+            return
+        self._call_ids = None
+        for batch_callback in list(self._batch_subscribers):
+            try:
+                batch_callback(changes)
+            except Exception:
+                log.exception("contact change subscriber failed")
         for change in changes:
             for callback in list(self._subscribers):
                 try:

@@ -8,8 +8,10 @@ Event subscriptions (AMI ``call`` class unless noted; Asterisk 22.10.1 field nam
 | Newchannel          | Channel (PJSIP/1010-00000003)    | channel tracked for the Hangup cross-check    |
 | Hangup              | Channel                          | channel gone; last one may end the call state |
 
-Contacts (and so ``online``) come from the contacts provider (PJSIP contacts, and one contact per
-registered chan_sip/IAX2 peer): its change callback re-reads that endpoint's contacts.
+Contacts (and so ``online``) come from the contacts provider (`ContactsSync`: PJSIP contacts, and
+one contact per registered chan_sip/IAX2 peer, as `contacts.model.Contact`). It notifies once per
+applied batch; only the endpoints named in the batch are re-read, from its per-endpoint index, so an
+event costs O(contacts of its endpoint), never O(all contacts).
 ``DeviceStateChange`` events that carry an ActionID are items of our own ``DeviceStateList`` and
 are handled by the seed, not as live events.
 
@@ -27,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
-from . import contacts_view, listings
+from ..contacts.model import Contact, ContactChange
+from . import listings
 from .devices import EndpointFilter, normalize_device_state
 from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
 
@@ -61,8 +64,10 @@ class AMIClientLike(Protocol):
 
 
 class ContactsProvider(Protocol):
-    def contacts_by_endpoint(self) -> Mapping[str, Iterable[Any]]: ...
-    def subscribe(self, callback: Callable[[Any], None]) -> Any: ...
+    def contacts_of(self, endpoint: str) -> list[Contact]: ...
+    def endpoints(self) -> Iterable[str]: ...
+    def contact_count(self) -> int: ...
+    def subscribe_batch(self, callback: Callable[[list[ContactChange]], None]) -> Any: ...
     async def resync(self) -> dict[str, Any]: ...
 
 
@@ -72,7 +77,8 @@ class PresenceService:
     ``config``: the ``presence`` section. ``ami``: the AMI client (``subscribe(event, callback)``,
     ``on_connect(async callback(client))``, ``list_action({...}) -> (response, items)``,
     ``connected``, ``last_event_at`` epoch seconds). ``contacts``: the contacts provider
-    (``contacts_by_endpoint()``, ``subscribe(callback(change))``, ``async resync() -> dict``).
+    (`ContactsSync`: ``contacts_of(endpoint)``, ``endpoints()``, ``contact_count()``,
+    ``subscribe_batch(callback([ContactChange]))``, ``async resync() -> dict``).
     ``node_id``: reported by `status`. ``clock``: epoch seconds (tests inject one).
     """
 
@@ -132,7 +138,7 @@ class PresenceService:
         self.ami.subscribe("Newchannel", self._on_newchannel)
         self.ami.subscribe("Hangup", self._on_hangup)
         self.ami.on_connect(self._on_ami_connect)
-        self.contacts.subscribe(self._on_contacts_change)
+        self.contacts.subscribe_batch(self._on_contacts_batch)
         self._sync_contacts(None)
         self._started = True
         if getattr(self.ami, "connected", False):
@@ -192,19 +198,17 @@ class PresenceService:
         status = self.machine.get(endpoint)
         if status is None:
             return None
-        contacts = self.contacts.contacts_by_endpoint().get(endpoint) or []
-        return self._extension_document(status, contacts)
+        return self._extension_document(status)
 
     def extensions(self) -> list[dict[str, Any]]:
-        by_endpoint = self.contacts.contacts_by_endpoint()
-        return [self._extension_document(s, by_endpoint.get(s.endpoint) or []) for s in self.machine.agents()]
+        return [self._extension_document(s) for s in self.machine.agents()]
 
-    def _extension_document(self, status: AgentStatus, contacts: Iterable[Any]) -> dict[str, Any]:
+    def _extension_document(self, status: AgentStatus) -> dict[str, Any]:
         return {
             **status.as_dict(),
             "device_state": self.machine.device_state_of(status.endpoint),
             "channels": self.machine.channels_of(status.endpoint),
-            "contacts": [contacts_view.contact_document(c) for c in contacts],
+            "contacts": [c.to_json() for c in self.contacts.contacts_of(status.endpoint)],
         }
 
     def status(self) -> dict[str, Any]:
@@ -218,7 +222,7 @@ class PresenceService:
             "node_id": self.node_id,
             "connected": bool(getattr(self.ami, "connected", False)),
             "last_event_at": iso_utc(last_event) if isinstance(last_event, (int, float)) else None,
-            "contacts": sum(len(list(c)) for c in self.contacts.contacts_by_endpoint().values()),
+            "contacts": self.contacts.contact_count(),
             "agents": len(agents),
             "online": sum(1 for a in agents if a.online),
             "states": states,
@@ -319,12 +323,14 @@ class PresenceService:
         items = await self._list("CoreShowChannels")
         return None if items is None else listings.channels_from_list(items, self.filter)
 
-    def _agent_contacts(self, endpoint: str, contacts: Iterable[Any]) -> dict[str, str]:
-        """{contact id: status} of the endpoint's contacts whose technology counts for agents."""
-        return contacts_view.statuses(c for c in contacts if self.filter.accepts(contacts_view.contact_tech(c), endpoint))
+    def _agent_contacts(self, endpoint: str) -> dict[str, str]:
+        """{contact id: status} of the endpoint's contacts whose technology counts for agents (a
+        contact without a status yet counts as ``Unknown``, usable)."""
+        return {c.id: c.status or "Unknown" for c in self.contacts.contacts_of(endpoint)
+                if self.filter.accepts(c.tech, endpoint)}
 
     def _contacts_snapshot(self) -> dict[str, dict[str, str]]:
-        snapshot = {e: self._agent_contacts(e, c) for e, c in self.contacts.contacts_by_endpoint().items()}
+        snapshot = {e: self._agent_contacts(e) for e in list(self.contacts.endpoints())}
         return {e: c for e, c in snapshot.items() if c}
 
     # -- live events (synchronous callbacks from the AMI reader) ---------------------------------
@@ -353,20 +359,22 @@ class PresenceService:
             self.events_handled += 1
             self._emit(self.machine.channel_hungup(endpoint, channel))
 
-    def _on_contacts_change(self, change: Any) -> None:
-        endpoint = _change_endpoint(change)
-        self._sync_contacts(endpoint)
+    def _on_contacts_batch(self, changes: list[ContactChange]) -> None:
+        endpoints: set[str] = set()
+        for change in changes:
+            if change.contact.endpoint:
+                endpoints.add(change.contact.endpoint)
+            if change.previous is not None and change.previous.endpoint:
+                endpoints.add(change.previous.endpoint)
+        self._sync_contacts(sorted(endpoints))
 
-    def _sync_contacts(self, endpoint: str | None) -> None:
-        """Re-read one endpoint's contacts (or every endpoint's when None) from the provider."""
-        by_endpoint = self.contacts.contacts_by_endpoint()
-        if endpoint is not None:
-            names: Iterable[str] = [endpoint]
-        else:
-            names = sorted(set(by_endpoint) | {a.endpoint for a in self.machine.agents()})
+    def _sync_contacts(self, endpoints: Iterable[str] | None) -> None:
+        """Re-read these endpoints' contacts (every endpoint's when None) from the provider's index."""
+        if endpoints is None:
+            endpoints = sorted(set(self.contacts.endpoints()) | {a.endpoint for a in self.machine.agents()})
         events: list[PresenceEvent] = []
-        for name in names:
-            events += self.machine.set_contacts(name, self._agent_contacts(name, by_endpoint.get(name) or []))
+        for name in endpoints:
+            events += self.machine.set_contacts(name, self._agent_contacts(name))
         self._emit(events)
 
     # -- wrap-up timer ---------------------------------------------------------------------------
@@ -389,11 +397,3 @@ class PresenceService:
         self._timer_at = None
         self._emit(self.machine.expire())
 
-
-def _change_endpoint(change: Any) -> str | None:
-    """The endpoint a contacts change is about, when it says so (mapping or attribute)."""
-    if isinstance(change, Mapping):
-        value = change.get("endpoint")
-    else:
-        value = getattr(change, "endpoint", None)
-    return str(value) if value else None

@@ -138,6 +138,7 @@ class PresenceMachine:
         self._clock = clock
         self._seq_origin = seq_origin
         self._endpoints: dict[str, _Endpoint] = {}
+        self._wrap_ups: dict[str, float] = {}  # endpoint -> wrap_up_until, only those in wrap-up
         self._seq: dict[str, int] = {}
         self._generation = 0
         self._seed_from: int | None = None
@@ -163,8 +164,7 @@ class PresenceMachine:
 
     def next_deadline(self) -> float | None:
         """The earliest wrap-up end (clock time), or None."""
-        deadlines = [ep.wrap_up_until for ep in self._endpoints.values() if ep.wrap_up_until is not None]
-        return min(deadlines) if deadlines else None
+        return min(self._wrap_ups.values()) if self._wrap_ups else None
 
     # -- live facts ------------------------------------------------------------------------------
 
@@ -209,19 +209,18 @@ class PresenceMachine:
         """End every wrap-up whose deadline has passed."""
         now = self._clock()
         events: list[PresenceEvent] = []
-        for endpoint, ep in sorted(self._endpoints.items()):
-            if ep.wrap_up_until is not None and ep.wrap_up_until <= now:
-                events += self._update(endpoint, ep)
+        for endpoint in sorted(e for e, until in self._wrap_ups.items() if until <= now):
+            events += self._update(endpoint, self._endpoints[endpoint])
         return events
 
     def set_wrap_up(self, wrap_up_s: float) -> list[PresenceEvent]:
         """Change the wrap-up length (a config reload); 0 ends every running wrap-up now."""
         self.wrap_up_s = wrap_up_s
         events: list[PresenceEvent] = []
-        for endpoint, ep in sorted(self._endpoints.items()):
-            if ep.wrap_up_until is not None:
-                ep.wrap_up_until = None if wrap_up_s <= 0 else ep.wrap_up_until
-                events += self._update(endpoint, ep)
+        for endpoint in sorted(self._wrap_ups):
+            ep = self._endpoints[endpoint]
+            ep.wrap_up_until = None if wrap_up_s <= 0 else ep.wrap_up_until
+            events += self._update(endpoint, ep)
         return events
 
     # -- seeding (after an AMI connect, or a forced refresh) ------------------------------------
@@ -306,6 +305,7 @@ class PresenceMachine:
     def retire(self, endpoint: str) -> list[PresenceEvent]:
         """Forget an endpoint; its ``seq`` keeps counting if it comes back."""
         ep = self._endpoints.pop(endpoint, None)
+        self._wrap_ups.pop(endpoint, None)
         if ep is None or ep.status is None:
             return []
         return [AgentRetired(endpoint, self._next_seq(endpoint))]
@@ -345,6 +345,10 @@ class PresenceMachine:
                     ep.wrap_up_until = None
         else:
             ep.wrap_up_until = None
+        if ep.wrap_up_until is None:
+            self._wrap_ups.pop(endpoint, None)
+        else:
+            self._wrap_ups[endpoint] = ep.wrap_up_until
         current = ep.status
         if current is not None and current.state == state and current.online == online:
             return []

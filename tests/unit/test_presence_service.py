@@ -10,6 +10,7 @@ import pytest
 from telephonyd.ami.errors import AMINotConnected
 from telephonyd.ami.message import AMIMessage
 from telephonyd.config import Config, PresenceConfig
+from telephonyd.contacts.state import ContactTable
 from telephonyd.contacts.model import (
     Contact,
     ContactChange,
@@ -60,32 +61,39 @@ class ScriptedAMI:
 
 
 class MemoryContacts:
-    """The contacts provider interface over a dict of `Contact` (the real contacts model)."""
+    """The contacts provider interface over the real `ContactTable` (its per-endpoint index)."""
 
     def __init__(self, *contacts: Contact) -> None:
-        self.by_id = {c.id: c for c in contacts}
+        self.table = ContactTable(None)
+        self.table.replace_scope({c.id: c for c in contacts}, lambda _c: True)
         self.subscribers: list[Any] = []
         self.resyncs = 0
 
-    def contacts_by_endpoint(self) -> dict[str, list[Contact]]:
-        out: dict[str, list[Contact]] = {}
-        for contact in self.by_id.values():
-            out.setdefault(contact.endpoint or "", []).append(contact)
-        return out
+    def contacts_of(self, endpoint: str) -> list[Contact]:
+        return self.table.contacts_of(endpoint)
 
-    def subscribe(self, callback: Any) -> Any:
+    def endpoints(self) -> list[str]:
+        return list(self.table.endpoints())
+
+    def contact_count(self) -> int:
+        return len(self.table)
+
+    def subscribe_batch(self, callback: Any) -> Any:
         self.subscribers.append(callback)
         return lambda: None
 
     async def resync(self) -> dict[str, Any]:
         self.resyncs += 1
-        return {"total": len(self.by_id)}
+        return {"total": len(self.table)}
 
-    def put(self, contact: Contact) -> None:
-        kind = "updated" if contact.id in self.by_id else "added"
-        self.by_id[contact.id] = contact
+    def put(self, *contacts: Contact) -> None:
+        """One batch of added/updated contacts, as ContactsSync notifies it."""
+        changes: list[ContactChange] = []
+        for contact in contacts:
+            changes += self.table.replace_scope({contact.id: contact}, lambda c, cid=contact.id: c.id == cid,
+                                                endpoint=contact.endpoint)
         for callback in self.subscribers:
-            callback(ContactChange(kind, contact))
+            callback(changes)
 
 
 def pjsip(endpoint: str, status: str = "Reachable") -> Contact:
