@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 ConnectCallback = Callable[["AMIClient"], Awaitable[None]]
 
-_READ_SIZE = 256 * 1024
+#: Bytes parsed and dispatched per step of the read loop (about 200 events); it yields to the event
+#: loop after each, so a burst never holds it for long.
+_READ_SIZE = 32 * 1024
 
 
 class AMIClient:
@@ -333,6 +335,7 @@ class AMIClient:
                                                 on_malformed=self._malformed)
                 if messages:
                     self._deliver(conn, messages)
+                    await asyncio.sleep(0)
         except ProtocolError as exc:
             reason = f"AMI peer not trusted: {exc}"
             log.error("AMI protocol violation, disconnecting", extra={"error": str(exc)})

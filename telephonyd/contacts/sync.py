@@ -65,6 +65,9 @@ class ContactsSync(UpkeepMixin):
     retry_max_s = 30.0
     #: A failed resync (listing refused, database down) is retried after this, doubling to 300 s.
     resync_retry_base_s = 5.0
+    #: Events applied per worker step; the rest wait for the next step, so a backlog never holds the
+    #: event loop for long (about 25 µs per event).
+    apply_slice = 1000
 
     def __init__(self, store: Store, ami: AMISource, config: PSContactsConfig, *, node_id: str) -> None:
         self.store = store
@@ -254,7 +257,7 @@ class ContactsSync(UpkeepMixin):
                 if delay > 0 and not self._interrupt.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._interrupt.wait(), delay)
-                self._apply_queue()
+                self._apply_queue(self.apply_slice)
             if self._expiry_due:
                 self._expiry_due = False
                 await self._expire()
@@ -276,8 +279,13 @@ class ContactsSync(UpkeepMixin):
         self._retry_timer = None
         self._wake.set()
 
-    def _apply_queue(self) -> None:
-        batch, self._queue = self._queue, deque()
+    def _apply_queue(self, limit: int | None = None) -> None:
+        """Apply queued events (at most ``limit``, oldest first) and notify once for the batch."""
+        if limit is None or len(self._queue) <= limit:
+            batch: Any = self._queue
+            self._queue = deque()
+        else:
+            batch = [self._queue.popleft() for _ in range(limit)]
         now = time.time()
         changes: list[ContactChange] = []
         for message in batch:
