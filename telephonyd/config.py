@@ -296,6 +296,12 @@ class PresenceConfig(Section):
     ws_queue_size: int = Field(256, ge=2)
     ws_heartbeat_s: float = Field(30.0, gt=0)
     ws_send_timeout_s: float = Field(10.0, gt=0)
+    #: ``Custom:`` device name prefix -> availability state it sets for the extension after the prefix
+    #: while the device is in use (``Custom:DND1010`` BUSY -> dnd for 1010).
+    custom_device_states: dict[str, Literal["dnd", "paused", "away"]] = Field(default_factory=lambda: {"DND": "dnd"})
+    #: The seed also asks QueueStatus and PresenceStateList (queue pause, presence dnd/away); live
+    #: QueueMember*/PresenceStateChange events are followed either way.
+    availability_listings: bool = True
 
     @field_validator("technologies")
     @classmethod

@@ -7,6 +7,12 @@ Event subscriptions (AMI ``call`` class unless noted; Asterisk 22.10.1 field nam
 | DeviceStateChange   | Device (PJSIP/1010), State       | device state of the endpoint                  |
 | Newchannel          | Channel (PJSIP/1010-00000003)    | channel tracked for the Hangup cross-check    |
 | Hangup              | Channel                          | channel gone; last one may end the call state |
+| DeviceStateChange   | Device (Custom:DND1010), State   | mapped Custom: device (``custom_device_states``) |
+| QueueMemberStatus/Pause/Added (``agent``) | Queue, StateInterface, Paused, PausedReason | membership |
+| QueueMemberRemoved (``agent``) | Queue, StateInterface  | membership gone                               |
+| PresenceStateChange | Presentity (CustomPresence:1010), Status, Subtype, Message | presence state |
+
+See `availability` for the mapping and `state` for the precedence of dnd/paused/away.
 
 Contacts (and so ``online``) come from the contacts provider (`ContactsSync`: PJSIP contacts, and
 one contact per registered chan_sip/IAX2 peer, as `contacts.model.Contact`). It notifies once per
@@ -16,8 +22,10 @@ event costs O(contacts of its endpoint), never O(all contacts).
 are handled by the seed, not as live events.
 
 Seed (each AMI (re)connect, and `refresh`): ``DeviceStateList`` (Asterisk 13+; on error
-``PJSIPShowEndpoints`` and its ``DeviceState`` text), ``CoreShowChannels`` for the live channels, and
-the provider's contacts. Live events that arrive while the listings run win over the listings. A
+``PJSIPShowEndpoints`` and its ``DeviceState`` text; its ``Custom:`` items give the mapped overlays),
+``CoreShowChannels`` for the live channels, ``QueueStatus`` (an ``Invalid/unknown command`` answer,
+app_queue not loaded, means no queues), ``PresenceStateList`` (refused: left as known), and the
+provider's contacts. Live events that arrive while the listings run win over the listings. A
 complete listing retires the endpoints that are gone and emits `AgentsResynced`.
 
 Listeners (`add_listener`) are synchronous callables receiving `AgentStatus`, `AgentRetired` and
@@ -35,7 +43,7 @@ from typing import Any, Protocol
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
 from ..contacts.model import Contact, ContactChange
-from . import listings
+from . import availability, listings
 from .devices import EndpointFilter, normalize_device_state
 from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
 
@@ -137,6 +145,9 @@ class PresenceService:
         self.ami.subscribe("DeviceStateChange", self._on_device_state)
         self.ami.subscribe("Newchannel", self._on_newchannel)
         self.ami.subscribe("Hangup", self._on_hangup)
+        for event in ("QueueMemberStatus", "QueueMemberPause", "QueueMemberAdded", "QueueMemberRemoved"):
+            self.ami.subscribe(event, self._on_queue_member)
+        self.ami.subscribe("PresenceStateChange", self._on_presence_state)
         self.ami.on_connect(self._on_ami_connect)
         self.contacts.subscribe_batch(self._on_contacts_batch)
         self._sync_contacts(None)
@@ -208,6 +219,7 @@ class PresenceService:
             **status.as_dict(),
             "device_state": self.machine.device_state_of(status.endpoint),
             "channels": self.machine.channels_of(status.endpoint),
+            "availability": self.machine.availability_of(status.endpoint),
             "contacts": [c.to_json() for c in self.contacts.contacts_of(status.endpoint)],
         }
 
@@ -264,8 +276,10 @@ class PresenceService:
             token = self.machine.begin_seed()
             listed = False
             try:
-                device_states, source = await self._list_device_states()
+                device_states, custom, source = await self._list_device_states()
                 channels = await self._list_channels()
+                queues = await self._list_queues() if self.config.availability_listings else None
+                presence = await self._list_presence() if self.config.availability_listings else None
                 listed = True
             except (TelephonydError, TimeoutError, OSError) as exc:
                 self.last_seed_error = str(exc) or type(exc).__name__
@@ -276,7 +290,8 @@ class PresenceService:
             contacts = self._contacts_snapshot()
             complete = device_states is not None
             events = self.machine.apply_seed(
-                token, device_states=device_states, contacts=contacts, channels=channels, retire=complete
+                token, device_states=device_states, contacts=contacts, channels=channels, retire=complete,
+                queues=queues, custom=custom, presence=presence,
             )
             changed = [e.endpoint for e in events if e.kind == "status"]
             retired = [e.endpoint for e in events if e.kind == "retired"]
@@ -298,26 +313,40 @@ class PresenceService:
             log.info("presence seeded", extra={k: v for k, v in self.last_seed.items() if k != "changed"})
             return self.last_seed
 
-    async def _list(self, action: str) -> list[Any] | None:
+    async def _list(self, action: str, *, unknown: str | None = None) -> list[Any] | None:
         """Items of a list action, or None when Asterisk answers ``Response: Error``.
 
-        A lost connection or a timeout raises (AMI client errors, `TimeoutError`): the seed fails.
+        ``unknown``: with ``"empty"``, Asterisk's ``Invalid/unknown command`` answer (the module is
+        not loaded) gives an empty listing instead of None. A lost connection or a timeout raises
+        (AMI client errors, `TimeoutError`): the seed fails.
         """
         async with asyncio.timeout(self.config.seed_timeout_s):
             response, items = await self.ami.list_action({"Action": action})
         if str(response.get("Response", "Success")).lower() != "success":
-            log.info("AMI list action refused", extra={"action": action, "reply": response.get("Message")})
+            text = str(response.get("Message") or "")
+            if unknown == "empty" and text.startswith("Invalid/unknown command"):
+                return []
+            log.info("AMI list action refused", extra={"action": action, "reply": text})
             return None
         return list(items)
 
-    async def _list_device_states(self) -> tuple[dict[str, str] | None, str | None]:
+    async def _list_device_states(self) -> tuple[dict[str, str] | None, dict[str, dict[str, bool]] | None, str | None]:
         items = await self._list("DeviceStateList")
         if items is not None:
-            return listings.device_states_from_list(items, self.filter), "DeviceStateList"
+            custom = availability.custom_from_list(items, self.config.custom_device_states, self.filter)
+            return listings.device_states_from_list(items, self.filter), custom, "DeviceStateList"
         items = await self._list("PJSIPShowEndpoints")
         if items is None:
-            return None, None
-        return listings.device_states_from_endpoints(items, self.filter), "PJSIPShowEndpoints"
+            return None, None, None
+        return listings.device_states_from_endpoints(items, self.filter), None, "PJSIPShowEndpoints"
+
+    async def _list_queues(self) -> dict[str, dict[str, availability.Membership]] | None:
+        items = await self._list("QueueStatus", unknown="empty")
+        return None if items is None else availability.queue_members_from_list(items, self.filter)
+
+    async def _list_presence(self) -> dict[str, availability.PresenceValue] | None:
+        items = await self._list("PresenceStateList")
+        return None if items is None else availability.presence_from_list(items, self.filter)
 
     async def _list_channels(self) -> dict[str, list[str]] | None:
         items = await self._list("CoreShowChannels")
@@ -341,9 +370,33 @@ class PresenceService:
         endpoint = self.filter.device_endpoint(message.get("Device"))
         state = normalize_device_state(message.get("State"))
         if endpoint is None or state is None:
+            custom = availability.custom_device(message.get("Device"), state, self.config.custom_device_states,
+                                                self.filter)
+            if custom is not None:
+                self.events_handled += 1
+                self._emit(self.machine.custom_state(*custom))
             return
         self.events_handled += 1
         self._emit(self.machine.device_state(endpoint, state))
+
+    def _on_queue_member(self, message: AMIMessageLike) -> None:
+        if message.get("ActionID"):
+            return
+        found = availability.queue_member(message, self.filter)
+        if found is None:
+            return
+        endpoint, queue, membership = found
+        removed = str(message.get("Event") or "").lower() == "queuememberremoved"
+        self.events_handled += 1
+        self._emit(self.machine.queue_member(endpoint, queue, None if removed else membership))
+
+    def _on_presence_state(self, message: AMIMessageLike) -> None:
+        if message.get("ActionID"):
+            return
+        endpoint = availability.presentity_endpoint(message.get("Presentity"), self.filter)
+        if endpoint is not None:
+            self.events_handled += 1
+            self._emit(self.machine.presence_state(endpoint, availability.presence_value(message)))
 
     def _on_newchannel(self, message: AMIMessageLike) -> None:
         channel = message.get("Channel")

@@ -24,7 +24,15 @@ Rules on top of the device state:
   `next_deadline`). Any state other than available (a new call ringing or answered, offline) cancels
   the wrap-up at once. A call that only rang (ringing -> available) starts no wrap-up.
 
-Every change of (state, online) yields an `AgentStatus` with ``since`` (UTC ISO-8601, when this
+On top of that, an online agent not in a call (ringing, on_call, on_hold) shows an availability
+overlay when one applies (`availability`: Do Not Disturb from a mapped ``Custom:`` device state or
+presence ``dnd``; paused in every queue; away from presence ``away``/``xa``/``unavailable``).
+Precedence, highest first: offline > ringing, on_call, on_hold > dnd > paused > away > wrap_up >
+available > unknown. A call is shown over DND or a pause (the agent is busy either way, and a
+dashboard must see the call); wrap-up is hidden under an overlay. ``reason`` carries the pause
+reason or the presence subtype/message of the overlay shown.
+
+Every change of (state, online, reason) yields an `AgentStatus` with ``since`` (UTC ISO-8601, when this
 state began) and ``seq``, a per-endpoint counter that only grows: it continues across seeds and
 retirements and is never reset while the process runs (``seq_origin`` lets the owner start above a
 previous run's values). An update that changes neither field yields nothing.
@@ -38,7 +46,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up")
+from .availability import Membership, PresenceValue, overlay
+
+STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up", "dnd", "paused", "away")
 
 DEVICE_STATE_TO_STATE = {
     "NOT_INUSE": "available",
@@ -57,6 +67,7 @@ UNUSABLE_CONTACT_STATUSES = frozenset({"Unreachable", "Removed"})
 
 _CALL_DEVICE_STATES = frozenset({"INUSE", "BUSY", "RINGING", "RINGINUSE", "ONHOLD"})
 _WRAP_UP_AFTER = frozenset({"on_call", "on_hold"})
+_IN_CALL = frozenset({"ringing", "on_call", "on_hold"})
 
 
 def iso_utc(epoch_s: float) -> str:
@@ -75,10 +86,15 @@ class AgentStatus:
     online: bool
     since: str
     seq: int
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "state": self.state, "online": self.online,
-                "since": self.since, "seq": self.seq}
+        """``endpoint``, ``state``, ``online``, ``since``, ``seq``, and ``reason`` when there is one."""
+        out = {"endpoint": self.endpoint, "state": self.state, "online": self.online,
+               "since": self.since, "seq": self.seq}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +131,10 @@ class _Endpoint:
     channels: dict[str, int] = field(default_factory=dict)  # channel -> generation it was seen
     wrap_up_until: float | None = None
     status: AgentStatus | None = None
+    queues: dict[str, Membership] = field(default_factory=dict)  # queue -> (paused, reason)
+    custom: dict[str, bool] = field(default_factory=dict)  # overlay state -> Custom: device active
+    presence: PresenceValue | None = None
+    overlay_gen: int = -1
 
     @property
     def known(self) -> bool:
@@ -158,6 +178,16 @@ class PresenceMachine:
         ep = self._endpoints.get(endpoint)
         return ep.device_state if ep is not None else None
 
+    def availability_of(self, endpoint: str) -> dict[str, Any] | None:
+        """Queues (``{queue: {"paused", "reason"}}``), Custom: overlays and the presence state."""
+        ep = self._endpoints.get(endpoint)
+        if ep is None:
+            return None
+        presence = ({"status": ep.presence[0], "subtype": ep.presence[1], "message": ep.presence[2]}
+                    if ep.presence else None)
+        return {"queues": {q: {"paused": p, "reason": r or None} for q, (p, r) in sorted(ep.queues.items())},
+                "custom": dict(ep.custom), "presence": presence}
+
     def channels_of(self, endpoint: str) -> list[str]:
         ep = self._endpoints.get(endpoint)
         return sorted(ep.channels) if ep is not None else []
@@ -183,6 +213,36 @@ class PresenceMachine:
                 return []
             ep = self._endpoint(endpoint)
         ep.contacts = dict(contacts)
+        return self._update(endpoint, ep)
+
+    def queue_member(self, endpoint: str, queue: str, membership: Membership | None) -> list[PresenceEvent]:
+        """A QueueMember* event: membership ``(paused, reason)``, or None when removed from ``queue``."""
+        self._generation += 1
+        ep = self._endpoints.get(endpoint)
+        if ep is None and membership is None:
+            return []
+        ep = ep or self._endpoint(endpoint)
+        if membership is None:
+            ep.queues.pop(queue, None)
+        else:
+            ep.queues[queue] = membership
+        ep.overlay_gen = self._generation
+        return self._update(endpoint, ep)
+
+    def custom_state(self, endpoint: str, overlay_state: str, active: bool) -> list[PresenceEvent]:
+        """A mapped ``Custom:`` device state changed (see `availability.custom_device`)."""
+        self._generation += 1
+        ep = self._endpoint(endpoint)
+        ep.custom[overlay_state] = active
+        ep.overlay_gen = self._generation
+        return self._update(endpoint, ep)
+
+    def presence_state(self, endpoint: str, value: PresenceValue) -> list[PresenceEvent]:
+        """A ``PresenceStateChange``: (status, subtype, message)."""
+        self._generation += 1
+        ep = self._endpoint(endpoint)
+        ep.presence = value
+        ep.overlay_gen = self._generation
         return self._update(endpoint, ep)
 
     def channel_created(self, endpoint: str, channel: str) -> list[PresenceEvent]:
@@ -244,6 +304,9 @@ class PresenceMachine:
         contacts: Mapping[str, Mapping[str, str]] | None = None,
         channels: Mapping[str, Iterable[str]] | None = None,
         retire: bool = False,
+        queues: Mapping[str, Mapping[str, Membership]] | None = None,
+        custom: Mapping[str, Mapping[str, bool]] | None = None,
+        presence: Mapping[str, PresenceValue] | None = None,
     ) -> list[PresenceEvent]:
         """Apply a snapshot taken after `begin_seed` returned ``token``.
 
@@ -283,6 +346,19 @@ class PresenceMachine:
                 kept = {c: g for c, g in ep.channels.items() if g > token}
                 kept.update({c: token for c in names if c not in hungup and c not in kept})
                 ep.channels = kept
+        for facts, attr in ((queues, "queues"), (custom, "custom"), (presence, "presence")):
+            if facts is None:
+                continue
+            for endpoint in set(facts) | set(self._endpoints):
+                if endpoint not in self._endpoints and not facts.get(endpoint):
+                    continue
+                ep = self._endpoint(endpoint)
+                if ep.overlay_gen <= token:
+                    value = facts.get(endpoint)
+                    if attr == "presence":
+                        ep.presence = value  # type: ignore[assignment]
+                    else:
+                        setattr(ep, attr, dict(value or {}))  # type: ignore[call-overload]
         gone: list[str] = []
         if retire and device_states is not None:
             gone = [
@@ -345,12 +421,17 @@ class PresenceMachine:
                     ep.wrap_up_until = None
         else:
             ep.wrap_up_until = None
+        reason = None
+        if online and state not in _IN_CALL:
+            shown, why = overlay(ep.queues, ep.custom, ep.presence)
+            if shown is not None:
+                state, reason = shown, why
         if ep.wrap_up_until is None:
             self._wrap_ups.pop(endpoint, None)
         else:
             self._wrap_ups[endpoint] = ep.wrap_up_until
         current = ep.status
-        if current is not None and current.state == state and current.online == online:
+        if current is not None and current.state == state and current.online == online and current.reason == reason:
             return []
-        ep.status = AgentStatus(endpoint, state, online, iso_utc(now), self._next_seq(endpoint))
+        ep.status = AgentStatus(endpoint, state, online, iso_utc(now), self._next_seq(endpoint), reason)
         return [ep.status]

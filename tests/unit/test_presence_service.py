@@ -124,13 +124,13 @@ async def test_device_state_list_refused_falls_back_to_pjsip_show_endpoints(capl
     })
     service, _ = await started(ami, MemoryContacts(pjsip("1010")))
     summary = await service.seed()
-    assert ami.asked == ["DeviceStateList", "PJSIPShowEndpoints", "CoreShowChannels"]
+    assert ami.asked == ["DeviceStateList", "PJSIPShowEndpoints", "CoreShowChannels", "QueueStatus", "PresenceStateList"]
     assert summary["source"] == "PJSIPShowEndpoints" and summary["channels"] is None
     assert [(a.endpoint, a.state, a.online) for a in service.agents()] == [
         ("1010", "on_call", True), ("1011", "offline", False)]
     assert service.health()["state"] == "seeded" and service.health()["ok"] is True
     refused = [r for r in caplog.records if r.getMessage() == "AMI list action refused"]
-    assert [r.action for r in refused] == ["DeviceStateList", "CoreShowChannels"]
+    assert [r.action for r in refused] == ["DeviceStateList", "CoreShowChannels", "PresenceStateList"]
 
 
 async def test_no_listing_answered_retires_nothing_and_degrades_health() -> None:
