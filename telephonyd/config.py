@@ -302,6 +302,11 @@ class PresenceConfig(Section):
     #: The seed also asks QueueStatus and PresenceStateList (queue pause, presence dnd/away); live
     #: QueueMember*/PresenceStateChange events are followed either way.
     availability_listings: bool = True
+    #: What ``GET /api/ami/extensions``, ``/api/ami/status`` and ``/ws/agents`` answer without a
+    #: ``?shape=`` query: ``native`` (the richer payloads) or ``dashboard`` (the Mayday CRM contract).
+    api_shape: Literal["native", "dashboard"] = "native"
+    #: Serve the dashboard's events on Socket.IO at ``/socket.io/`` (python-socketio; admin token).
+    socketio: bool = True
 
     @field_validator("technologies")
     @classmethod

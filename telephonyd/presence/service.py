@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
 from ..contacts.model import Contact, ContactChange
-from . import availability, listings
+from . import availability, dashboard, listings
 from .devices import EndpointFilter, normalize_device_state
 from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
 
@@ -221,6 +221,25 @@ class PresenceService:
             "channels": self.machine.channels_of(status.endpoint),
             "availability": self.machine.availability_of(status.endpoint),
             "contacts": [c.to_json() for c in self.contacts.contacts_of(status.endpoint)],
+        }
+
+    def dashboard_extensions(self) -> dict[str, dict[str, Any]]:
+        """``GET /api/ami/extensions`` in the dashboard's shape (see `dashboard`)."""
+        return {s.endpoint: dashboard.extension_entry(s, (c.status_updated_at for c in self.contacts.contacts_of(s.endpoint)))
+                for s in self.machine.agents()}
+
+    def dashboard_status(self) -> dict[str, Any]:
+        """``GET /api/ami/status`` in the dashboard's shape: the AMI connection, the last
+        ps_contacts sync, the cache (agents held, registered, seeded, last seed)."""
+        agents = self.machine.agents()
+        last_resync = getattr(self.contacts, "last_resync", None) or {}
+        at = last_resync.get("at")
+        return {
+            "connected": bool(getattr(self.ami, "connected", False)),
+            "lastDbSync": iso_utc(at) if isinstance(at, (int, float)) else None,
+            "cache": {"extensions": len(agents), "registered": sum(1 for a in agents if a.online),
+                      "seeded": self.seeded, "lastRefresh": (self.last_seed or {}).get("at")},
+            "ts": int(self._clock()),
         }
 
     def status(self) -> dict[str, Any]:

@@ -55,8 +55,11 @@ class AgentStream:
         queue_size: int = 256,
         heartbeat_s: float = 30.0,
         send_timeout_s: float = 10.0,
+        snapshot: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._agents = agents
+        #: The first message of a connection; default ``{"type": "agents:snapshot", "agents": [...]}``.
+        self._snapshot = snapshot or (lambda: {"type": "agents:snapshot", "agents": [a.as_dict() for a in self._agents()]})
         self.queue_size = max(2, queue_size)
         self.heartbeat_s = heartbeat_s
         self.send_timeout_s = send_timeout_s
@@ -66,10 +69,11 @@ class AgentStream:
         self.dropped_slow = 0
 
     @classmethod
-    def for_config(cls, config: PresenceConfig, agents: Callable[[], Iterable[Any]]) -> AgentStream:
+    def for_config(cls, config: PresenceConfig, agents: Callable[[], Iterable[Any]],
+                   snapshot: Callable[[], dict[str, Any]] | None = None) -> AgentStream:
         """The stream with the ``presence.ws_*`` settings."""
         return cls(agents, queue_size=config.ws_queue_size, heartbeat_s=config.ws_heartbeat_s,
-                   send_timeout_s=config.ws_send_timeout_s)
+                   send_timeout_s=config.ws_send_timeout_s, snapshot=snapshot)
 
     @property
     def clients(self) -> int:
@@ -84,11 +88,13 @@ class AgentStream:
     def publish_event(self, event: Any) -> None:
         """Queue a presence event for every client; drop the clients whose queue is full."""
         if event.kind == "status":
-            message = _encode({"type": "agent:status", **event.as_dict()})
+            self.publish_message({"type": "agent:status", **event.as_dict()})
         elif event.kind == "retired":
-            message = _encode({"type": "agent:removed", **event.as_dict()})
-        else:
-            return
+            self.publish_message({"type": "agent:removed", **event.as_dict()})
+
+    def publish_message(self, body: dict[str, Any]) -> None:
+        """Queue one JSON message for every client; drop the clients whose queue is full."""
+        message = _encode(body)
         for client in list(self._clients):
             try:
                 client.queue.put_nowait(message)
@@ -114,7 +120,7 @@ class AgentStream:
             return ws
         client = _Client(ws, request, asyncio.Queue(self.queue_size))
         # Snapshot and registration without an await in between: no delta can be missed.
-        client.queue.put_nowait(_encode({"type": "agents:snapshot", "agents": [a.as_dict() for a in self._agents()]}))
+        client.queue.put_nowait(_encode(self._snapshot()))
         self._clients.add(client)
         self.connections_total += 1
         client.writer = asyncio.create_task(self._write(client), name="ws-agents-writer")
