@@ -55,6 +55,25 @@ def extension_entry(status: AgentStatus, contact_times: Iterable[float | None]) 
             "lastSeen": last_seen}
 
 
+def extensions(agents: Iterable[AgentStatus], contacts_of: Callable[[str], Iterable[Any]]) -> dict[str, Any]:
+    """The ``GET /api/ami/extensions`` document from the agents and each one's contacts."""
+    return {a.endpoint: extension_entry(a, (c.status_updated_at for c in contacts_of(a.endpoint))) for a in agents}
+
+
+def status(agents: list[AgentStatus], *, connected: bool, last_resync: dict[str, Any] | None, seeded: bool,
+           last_seed: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """``{"connected", "lastDbSync", "cache": {"extensions", "registered", "seeded", "lastRefresh"}, "ts"}``:
+    the AMI connection, the last ps_contacts resync, what the presence cache holds."""
+    at = (last_resync or {}).get("at")
+    return {
+        "connected": connected,
+        "lastDbSync": iso_utc(at) if isinstance(at, (int, float)) else None,
+        "cache": {"extensions": len(agents), "registered": sum(1 for a in agents if a.online),
+                  "seeded": seeded, "lastRefresh": (last_seed or {}).get("at")},
+        "ts": int(now),
+    }
+
+
 class DashboardTranslator:
     """Native presence events and contact changes -> the dashboard's events, in order.
 

@@ -43,7 +43,8 @@ from typing import Any, Protocol
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
 from ..contacts.model import Contact, ContactChange
-from . import availability, dashboard, listings
+from . import availability, dashboard
+from .seed import SeedListings
 from .devices import EndpointFilter, normalize_device_state
 from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
 
@@ -225,22 +226,13 @@ class PresenceService:
 
     def dashboard_extensions(self) -> dict[str, dict[str, Any]]:
         """``GET /api/ami/extensions`` in the dashboard's shape (see `dashboard`)."""
-        return {s.endpoint: dashboard.extension_entry(s, (c.status_updated_at for c in self.contacts.contacts_of(s.endpoint)))
-                for s in self.machine.agents()}
+        return dashboard.extensions(self.machine.agents(), self.contacts.contacts_of)
 
     def dashboard_status(self) -> dict[str, Any]:
-        """``GET /api/ami/status`` in the dashboard's shape: the AMI connection, the last
-        ps_contacts sync, the cache (agents held, registered, seeded, last seed)."""
-        agents = self.machine.agents()
-        last_resync = getattr(self.contacts, "last_resync", None) or {}
-        at = last_resync.get("at")
-        return {
-            "connected": bool(getattr(self.ami, "connected", False)),
-            "lastDbSync": iso_utc(at) if isinstance(at, (int, float)) else None,
-            "cache": {"extensions": len(agents), "registered": sum(1 for a in agents if a.online),
-                      "seeded": self.seeded, "lastRefresh": (self.last_seed or {}).get("at")},
-            "ts": int(self._clock()),
-        }
+        """``GET /api/ami/status`` in the dashboard's shape (see `dashboard.status`)."""
+        return dashboard.status(self.machine.agents(), connected=bool(getattr(self.ami, "connected", False)),
+                                last_resync=getattr(self.contacts, "last_resync", None), seeded=self.seeded,
+                                last_seed=self.last_seed, now=self._clock())
 
     def status(self) -> dict[str, Any]:
         """What ``GET /api/ami/status`` answers."""
@@ -295,10 +287,11 @@ class PresenceService:
             token = self.machine.begin_seed()
             listed = False
             try:
-                device_states, custom, source = await self._list_device_states()
-                channels = await self._list_channels()
-                queues = await self._list_queues() if self.config.availability_listings else None
-                presence = await self._list_presence() if self.config.availability_listings else None
+                lister = SeedListings(self.ami, self.config, self.filter)
+                device_states, custom, source = await lister.device_states()
+                channels = await lister.channels()
+                queues = await lister.queues() if self.config.availability_listings else None
+                presence = await lister.presence() if self.config.availability_listings else None
                 listed = True
             except (TelephonydError, TimeoutError, OSError) as exc:
                 self.last_seed_error = str(exc) or type(exc).__name__
@@ -331,45 +324,6 @@ class PresenceService:
             }
             log.info("presence seeded", extra={k: v for k, v in self.last_seed.items() if k != "changed"})
             return self.last_seed
-
-    async def _list(self, action: str, *, unknown: str | None = None) -> list[Any] | None:
-        """Items of a list action, or None when Asterisk answers ``Response: Error``.
-
-        ``unknown``: with ``"empty"``, Asterisk's ``Invalid/unknown command`` answer (the module is
-        not loaded) gives an empty listing instead of None. A lost connection or a timeout raises
-        (AMI client errors, `TimeoutError`): the seed fails.
-        """
-        async with asyncio.timeout(self.config.seed_timeout_s):
-            response, items = await self.ami.list_action({"Action": action})
-        if str(response.get("Response", "Success")).lower() != "success":
-            text = str(response.get("Message") or "")
-            if unknown == "empty" and text.startswith("Invalid/unknown command"):
-                return []
-            log.info("AMI list action refused", extra={"action": action, "reply": text})
-            return None
-        return list(items)
-
-    async def _list_device_states(self) -> tuple[dict[str, str] | None, dict[str, dict[str, bool]] | None, str | None]:
-        items = await self._list("DeviceStateList")
-        if items is not None:
-            custom = availability.custom_from_list(items, self.config.custom_device_states, self.filter)
-            return listings.device_states_from_list(items, self.filter), custom, "DeviceStateList"
-        items = await self._list("PJSIPShowEndpoints")
-        if items is None:
-            return None, None, None
-        return listings.device_states_from_endpoints(items, self.filter), None, "PJSIPShowEndpoints"
-
-    async def _list_queues(self) -> dict[str, dict[str, availability.Membership]] | None:
-        items = await self._list("QueueStatus", unknown="empty")
-        return None if items is None else availability.queue_members_from_list(items, self.filter)
-
-    async def _list_presence(self) -> dict[str, availability.PresenceValue] | None:
-        items = await self._list("PresenceStateList")
-        return None if items is None else availability.presence_from_list(items, self.filter)
-
-    async def _list_channels(self) -> dict[str, list[str]] | None:
-        items = await self._list("CoreShowChannels")
-        return None if items is None else listings.channels_from_list(items, self.filter)
 
     def _agent_contacts(self, endpoint: str) -> dict[str, str]:
         """{contact id: status} of the endpoint's contacts whose technology counts for agents (a
