@@ -113,7 +113,7 @@ async def main(args: argparse.Namespace) -> None:
                         if channel not in delays and hit is not None:
                             delays[channel] = round(hit - started, 3)
                     await asyncio.sleep(0.01)
-                print(json.dumps({"step": name, "want": state, "reply": reply.split("\r\n")[1],
+                print(json.dumps({"step": name, "want": state, "reply": [ln for ln in reply.split("\r\n") if ln.startswith(("Response", "Message"))],
                                   "delays_s": delays, "all_within_1s": len(delays) == 4 and max(delays.values()) <= 1.0}),
                       flush=True)
 
