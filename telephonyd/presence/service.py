@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -91,6 +92,9 @@ class PresenceService:
     ``node_id``: reported by `status`. ``clock``: epoch seconds (tests inject one).
     """
 
+    #: Endpoints re-read per event-loop turn after a large contacts batch.
+    sync_slice = 500
+
     def __init__(
         self,
         config: PresenceConfig,
@@ -120,6 +124,9 @@ class PresenceService:
         self.last_seed: dict[str, Any] | None = None
         self.last_seed_error: str | None = None
         self.events_handled = 0
+        self._to_sync: set[str] = set()  # endpoints waiting in _sync_order
+        self._sync_order: deque[str] = deque()
+        self._sync_scheduled = False
 
     # -- listeners -------------------------------------------------------------------------------
 
@@ -386,13 +393,30 @@ class PresenceService:
             self._emit(self.machine.channel_hungup(endpoint, channel))
 
     def _on_contacts_batch(self, changes: list[ContactChange]) -> None:
-        endpoints: set[str] = set()
+        """Re-read the endpoints a batch names. A large batch (a resync) is worked off in slices of
+        `sync_slice` endpoints, one per event-loop turn; each slice reads the index as it is then, so
+        a later batch overtaking an endpoint still waiting changes nothing."""
+        named: set[str] = set()
         for change in changes:
             if change.contact.endpoint:
-                endpoints.add(change.contact.endpoint)
+                named.add(change.contact.endpoint)
             if change.previous is not None and change.previous.endpoint:
-                endpoints.add(change.previous.endpoint)
-        self._sync_contacts(sorted(endpoints))
+                named.add(change.previous.endpoint)
+        fresh = sorted(named - self._to_sync)
+        self._to_sync.update(fresh)
+        self._sync_order.extend(fresh)
+        if not self._sync_scheduled:
+            self._sync_pending()
+
+    def _sync_pending(self) -> None:
+        self._sync_scheduled = False
+        count = min(len(self._sync_order), self.sync_slice)
+        names = [self._sync_order.popleft() for _ in range(count)]
+        self._to_sync.difference_update(names)
+        self._sync_contacts(names)
+        if self._sync_order and not self._stopped.is_set():
+            self._sync_scheduled = True
+            asyncio.get_running_loop().call_soon(self._sync_pending)
 
     def _sync_contacts(self, endpoints: Iterable[str] | None) -> None:
         """Re-read these endpoints' contacts (every endpoint's when None) from the provider's index."""

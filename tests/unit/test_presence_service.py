@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -227,3 +228,18 @@ async def test_reconfigure_wrap_up_live() -> None:
     service.reconfigure(Config(presence=PresenceConfig(wrap_up_s=0)))
     assert service.agent("1010").state == "available"
     await service.stop(1.0)
+
+
+async def test_a_large_contacts_batch_is_worked_off_in_slices(caplog) -> None:
+    """A resync-sized batch does not hold the event loop: `sync_slice` endpoints per loop turn."""
+    contacts = MemoryContacts()
+    service, events = await started(ScriptedAMI({}), contacts)
+    service.sync_slice = 100
+    contacts.put(*(pjsip(str(2000 + n)) for n in range(250)))
+    assert len(service.agents()) == 100  # the first slice at once, in endpoint order
+    assert [a.endpoint for a in service.agents()] == [str(2000 + n) for n in range(100)]
+    contacts.put(pjsip("2000", "Unreachable"), pjsip("2249", "Unreachable"))  # overtakes a waiting one
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(service.agents()) == 250 and all(
+        a.online is (a.endpoint not in ("2000", "2249")) for a in service.agents())
