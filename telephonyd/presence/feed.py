@@ -30,6 +30,8 @@ class DashboardFeed:
             self._send(name, data)
 
     def publish_contacts(self, changes: list[ContactChange]) -> None:
+        if not self.stream.clients and not (self.hub is not None and self.hub.clients):
+            return  # nobody listens: a 50,000-contact resync costs nothing here
         for name, data in self.translator.contacts(changes):
             self._send(name, data)
 

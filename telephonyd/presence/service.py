@@ -308,17 +308,24 @@ class PresenceService:
                     self.machine.abort_seed()
             contacts = self._contacts_snapshot()
             complete = device_states is not None
-            events = self.machine.apply_seed(
+            pending: list[str] = []
+            retirements = self.machine.apply_seed(
                 token, device_states=device_states, contacts=contacts, channels=channels, retire=complete,
-                queues=queues, custom=custom, presence=presence,
+                queues=queues, custom=custom, presence=presence, updates=pending,
             )
-            changed = [e.endpoint for e in events if e.kind == "status"]
-            retired = [e.endpoint for e in events if e.kind == "retired"]
+            changed: list[str] = []
+            for start in range(0, len(pending), self.sync_slice):  # 50,000 agents: no long hold
+                if start:
+                    await asyncio.sleep(0)
+                events = self.machine.refresh(pending[start:start + self.sync_slice])
+                changed += [e.endpoint for e in events if e.kind == "status"]
+                self._emit(events)
+            retired = [e.endpoint for e in retirements if e.kind == "retired"]
             known = tuple(a.endpoint for a in self.machine.agents())
             if complete:
                 self.seeded = True
-                events.append(AgentsResynced(known))
-            self._emit(events)
+                retirements.append(AgentsResynced(known))
+            self._emit(retirements)
             self.seeds += 1
             self.last_seed_error = None if complete else "no device state listing answered"
             self.last_seed = {

@@ -307,6 +307,7 @@ class PresenceMachine:
         queues: Mapping[str, Mapping[str, Membership]] | None = None,
         custom: Mapping[str, Mapping[str, bool]] | None = None,
         presence: Mapping[str, PresenceValue] | None = None,
+        updates: list[str] | None = None,
     ) -> list[PresenceEvent]:
         """Apply a snapshot taken after `begin_seed` returned ``token``.
 
@@ -371,11 +372,23 @@ class PresenceMachine:
                 )
             ]
         events: list[PresenceEvent] = []
-        for endpoint, ep in sorted(self._endpoints.items()):
-            if endpoint not in gone:
-                events += self._update(endpoint, ep)
+        gone_set = set(gone)
+        remaining = [endpoint for endpoint in sorted(self._endpoints) if endpoint not in gone_set]
+        if updates is not None:
+            updates.extend(remaining)  # the caller runs `refresh` on them, in slices
+        else:
+            events += self.refresh(remaining)
         for endpoint in gone:
             events += self.retire(endpoint)
+        return events
+
+    def refresh(self, endpoints: Iterable[str]) -> list[PresenceEvent]:
+        """Recompute these endpoints' status from their facts (unknown ones are skipped)."""
+        events: list[PresenceEvent] = []
+        for endpoint in endpoints:
+            ep = self._endpoints.get(endpoint)
+            if ep is not None:
+                events += self._update(endpoint, ep)
         return events
 
     def retire(self, endpoint: str) -> list[PresenceEvent]:

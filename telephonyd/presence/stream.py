@@ -94,6 +94,8 @@ class AgentStream:
 
     def publish_message(self, body: dict[str, Any]) -> None:
         """Queue one JSON message for every client; drop the clients whose queue is full."""
+        if not self._clients:
+            return
         message = _encode(body)
         for client in list(self._clients):
             try:
