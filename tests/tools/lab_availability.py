@@ -9,7 +9,11 @@ Uses one endpoint (default 1013): registers it (lab.sh phone EXT answer), adds P
 PRESENCE_STATE(CustomPresence:<EXT>)=dnd/available; afterwards removes the member, puts the custom
 state and presence back and unregisters. Prints one JSON line per step with each channel's delay (s).
 
-  PYTHONPATH=$PWD TELEPHONYD_LAB_AMI_SECRET=... python tests/tools/lab_availability.py --ext 1013
+  PYTHONPATH=$PWD TELEPHONYD_LAB_AMI_SECRET=... python tests/tools/lab_availability.py --ext 1013 \
+      --record tests/fixtures/asterisk-22.10.1/conformance/availability_ami_dialogue.jsonl
+
+``--record``: the daemon's AMI connection goes through tests/fakes/recording_proxy.py (secrets
+redacted) and its dialogue is written there, for tests/component/test_availability_replay.py.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import aiomqtt
 import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.fakes.recording_proxy import RecordingProxy  # noqa: E402
 from tests.system.daemon import Daemon  # noqa: E402
 
 LAB = "/work/lab/lab.sh"
@@ -59,9 +64,14 @@ async def main(args: argparse.Namespace) -> None:
     ext, secret = args.ext, os.environ["TELEPHONYD_LAB_AMI_SECRET"]
     base_topic = f"labcheck{uuid.uuid4().hex[:6]}"
     work = Path(tempfile.mkdtemp(prefix="lab-availability-"))
+    proxy = None
+    ami_port = 5038
+    if args.record:
+        proxy = await RecordingProxy("127.0.0.1", 5038, Path(args.record)).start()
+        ami_port = proxy.port
     daemon = Daemon(work, {
         "node_id": "lab1",
-        "ami": {"enabled": True, "host": "127.0.0.1", "port": 5038, "username": "telephonyd", "auth": "plain"},
+        "ami": {"enabled": True, "host": "127.0.0.1", "port": ami_port, "username": "telephonyd", "auth": "plain"},
         "presence": {"endpoint_pattern": ext},
         "mqtt": {"enabled": True, "url": "mqtt://127.0.0.1:1883", "base_topic": base_topic},
     }, env={"TELEPHONYD_AMI_SECRET": secret})
@@ -69,7 +79,7 @@ async def main(args: argparse.Namespace) -> None:
     subprocess.run([LAB, "phone", ext, "answer"], check=True, capture_output=True, timeout=60)
     ami = AMI()
     await ami.open(secret)
-    daemon.start()
+    await asyncio.get_running_loop().run_in_executor(None, daemon.start)
     sio = socketio.AsyncClient(reconnection=False)
     sio.on("extension:availability_changed",
            lambda d: seen["socketio"].append((time.monotonic(), d["state"])) if d["extension"] == ext else None)
@@ -145,7 +155,9 @@ async def main(args: argparse.Namespace) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await sio.disconnect()
-        daemon.stop()
+        await asyncio.get_running_loop().run_in_executor(None, daemon.stop)
+        if proxy is not None:
+            await proxy.stop()
         subprocess.run([LAB, "unregister", ext], capture_output=True, timeout=60)
         subprocess.run([LAB, "uas-stop", f"phone-{ext}"], capture_output=True, timeout=60)
         ami.writer.close()
@@ -154,4 +166,5 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ext", default="1013")
+    parser.add_argument("--record", help="write the daemon's AMI dialogue (JSON lines) to this file")
     asyncio.run(main(parser.parse_args()))
