@@ -307,6 +307,8 @@ class PresenceConfig(Section):
     api_shape: Literal["native", "dashboard"] = "native"
     #: Serve the dashboard's events on Socket.IO at ``/socket.io/`` (python-socketio; admin token).
     socketio: bool = True
+    #: Browser origins allowed to open the Socket.IO endpoint (``https://crm.example``); [] = same origin only.
+    socketio_cors_origins: list[str] = Field(default_factory=list)
 
     @field_validator("technologies")
     @classmethod

@@ -56,7 +56,7 @@ def mount_dashboard(config: PresenceConfig, presence: Any, contacts: Any, http: 
         try:
             from .socketio_hub import SocketIOHub
 
-            hub = SocketIOHub(snapshot, http.authorized)
+            hub = SocketIOHub(snapshot, http.authorized, cors_origins=config.socketio_cors_origins)
         except ImportError:
             log.warning("presence.socketio is on but python-socketio is not installed; /socket.io/ not served")
     feed = DashboardFeed(translator, stream, hub)

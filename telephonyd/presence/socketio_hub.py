@@ -35,14 +35,15 @@ class _Bearer:
 
 class SocketIOHub:
     """``snapshot()``: the ``agents:snapshot`` data. ``authorized(request_like)``: the HTTP server's
-    admin check. ``queue_size``: events waiting for the sender before the oldest is dropped."""
+    admin check. ``queue_size``: events waiting for the sender before the oldest is dropped.
+    ``cors_origins``: browser origins allowed besides the same origin."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]], authorized: Callable[[Any], bool], *,
-                 queue_size: int = 10_000, send_timeout_s: float = 10.0) -> None:
+                 queue_size: int = 10_000, send_timeout_s: float = 10.0, cors_origins: list[str] | None = None) -> None:
         import socketio  # python-socketio: only loaded when the endpoint is mounted
 
-        self.sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=[], logger=False,
-                                        engineio_logger=False)
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=list(cors_origins or []),
+                                        logger=False, engineio_logger=False)
         self._refused = socketio.exceptions.ConnectionRefusedError
         self._snapshot = snapshot
         self._authorized = authorized

@@ -98,3 +98,15 @@ async def test_dashboard_shapes_side_by_side_with_the_native_ones(sqlite_url) ->
                     if message["type"] == "agent:status":
                         break
                 assert message == {**message, "extension": "1011", "status": "Registered", "online": True}
+
+
+async def test_socketio_browser_origins_are_the_configured_ones(sqlite_url) -> None:
+    from telephonyd.config import PresenceConfig
+
+    config = PresenceConfig(socketio_cors_origins=["https://crm.example"])
+    async with presence_rig(sqlite_url, setup=phones, presence=config) as rig, aiohttp.ClientSession() as http:
+        url = rig.base_url + "/socket.io/?EIO=4&transport=polling"
+        async with http.get(url, headers={"Origin": "https://crm.example"}) as resp:
+            assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "https://crm.example"
+        async with http.get(url, headers={"Origin": "https://elsewhere.example"}) as resp:
+            assert resp.status == 400
