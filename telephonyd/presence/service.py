@@ -44,9 +44,10 @@ from typing import Any, Protocol
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
 from ..contacts.model import Contact, ContactChange
-from . import availability, dashboard
+from . import dashboard
+from .live import LiveEvents
 from .seed import SeedListings
-from .devices import EndpointFilter, normalize_device_state
+from .devices import EndpointFilter
 from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,6 @@ class PresenceUnavailable(TelephonydError):
     """A resync cannot run now (AMI not connected); retrying later may work."""
 
     retryable = True
-
-
-class AMIMessageLike(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
 
 
 class AMIClientLike(Protocol):
@@ -81,7 +78,7 @@ class ContactsProvider(Protocol):
     async def resync(self) -> dict[str, Any]: ...
 
 
-class PresenceService:
+class PresenceService(LiveEvents):
     """Agent presence. Component shape: `start`, `run`, `stop`, `health`.
 
     ``config``: the ``presence`` section. ``ami``: the AMI client (``subscribe(event, callback)``,
@@ -348,56 +345,6 @@ class PresenceService:
     def _contacts_snapshot(self) -> dict[str, dict[str, str]]:
         snapshot = {e: self._agent_contacts(e) for e in list(self.contacts.endpoints())}
         return {e: c for e, c in snapshot.items() if c}
-
-    # -- live events (synchronous callbacks from the AMI reader) ---------------------------------
-
-    def _on_device_state(self, message: AMIMessageLike) -> None:
-        if message.get("ActionID"):
-            return
-        endpoint = self.filter.device_endpoint(message.get("Device"))
-        state = normalize_device_state(message.get("State"))
-        if endpoint is None or state is None:
-            custom = availability.custom_device(message.get("Device"), state, self.config.custom_device_states,
-                                                self.filter)
-            if custom is not None:
-                self.events_handled += 1
-                self._emit(self.machine.custom_state(*custom))
-            return
-        self.events_handled += 1
-        self._emit(self.machine.device_state(endpoint, state))
-
-    def _on_queue_member(self, message: AMIMessageLike) -> None:
-        if message.get("ActionID"):
-            return
-        found = availability.queue_member(message, self.filter)
-        if found is None:
-            return
-        endpoint, queue, membership = found
-        removed = str(message.get("Event") or "").lower() == "queuememberremoved"
-        self.events_handled += 1
-        self._emit(self.machine.queue_member(endpoint, queue, None if removed else membership))
-
-    def _on_presence_state(self, message: AMIMessageLike) -> None:
-        if message.get("ActionID"):
-            return
-        endpoint = availability.presentity_endpoint(message.get("Presentity"), self.filter)
-        if endpoint is not None:
-            self.events_handled += 1
-            self._emit(self.machine.presence_state(endpoint, availability.presence_value(message)))
-
-    def _on_newchannel(self, message: AMIMessageLike) -> None:
-        channel = message.get("Channel")
-        endpoint = self.filter.channel_endpoint(channel)
-        if endpoint is not None:
-            self.events_handled += 1
-            self._emit(self.machine.channel_created(endpoint, channel))
-
-    def _on_hangup(self, message: AMIMessageLike) -> None:
-        channel = message.get("Channel")
-        endpoint = self.filter.channel_endpoint(channel)
-        if endpoint is not None:
-            self.events_handled += 1
-            self._emit(self.machine.channel_hungup(endpoint, channel))
 
     def _on_contacts_batch(self, changes: list[ContactChange]) -> None:
         """Re-read the endpoints a batch names. A large batch (a resync) is worked off in slices of

@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from .availability import Membership, PresenceValue, overlay
+from .availability_facts import AvailabilityFacts
 
 STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up", "dnd", "paused", "away")
 
@@ -145,7 +146,7 @@ class _Endpoint:
         return any(status not in UNUSABLE_CONTACT_STATUSES for status in self.contacts.values())
 
 
-class PresenceMachine:
+class PresenceMachine(AvailabilityFacts):
     """The presence of every known endpoint. Every mutator returns the events it caused, in order.
 
     ``wrap_up_s``: seconds of wrap-up after a call (0 disables it). ``clock``: epoch seconds, used
@@ -178,16 +179,6 @@ class PresenceMachine:
         ep = self._endpoints.get(endpoint)
         return ep.device_state if ep is not None else None
 
-    def availability_of(self, endpoint: str) -> dict[str, Any] | None:
-        """Queues (``{queue: {"paused", "reason"}}``), Custom: overlays and the presence state."""
-        ep = self._endpoints.get(endpoint)
-        if ep is None:
-            return None
-        presence = ({"status": ep.presence[0], "subtype": ep.presence[1], "message": ep.presence[2]}
-                    if ep.presence else None)
-        return {"queues": {q: {"paused": p, "reason": r or None} for q, (p, r) in sorted(ep.queues.items())},
-                "custom": dict(ep.custom), "presence": presence}
-
     def channels_of(self, endpoint: str) -> list[str]:
         ep = self._endpoints.get(endpoint)
         return sorted(ep.channels) if ep is not None else []
@@ -213,36 +204,6 @@ class PresenceMachine:
                 return []
             ep = self._endpoint(endpoint)
         ep.contacts = dict(contacts)
-        return self._update(endpoint, ep)
-
-    def queue_member(self, endpoint: str, queue: str, membership: Membership | None) -> list[PresenceEvent]:
-        """A QueueMember* event: membership ``(paused, reason)``, or None when removed from ``queue``."""
-        self._generation += 1
-        ep = self._endpoints.get(endpoint)
-        if ep is None and membership is None:
-            return []
-        ep = ep or self._endpoint(endpoint)
-        if membership is None:
-            ep.queues.pop(queue, None)
-        else:
-            ep.queues[queue] = membership
-        ep.overlay_gen = self._generation
-        return self._update(endpoint, ep)
-
-    def custom_state(self, endpoint: str, overlay_state: str, active: bool) -> list[PresenceEvent]:
-        """A mapped ``Custom:`` device state changed (see `availability.custom_device`)."""
-        self._generation += 1
-        ep = self._endpoint(endpoint)
-        ep.custom[overlay_state] = active
-        ep.overlay_gen = self._generation
-        return self._update(endpoint, ep)
-
-    def presence_state(self, endpoint: str, value: PresenceValue) -> list[PresenceEvent]:
-        """A ``PresenceStateChange``: (status, subtype, message)."""
-        self._generation += 1
-        ep = self._endpoint(endpoint)
-        ep.presence = value
-        ep.overlay_gen = self._generation
         return self._update(endpoint, ep)
 
     def channel_created(self, endpoint: str, channel: str) -> list[PresenceEvent]:
