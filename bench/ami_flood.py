@@ -1,30 +1,37 @@
 #!/usr/bin/env python3
-"""AMI flood: full ps_contacts resync of 10,000 contacts into MariaDB, then event floods.
+"""AMI flood: ps_contacts and agent presence at 10,000 and 50,000 contacts, resync and event floods.
 
-The daemon side runs in this process, wired like the daemon (AMIClient -> ContactsSync ->
-ContactsWriter -> Store on MariaDB, a fresh database dropped afterwards), plus a DeviceStateChange
-subscriber standing for the presence engine. The fake Asterisk runs in a separate process (so its
-CPU is not the client's): tests/fakes/ami.py with N contacts registered before we connect, and a
-bench-only ``BenchFlood`` action that makes it stream prebuilt events in the recorded wire format
-(ContactStatus alternating Reachable/Unreachable across the contacts, so every one is a real
-change to write, each followed by ``--dsc-per-status`` DeviceStateChange events).
+The daemon side runs wired like the daemon (AMIClient -> ContactsSync -> ContactsWriter -> Store on
+MariaDB, a fresh database dropped afterwards; PresenceService on the same AMI client and contacts).
+The fake Asterisk runs in a separate process (so its CPU is not the client's): tests/fakes/ami.py
+with N contacts registered before we connect, told over its stdin (never over AMI) to
+stream prebuilt events in the recorded wire format (ContactStatus alternating Reachable/Unreachable
+across the contacts, so every one is a real change to write, each followed by ``--dsc-per-status``
+DeviceStateChange events). Every scenario runs in its own process (clean RSS).
 
-Phases and goals:
-1. resync: login -> PJSIPShowContacts (10,000 ContactList items) -> one reconcile transaction that
-   inserts every row. Goal < 2 s.
-2. throughput: ``--flood`` ContactStatus events (plus DeviceStateChange) as fast as the fake can
-   send; events/s from the first event sent to the last row committed. Goal >= 20,000 events/s.
-3. latency: ContactStatus at ``--rate`` events/s for ``--seconds``; the delay from an event's
-   arrival on the AMI socket to the commit of its row (p50/p99/max). Goal p99 < 100 ms at 5,000/s.
+For each ``--sizes`` entry, two scenarios in the same run: the baseline (contacts only, presence not
+attached, as the bench measured before) and ``presence`` (the daemon's full AMI side); ratios
+presence/baseline are printed. Per scenario:
+1. resync: login -> PJSIPShowContacts (N ContactList items) -> one reconcile transaction inserting
+   every row; with presence, until presence also holds all N agents online (its DeviceStateList
+   seed and the contact changes). Goal < 2 s at 10,000. Event-loop lag (a 5 ms sleeper's overshoot)
+   p99/max during it.
+2. flood: ContactStatus + DeviceStateChange at ``--rate`` events/s (both kinds counted) for
+   ``--seconds``; events/s applied (sent -> every row written and every presence event handled),
+   event-loop lag p99/max. Goal max lag < 100 ms at 20,000 events/s.
+3. (``--flood N``) unpaced throughput and (``--latency-seconds``) the event -> row commit latency
+   at ``--latency-rate`` ContactStatus/s, as before.
+RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario.
 
   .venv/bin/python bench/ami_flood.py
-  .venv/bin/python bench/ami_flood.py --contacts 10000 --flood 200000 --rate 5000 --seconds 10
+  .venv/bin/python bench/ami_flood.py --sizes 10000 --rate 20000 --seconds 10 --flood 100000 --latency-seconds 10
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -49,17 +56,12 @@ def _server_main(contacts: int) -> None:
     from tests.fakes.ami import FakeAMIServer, FakeContact
 
     class BenchAMIServer(FakeAMIServer):
-        async def _answer(self, s, pairs):  # type: ignore[no-untyped-def]
-            fields = {k.lower(): v for k, v in pairs}
-            if fields.get("action", "").lower() != "benchflood":
-                return await super()._answer(s, pairs)
-            count, rate = int(fields["count"]), float(fields.get("rate", "0"))
-            dsc = int(fields.get("dscperstatus", "1"))
+        def flood(self, count: int, rate: float, dsc: int) -> None:
+            """Stream prebuilt events to every session (driven over stdin: the daemon's AMI client
+            only sends the actions telephonyd declares)."""
             events = self._build(count, dsc)
-            s.send(f"Response: Success\r\nActionID: {fields.get('actionid', '')}\r\n\r\n".encode())
-            await s.writer.drain()
-            asyncio.create_task(self._stream(s, events, rate, 1 + dsc))
-            return True
+            for session in self.sessions:
+                asyncio.create_task(self._stream(session, events, rate, 1 + dsc))
 
         def _build(self, count: int, dsc: int) -> list[bytes]:
             contacts = list(self.contacts.values())
@@ -103,7 +105,11 @@ def _server_main(contacts: int) -> None:
             for n in range(contacts))
         await server.start()
         print(server.port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):  # until the parent closes it
+            count, rate, dsc = line.split()
+            server.flood(int(count), float(rate), int(dsc))
+            print("ok", flush=True)
         await server.stop()
 
     asyncio.run(main())
@@ -113,91 +119,166 @@ def _server_main(contacts: int) -> None:
 # Daemon side
 
 
-async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+class LagMonitor:
+    """Event-loop lag: how late a 5 ms sleep wakes up, sampled continuously (seconds)."""
+
+    def __init__(self, period: float = 0.005) -> None:
+        self.period = period
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, lag)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.period)
+            now = time.monotonic()
+            self.samples.append((now, max(0.0, now - before - self.period)))
+
+    def summary(self, start: float, end: float) -> dict[str, float]:
+        lags = sorted(lag for at, lag in self.samples if start <= at <= end + 1.0)
+        if not lags:
+            return {"p99_ms": 0.0, "max_ms": 0.0}
+        return {"p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
+                "max_ms": round(lags[-1] * 1000, 1)}
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _rss_mb() -> dict[str, float]:
+    out: dict[str, float] = {}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = round(int(line.split()[1]) / 1024, 1)
+    return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
+
+
+async def _until(predicate, timeout: float, what: str, poll: float = 0.002) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
+            print(f"timed out after {timeout:g} s waiting for {what}", file=sys.stderr, flush=True)
+            return False
+        await asyncio.sleep(poll)
+    return True
 
 
-async def run(args: argparse.Namespace, port: int, db_url: str) -> dict[str, Any]:
+async def run(args: argparse.Namespace, port: int, db_url: str, control: subprocess.Popen[str]) -> dict[str, Any]:
     from telephonyd.ami import AMIClient
-    from telephonyd.config import AMIConfig, PSContactsConfig
+    from telephonyd.config import AMIConfig, PresenceConfig, PSContactsConfig
     from telephonyd.contacts import ContactsSync
     from telephonyd.contacts.schema import metadata
+    from telephonyd.presence import PresenceService
     from telephonyd.store import Store
 
+    lag = LagMonitor()
+    lag.start()
     store = Store(db_url, schemas=[metadata])
     await store.start()
     client = AMIClient(AMIConfig(enabled=True, port=port, secret=SECRET, events="system,call",
-                                 action_timeout_s=30.0, ping_interval_s=60.0))
+                                 action_timeout_s=60.0, ping_interval_s=120.0))
     sync = ContactsSync(store, client, PSContactsConfig(coalesce_s=args.coalesce), node_id="bench")
     device_states = {"n": 0}
-    client.subscribe("DeviceStateChange", lambda _m: device_states.__setitem__("n", device_states["n"] + 1))
+    online: dict[str, bool] = {}
+    presence = None
+    components: list[Any] = [sync]
+    if args.scenario == "presence":
+        presence = PresenceService(PresenceConfig(seed_timeout_s=120.0), ami=client, contacts=sync, node_id="bench")
+
+        def listen(event: Any) -> None:
+            if event.kind == "status":
+                online[event.endpoint] = event.online
+            elif event.kind == "retired":
+                online.pop(event.endpoint, None)
+
+        presence.add_listener(listen)
+        components.append(presence)
+    else:  # a DeviceStateChange subscriber standing for the presence engine, as before
+        client.subscribe("DeviceStateChange", lambda _m: device_states.__setitem__("n", device_states["n"] + 1))
+
+    def dsc_handled() -> int:
+        return presence.events_handled if presence is not None else device_states["n"]
+
+    def presence_holds_all() -> bool:
+        return presence is None or (len(online) >= args.contacts and all(online.values()))
+
+    report: dict[str, Any] = {"scenario": args.scenario, "contacts": args.contacts}
+    started = time.monotonic()
     await client.start()
-    await sync.start()
-    tasks = [asyncio.create_task(client.run()), asyncio.create_task(sync.run())]
-    report: dict[str, Any] = {"contacts": args.contacts}
+    for component in components:
+        await component.start()
+    tasks = [asyncio.create_task(client.run())] + [asyncio.create_task(c.run()) for c in components]
     try:
-        await _until(lambda: sync.last_resync is not None, 60, "the first resync")
-        first = dict(sync.last_resync or {})
-        again = await sync.resync()
-        report["resync"] = {"first_s": first["duration_s"], "added": first["added"],
-                            "unchanged_s": again["duration_s"], "goal_s": 2.0}
+        ok = await _until(lambda: sync.last_resync is not None and presence_holds_all(), args.timeout,
+                          "the first resync", poll=0.01)
+        resynced = time.monotonic()
+        report["resync"] = {"seconds": round(resynced - started, 3) if ok else None,
+                            "timed_out_after_s": None if ok else args.timeout,
+                            "ps_contacts_s": (sync.last_resync or {}).get("duration_s"),
+                            "rows": len(sync.table), "presence_online": sum(online.values()) if presence else None,
+                            "lag": lag.summary(started, resynced), "goal_s": 2.0}
+        if not ok:
+            return report
 
-        async def flood(count: int, rate: float) -> tuple[float, float]:
+        async def flood(count: int, rate: float) -> tuple[float, float, bool]:
             target = sync.counters["events"] + count
-            dsc_target = device_states["n"] + count * args.dsc_per_status
-            started = time.monotonic()
-            await client.action({"Action": "BenchFlood", "Count": count, "Rate": rate,
-                                 "DscPerStatus": args.dsc_per_status}, timeout=60)
-            await _until(lambda: sync.counters["events"] >= target and device_states["n"] >= dsc_target,
-                         600, "the flood to arrive")
+            dsc_target = dsc_handled() + count * args.dsc_per_status
+            began = time.monotonic()
+            assert control.stdin is not None and control.stdout is not None
+            control.stdin.write(f"{count} {rate} {args.dsc_per_status}\n")
+            control.stdin.flush()
+            reply = await asyncio.get_running_loop().run_in_executor(None, control.stdout.readline)
+            assert reply.strip() == "ok"
+            ok = await _until(lambda: sync.counters["events"] >= target and dsc_handled() >= dsc_target,
+                              args.timeout, "the flood to arrive", poll=0.01)
             arrived = time.monotonic()
-            await _until(lambda: sync.health()["pending_writes"] == 0 and sync.health()["queued_events"] == 0,
-                         600, "the rows to be written")
-            return arrived - started, time.monotonic() - started
+            ok = ok and await _until(lambda: not sync._pending and not sync._queue, args.timeout,
+                                     "the rows to be written", poll=0.01)
+            return arrived - began, time.monotonic() - began, ok
 
-        written = sync.counters["rows_written"]
-        arrived_s, done_s = await flood(args.flood, 0)
-        total = args.flood * (1 + args.dsc_per_status)
-        report["throughput"] = {
-            "contact_status_events": args.flood, "device_state_events": args.flood * args.dsc_per_status,
-            "events_per_s": round(total / done_s), "contact_status_per_s": round(args.flood / done_s),
-            "seconds": round(done_s, 2), "received_s": round(arrived_s, 2),
-            "row_writes": sync.counters["rows_written"] - written, "goal_events_per_s": 20_000,
-        }
-        sync.latency.clear()
-        count = int(args.rate * args.seconds)
-        await flood(count, args.rate)
-        report["latency"] = {"rate_contact_status_per_s": args.rate,
-                             "rate_events_per_s": args.rate * (1 + args.dsc_per_status),
-                             "seconds": args.seconds, **sync.latency.summary_ms(), "goal_p99_ms": 100}
+        per = 1 + args.dsc_per_status
+        count = int(args.rate / per * args.seconds)
+        began = time.monotonic()
+        arrived_s, done_s, ok = await flood(count, args.rate / per)
+        report["flood"] = {"rate_events_per_s": args.rate, "events": count * per, "completed": ok,
+                           "events_per_s_applied": round(count * per / done_s), "seconds": round(done_s, 2),
+                           "lag": lag.summary(began, time.monotonic()), "goal_max_lag_ms": 100}
+        if args.flood and ok:
+            written = sync.counters["rows_written"]
+            arrived_s, done_s, ok = await flood(args.flood, 0)
+            total = args.flood * per
+            report["throughput"] = {
+                "contact_status_events": args.flood, "device_state_events": args.flood * args.dsc_per_status,
+                "events_per_s": round(total / done_s), "seconds": round(done_s, 2), "completed": ok,
+                "received_s": round(arrived_s, 2), "row_writes": sync.counters["rows_written"] - written,
+            }
+        if args.latency_seconds and ok:
+            sync.latency.clear()
+            await flood(int(args.latency_rate * args.latency_seconds), args.latency_rate)
+            report["latency"] = {"rate_contact_status_per_s": args.latency_rate, "seconds": args.latency_seconds,
+                                 **sync.latency.summary_ms(), "goal_p99_ms": 100}
         report["health"] = {k: v for k, v in sync.health().items() if k in ("batches", "rows_written", "superseded",
                                                                               "write_failures", "overflows")}
     finally:
-        await sync.stop(10)
+        report.update(_rss_mb())
+        for component in reversed(components):
+            await component.stop(10)
         await client.stop(5)
         await asyncio.wait(tasks, timeout=10)
         await store.close()
+        await lag.stop()
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", type=int, metavar="CONTACTS", help=argparse.SUPPRESS)
-    parser.add_argument("--contacts", type=int, default=10_000)
-    parser.add_argument("--flood", type=int, default=100_000, help="ContactStatus events in the throughput phase")
-    parser.add_argument("--dsc-per-status", type=int, default=1, help="DeviceStateChange events per ContactStatus")
-    parser.add_argument("--rate", type=float, default=5000.0, help="ContactStatus events/s in the latency phase")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--coalesce", type=float, default=0.05, help="ps_contacts.coalesce_s")
-    parser.add_argument("--mysql", default=os.environ.get("TELEPHONYD_BENCH_MYSQL", "mysql+aiomysql://root@127.0.0.1:3306"))
-    args = parser.parse_args()
-    if args.server is not None:
-        _server_main(args.server)
-        return
+def _scenario_main(args: argparse.Namespace) -> None:
+    """One scenario: the fake Asterisk in its own process, a fresh database, the report on stdout."""
     server = subprocess.Popen([sys.executable, __file__, "--server", str(args.contacts)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None and server.stdin is not None
@@ -205,12 +286,58 @@ def main() -> None:
     db = "td_bench_" + uuid.uuid4().hex[:10]
     mysql_admin(args.mysql, f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
     try:
-        report = asyncio.run(run(args, port, f"{args.mysql}/{db}"))
+        report = asyncio.run(run(args, port, f"{args.mysql}/{db}", server))
     finally:
         mysql_admin(args.mysql, f"DROP DATABASE IF EXISTS {db}")
         server.stdin.close()
-        server.wait(timeout=10)
-    print(json.dumps(report, indent=2))
+        server.wait(timeout=30)
+    print(json.dumps(report), flush=True)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", type=int, metavar="CONTACTS", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", choices=("baseline", "presence"), help=argparse.SUPPRESS)
+    parser.add_argument("--contacts", type=int, default=10_000, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="10000,50000", help="contact counts, comma-separated")
+    parser.add_argument("--rate", type=float, default=20_000.0, help="flood events/s (ContactStatus + DeviceStateChange)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="flood length")
+    parser.add_argument("--flood", type=int, default=0, help="ContactStatus events in an unpaced throughput phase")
+    parser.add_argument("--dsc-per-status", type=int, default=1, help="DeviceStateChange events per ContactStatus")
+    parser.add_argument("--latency-rate", type=float, default=5000.0, help="ContactStatus/s in the latency phase")
+    parser.add_argument("--latency-seconds", type=float, default=0.0)
+    parser.add_argument("--coalesce", type=float, default=0.05, help="ps_contacts.coalesce_s")
+    parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for one phase (s)")
+    parser.add_argument("--mysql", default=os.environ.get("TELEPHONYD_BENCH_MYSQL", "mysql+aiomysql://root@127.0.0.1:3306"))
+    args = parser.parse_args()
+    if args.server is not None:
+        _server_main(args.server)
+        return
+    if args.scenario is not None:
+        _scenario_main(args)
+        return
+    results: list[dict[str, Any]] = []
+    for size in (int(x) for x in args.sizes.split(",") if x.strip()):
+        pair: dict[str, Any] = {}
+        for scenario in ("baseline", "presence"):
+            argv = [a for a in sys.argv[1:]]
+            out = subprocess.run([sys.executable, __file__, *argv, "--scenario", scenario, "--contacts", str(size)],
+                                 stdout=subprocess.PIPE, text=True, check=True, env={**os.environ})
+            pair[scenario] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps(pair[scenario]), flush=True)
+        base, pres = pair["baseline"], pair["presence"]
+        pair["ratio_presence_to_baseline"] = {
+            "resync_s": _ratio(pres["resync"]["seconds"], base["resync"]["seconds"]),
+            "flood_events_per_s": _ratio((pres.get("flood") or {}).get("events_per_s_applied"),
+                                         (base.get("flood") or {}).get("events_per_s_applied")),
+            "rss_mb": _ratio(pres["rss_mb"], base["rss_mb"]),
+        }
+        results.append(pair)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

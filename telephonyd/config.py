@@ -467,6 +467,19 @@ class PresenceConfig(Section):
     ws_queue_size: int = Field(256, ge=2)
     ws_heartbeat_s: float = Field(30.0, gt=0)
     ws_send_timeout_s: float = Field(10.0, gt=0)
+    #: ``Custom:`` device name prefix -> availability state it sets for the extension after the prefix
+    #: while the device is in use (``Custom:DND1010`` BUSY -> dnd for 1010).
+    custom_device_states: dict[str, Literal["dnd", "paused", "away"]] = Field(default_factory=lambda: {"DND": "dnd"})
+    #: The seed also asks QueueStatus and PresenceStateList (queue pause, presence dnd/away); live
+    #: QueueMember*/PresenceStateChange events are followed either way.
+    availability_listings: bool = True
+    #: What ``GET /api/ami/extensions``, ``/api/ami/status`` and ``/ws/agents`` answer without a
+    #: ``?shape=`` query: ``native`` (the richer payloads) or ``dashboard`` (the Mayday CRM contract).
+    api_shape: Literal["native", "dashboard"] = "native"
+    #: Serve the dashboard's events on Socket.IO at ``/socket.io/`` (python-socketio; admin token).
+    socketio: bool = True
+    #: Browser origins allowed to open the Socket.IO endpoint (``https://crm.example``); [] = same origin only.
+    socketio_cors_origins: list[str] = Field(default_factory=list)
 
     @field_validator("technologies")
     @classmethod

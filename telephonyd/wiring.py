@@ -11,6 +11,7 @@ from typing import Any
 from .ami import AMIClient
 from .contacts import ContactsSync
 from .presence import AgentStream, PresenceService
+from .presence.feed import mount_dashboard
 from .presence.routes import routes as presence_routes
 from .store import Store
 
@@ -40,7 +41,8 @@ async def build_ami_side(app: Any) -> None:
     presence = PresenceService(config.presence, ami=client, contacts=contacts, node_id=config.node_id)
     stream = AgentStream.for_config(config.presence, presence.agents)
     presence.add_listener(stream.publish_event)
-    app.http.add_routes(presence_routes(presence, stream), auth="admin")
+    feed = mount_dashboard(config.presence, presence, contacts, app.http)  # the dashboard contract
+    app.http.add_routes(presence_routes(presence, stream, feed.stream), auth="admin")
     app.http.on_shutdown(stream.close)
     app.ami_client, app.contacts_sync, app.presence_service = client, contacts, presence
     # Consumers first, so their subscriptions exist before the client's first login.

@@ -29,6 +29,7 @@ SENT_ACTIONS: frozenset[str] = frozenset({
     "PJSIPShowContacts", "PJSIPShowRegistrationInboundContactStatuses",             # contacts resync
     "SIPpeers", "IAXpeerlist", "PJSIPShowEndpoint",                                 # contacts resync/upkeep
     "DeviceStateList", "PJSIPShowEndpoints", "CoreShowChannels",                    # presence seed
+    "QueueStatus", "PresenceStateList",                                             # presence seed
 })  # fmt: skip
 
 

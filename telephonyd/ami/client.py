@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 
 ConnectCallback = Callable[["AMIClient"], Awaitable[None]]
 
-_READ_SIZE = 256 * 1024
+#: Bytes parsed and dispatched per step of the read loop (about 200 events); it yields to the event
+#: loop after each, so a burst never holds it for long.
+_READ_SIZE = 32 * 1024
 
 
 class AMIClient:
@@ -79,7 +81,7 @@ class AMIClient:
         self._state = "stopped"
         self._last_error: str | None = None
         self._counters = {"connects": 0, "disconnects": 0, "login_failures": 0, "events": 0, "resyncs": 0,
-                          "connects_refused": 0}
+                          "connects_refused": 0, "malformed_skipped": 0}
         #: The banner line and the AMI version in it (``11.0.0`` on Asterisk 22).
         self.banner: str | None = None
         self.ami_version: str | None = None
@@ -324,7 +326,8 @@ class AMIClient:
         try:
             if rest:
                 messages, rest = parse_messages(rest, max_line_bytes=cfg.max_line_bytes,
-                                                max_message_bytes=cfg.max_message_bytes)
+                                                max_message_bytes=cfg.max_message_bytes,
+                                                on_malformed=self._malformed)
                 self._deliver(conn, messages)
             while True:
                 try:
@@ -336,15 +339,23 @@ class AMIClient:
                 if not data:
                     raise AMIConnectionLost(reason)
                 messages, rest = parse_messages(rest + data if rest else data, max_line_bytes=cfg.max_line_bytes,
-                                                max_message_bytes=cfg.max_message_bytes)
+                                                max_message_bytes=cfg.max_message_bytes,
+                                                on_malformed=self._malformed)
                 if messages:
                     self._deliver(conn, messages)
+                    await asyncio.sleep(0)
         except ProtocolError as exc:
             reason = f"AMI peer not trusted: {exc}"
             log.error("AMI protocol violation, disconnecting", extra={"error": str(exc)})
             raise
         finally:
             conn.pending.fail_all(AMIConnectionLost(reason))
+
+    def _malformed(self, block: str, exc: ProtocolError) -> None:
+        """A message with a line that is not ``Key: Value``: logged (its first line only) and
+        skipped; the session and the state built from it stay."""
+        self._counters["malformed_skipped"] += 1
+        log.warning("malformed AMI message skipped", extra={"error": str(exc), "first_line": block.split("\n", 1)[0][:60]})
 
     def _deliver(self, conn: AMIConnection, messages: list[AMIMessage]) -> None:
         now = time.monotonic()

@@ -15,7 +15,7 @@ Wire facts (Asterisk 22.10.1 recordings, main/manager.c):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from .errors import LimitExceeded, ProtocolError
 from .message import AMIMessage
@@ -65,13 +65,15 @@ def parse_messages(
     *,
     max_line_bytes: int = 16 * 1024,
     max_message_bytes: int = 256 * 1024,
+    on_malformed: Callable[[str, ProtocolError], None] | None = None,
 ) -> tuple[list[AMIMessage], bytes]:
     """Parse every complete message in ``data``; return them and the bytes not consumed.
 
     The caller keeps the returned bytes and prepends them to the next read. Raises
     `LimitExceeded` for a line or message past the limits (complete or still arriving) and
     `ProtocolError` for a line that is not ``Key: Value``. Limits on complete messages count
-    decoded characters, on partial data bytes.
+    decoded characters, on partial data bytes. ``on_malformed(block, error)``: called for a message
+    holding a line that is not ``Key: Value``, which is then skipped instead of raising.
     """
     end = _complete_end(data)
     rest = data[end:] if end else data
@@ -89,7 +91,13 @@ def parse_messages(
             continue
         if len(block) > max_message_bytes:
             raise LimitExceeded(f"AMI message longer than {max_message_bytes} bytes")
-        pairs = _parse_block(block, max_line_bytes)
+        try:
+            pairs = _parse_block(block, max_line_bytes)
+        except ProtocolError as exc:
+            if on_malformed is None:
+                raise
+            on_malformed(block, exc)
+            continue
         if pairs:
             messages.append(AMIMessage(pairs))
     return messages, rest

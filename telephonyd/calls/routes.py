@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 _dumps = functools.partial(json.dumps, default=str)
 
 
-def _encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-
-
 class CallStream(AgentStream):
     """The ``/ws/calls`` hub: the presence stream's client handling with call messages.
 
@@ -42,16 +38,13 @@ class CallStream(AgentStream):
     """
 
     def __init__(self, calls: Callable[[], Iterable[dict[str, Any]]], *, node_id: str, **kwargs: Any) -> None:
-        super().__init__(calls, **kwargs)
+        super().__init__(calls, snapshot=lambda: {"type": "calls:snapshot", "calls": list(calls())}, **kwargs)
         self.node_id = node_id
 
-    def _message_for(self, event: Any) -> str | None:
-        if not isinstance(event, CallEvent):
-            return None
-        return _encode({"type": "call:event", **document(event, self.node_id)})
-
-    def _snapshot(self) -> str:
-        return _encode({"type": "calls:snapshot", "calls": list(self._agents())})
+    def publish_event(self, event: Any) -> None:
+        """Queue one call event (``call:event``, the schema-1 document) for every client."""
+        if isinstance(event, CallEvent):
+            self.publish_message({"type": "call:event", **document(event, self.node_id)})
 
 
 def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:

@@ -26,11 +26,52 @@ def everything(_contact: Contact) -> bool:
 
 
 class ContactTable:
-    """Contacts of this instance by id, kept by events and resyncs."""
+    """Contacts of this instance by id, kept by events and resyncs.
+
+    A per-endpoint index is kept in step with every change (``contacts_of`` is O(contacts of that
+    endpoint), never O(all contacts)). ``by_id`` is read-only for callers: change it through the
+    methods below, which keep the index.
+    """
 
     def __init__(self, reg_server: str | None) -> None:
         self.reg_server = reg_server
         self.by_id: dict[str, Contact] = {}
+        self._by_endpoint: dict[str, dict[str, Contact]] = {}
+
+    def _put(self, contact: Contact, cid: str | None = None) -> None:
+        cid = contact.id if cid is None else cid
+        before = self.by_id.get(cid)
+        if before is not None and before.endpoint != contact.endpoint:
+            self._unindex(cid, before)
+        self.by_id[cid] = contact
+        if contact.endpoint:
+            self._by_endpoint.setdefault(contact.endpoint, {})[cid] = contact
+
+    def _pop(self, cid: str) -> Contact | None:
+        contact = self.by_id.pop(cid, None)
+        if contact is not None:
+            self._unindex(cid, contact)
+        return contact
+
+    def _unindex(self, cid: str, contact: Contact) -> None:
+        if not contact.endpoint:
+            return
+        group = self._by_endpoint.get(contact.endpoint)
+        if group is not None:
+            group.pop(cid, None)
+            if not group:
+                del self._by_endpoint[contact.endpoint]
+
+    def contacts_of(self, endpoint: str) -> list[Contact]:
+        """The endpoint's contacts, latest registration (greatest expiration_time) first."""
+        group = self._by_endpoint.get(endpoint)
+        if not group:
+            return []
+        return sorted(group.values(), key=_latest_first, reverse=True)
+
+    def endpoints(self) -> Iterable[str]:
+        """Endpoints with at least one contact (a live view)."""
+        return self._by_endpoint.keys()
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -43,32 +84,26 @@ class ContactTable:
 
     def by_endpoint(self) -> dict[str, list[Contact]]:
         """Contacts grouped by endpoint, latest registration (greatest expiration_time) first."""
-        grouped: dict[str, list[Contact]] = {}
-        for contact in self.by_id.values():
-            if contact.endpoint:
-                grouped.setdefault(contact.endpoint, []).append(contact)
-        for contacts in grouped.values():
-            contacts.sort(key=lambda c: (c.expiration_time or 0, c.id), reverse=True)
-        return grouped
+        return {endpoint: self.contacts_of(endpoint) for endpoint in self._by_endpoint}
 
     def apply_status(self, event: ContactStatusEvent, now: float) -> ContactChange | None:
         current = self.by_id.get(event.id)
         if event.status == REMOVED:
             if current is None:
                 return None
-            del self.by_id[event.id]
+            self._pop(event.id)
             return ContactChange("removed", current, current)
         if current is None:
             status = None if event.status == UPDATED else event.status
             added = Contact(event.id, endpoint=event.endpoint, uri=event.uri, status=status,
                             roundtrip_usec=event.roundtrip_usec, status_updated_at=now, reg_server=self.reg_server)
-            self.by_id[event.id] = added
+            self._put(added, event.id)
             return ContactChange("added", added, None)
         if event.status in (UPDATED, current.status):
             return None
         updated = current.replace(status=event.status, roundtrip_usec=event.roundtrip_usec, status_updated_at=now,
                                   endpoint=current.endpoint or event.endpoint)
-        self.by_id[event.id] = updated
+        self._put(updated, event.id)
         return ContactChange("updated", updated, current)
 
     def apply_peer(self, event: PeerStatusEvent, now: float) -> ContactChange | None:
@@ -76,7 +111,7 @@ class ContactTable:
         if event.kind == "unregistered":
             if current is None:
                 return None
-            del self.by_id[event.id]
+            self._pop(event.id)
             return ContactChange("removed", current, current)
         if event.kind == "registered":
             fresh = peer_contact(event.tech, event.peer, event.address,
@@ -86,25 +121,43 @@ class ContactTable:
                                  now=current.status_updated_at if current else now)
             if current is not None and current.same_row(fresh):
                 return None
-            self.by_id[event.id] = fresh
+            self._put(fresh, event.id)
             return ContactChange("updated" if current else "added", fresh, current)
         if current is None or event.status == current.status:
             return None  # a static peer, or a repeated qualify result
         updated = current.replace(status=event.status, roundtrip_usec=event.roundtrip_usec, status_updated_at=now)
-        self.by_id[event.id] = updated
+        self._put(updated, event.id)
         return ContactChange("updated", updated, current)
 
     def remove(self, cid: str) -> ContactChange | None:
-        current = self.by_id.pop(cid, None)
+        current = self._pop(cid)
         return ContactChange("removed", current, current) if current is not None else None
 
-    def replace_scope(self, listed: Mapping[str, Contact], scope: Scope) -> list[ContactChange]:
-        """Make the contacts in ``scope`` exactly ``listed``; returns what changed."""
-        old = {cid: c for cid, c in self.by_id.items() if scope(c)}
-        for cid in old:
-            del self.by_id[cid]
-        self.by_id.update(listed)
+    def replace_scope(self, listed: Mapping[str, Contact], scope: Scope, *,
+                      endpoint: str | None = None) -> list[ContactChange]:
+        """Make the contacts in ``scope`` exactly ``listed``; returns what changed.
+
+        ``endpoint``: the scope only holds contacts of this endpoint, so only its index entry is
+        scanned (O(its contacts)) instead of every contact.
+        """
+        if endpoint is not None:
+            candidates: Iterable[tuple[str, Contact]] = list(self._by_endpoint.get(endpoint, {}).items())
+        else:
+            candidates = self.by_id.items()
+        old = {cid: c for cid, c in candidates if scope(c)}
+        if endpoint is None and len(old) == len(self.by_id):
+            self.by_id = {}
+            self._by_endpoint = {}
+        else:
+            for cid in old:
+                self._pop(cid)
+        for cid, contact in listed.items():
+            self._put(contact, cid)
         return diff(old, listed)
+
+
+def _latest_first(contact: Contact) -> tuple[int, str]:
+    return (contact.expiration_time or 0, contact.id)
 
 
 def diff(old: Mapping[str, Contact], new: Mapping[str, Contact]) -> list[ContactChange]:

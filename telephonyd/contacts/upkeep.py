@@ -85,9 +85,10 @@ class EndpointVerifier:
         self.checked += len(endpoints)
         asked = set(endpoints)
         current: dict[str, dict[str, Contact]] = {}
-        for contact in table.values():
-            if contact.tech == "PJSIP" and contact.endpoint in asked:
-                current.setdefault(contact.endpoint, {})[contact.id] = contact  # type: ignore[index]
+        for endpoint in asked:
+            for contact in table.contacts_of(endpoint):
+                if contact.tech == "PJSIP":
+                    current.setdefault(endpoint, {})[contact.id] = contact
         changes: list[ContactChange] = []
         for endpoint, found in results:
             if found is None:
@@ -100,7 +101,7 @@ class EndpointVerifier:
             def in_scope(contact: Contact, endpoint: str = endpoint) -> bool:
                 return contact.tech == "PJSIP" and contact.endpoint == endpoint
 
-            changes.extend(table.replace_scope(stamp(merged, mine, now), in_scope))
+            changes.extend(table.replace_scope(stamp(merged, mine, now), in_scope, endpoint=endpoint))
         return changes
 
 

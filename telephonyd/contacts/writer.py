@@ -134,9 +134,13 @@ class ContactsWriter:
                 statements += 1
             if rows or new_rows:
                 values = [self._row(c) for c in (*rows, *new_rows)]
-                result = await conn.execute(self.store.insert_ignore(t), values)
-                statements += 1
-                inserted = result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(values)
+                inserted = 0
+                # In chunks: the driver formats a statement's values on the event loop, so one
+                # statement for a 10,000-row resync would hold it for hundreds of ms.
+                for chunk in _chunks(values):
+                    result = await conn.execute(self.store.insert_ignore(t), list(chunk))
+                    statements += 1
+                    inserted += result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(chunk)
                 if inserted < len(values):
                     self.clashes += len(values) - inserted
                     log.warning("ps_contacts ids held by another reg_server were left alone",

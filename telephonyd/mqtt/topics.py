@@ -86,6 +86,9 @@ class Topics:
 
 
 def agent_payload(agent: dict[str, Any]) -> bytes:
-    """The JSON document of one agent (only the five published fields, compact)."""
+    """The JSON document of one agent (the five published fields, and ``reason`` when the agent is
+    paused/dnd/away with one; compact)."""
     doc = {k: agent[k] for k in ("endpoint", "state", "online", "since", "seq")}
+    if agent.get("reason") is not None:
+        doc["reason"] = agent["reason"]
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()

@@ -13,6 +13,15 @@ so a client behind a load balancer can tell whose extensions it got.
 - ``POST /api/ami/refresh``: resyncs contacts and the presence seed; ``{"success": true,
   "contacts": {...}, "presence": {...}}``; 503 when AMI is not connected or a listing fails.
 - ``GET /ws/agents``: see `telephonyd.presence.stream`.
+
+Dashboard shape (`telephonyd.presence.dashboard`, the Mayday CRM contract) side by side: ``?shape=dashboard``
+(or ``presence.api_shape: dashboard`` as the default, ``?shape=native`` then gives the above):
+- ``GET /api/ami/extensions``: ``{"1010": {"isRegistered": true, "status": "Available", "lastSeen": "..."}}``;
+- ``GET /api/ami/status``: ``{"connected", "lastDbSync", "cache": {"extensions", "registered", "seeded",
+  "lastRefresh"}, "ts"}``;
+- ``GET /ws/agents``: ``{"type": "agents:snapshot", "agents": [...], "ts"}`` then the dashboard's events
+  as ``{"type": <event>, ...data}``. The same events on Socket.IO: `telephonyd.presence.socketio_hub`.
+A ``shape`` other than these two is a 400.
 """
 
 from __future__ import annotations
@@ -51,14 +60,37 @@ def origin(service: PresenceService) -> dict[str, Any]:
     return {"node_id": service.node_id, "reg_server": getattr(service.contacts, "reg_server", None)}
 
 
-def routes(service: PresenceService, stream: AgentStream) -> list[web.RouteDef]:
+def routes(service: PresenceService, stream: AgentStream,
+           dashboard_stream: AgentStream | None = None) -> list[web.RouteDef]:
     """Route definitions to mount with ``auth='admin'``."""
 
-    async def status(_request: web.Request) -> web.Response:
+    def shape(request: web.Request) -> str | None:
+        value = request.query.get("shape") or getattr(service.config, "api_shape", "native")
+        return value if value in ("native", "dashboard") else None
+
+    async def status(request: web.Request) -> web.Response:
+        chosen = shape(request)
+        if chosen is None:
+            return _error(400, "shape must be native or dashboard", "shape")
+        if chosen == "dashboard":
+            return web.json_response(service.dashboard_status(), dumps=_dumps)
         return _ok({**service.status(), **origin(service)})
 
-    async def extensions(_request: web.Request) -> web.Response:
+    async def extensions(request: web.Request) -> web.Response:
+        chosen = shape(request)
+        if chosen is None:
+            return _error(400, "shape must be native or dashboard", "shape")
+        if chosen == "dashboard":
+            return web.json_response(service.dashboard_extensions(), dumps=_dumps)
         return _ok({**origin(service), "extensions": service.extensions()})
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        chosen = shape(request)
+        if chosen is None:
+            return _error(400, "shape must be native or dashboard", "shape")
+        if chosen == "dashboard" and dashboard_stream is not None:
+            return await dashboard_stream.handle(request)
+        return await stream.handle(request)
 
     async def extension(request: web.Request) -> web.Response:
         found = service.extension(request.match_info["ext"])
@@ -79,5 +111,5 @@ def routes(service: PresenceService, stream: AgentStream) -> list[web.RouteDef]:
         web.get("/api/ami/extensions", extensions),
         web.get("/api/ami/extensions/{ext}", extension),
         web.post("/api/ami/refresh", refresh),
-        web.get("/ws/agents", stream.handle),
+        web.get("/ws/agents", websocket),
     ]

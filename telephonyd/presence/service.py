@@ -7,15 +7,25 @@ Event subscriptions (AMI ``call`` class unless noted; Asterisk 22.10.1 field nam
 | DeviceStateChange   | Device (PJSIP/1010), State       | device state of the endpoint                  |
 | Newchannel          | Channel (PJSIP/1010-00000003)    | channel tracked for the Hangup cross-check    |
 | Hangup              | Channel                          | channel gone; last one may end the call state |
+| DeviceStateChange   | Device (Custom:DND1010), State   | mapped Custom: device (``custom_device_states``) |
+| QueueMemberStatus/Pause/Added (``agent``) | Queue, StateInterface, Paused, PausedReason | membership |
+| QueueMemberRemoved (``agent``) | Queue, StateInterface  | membership gone                               |
+| PresenceStateChange | Presentity (CustomPresence:1010), Status, Subtype, Message | presence state |
 
-Contacts (and so ``online``) come from the contacts provider (PJSIP contacts, and one contact per
-registered chan_sip/IAX2 peer): its change callback re-reads that endpoint's contacts.
+See `availability` for the mapping and `state` for the precedence of dnd/paused/away.
+
+Contacts (and so ``online``) come from the contacts provider (`ContactsSync`: PJSIP contacts, and
+one contact per registered chan_sip/IAX2 peer, as `contacts.model.Contact`). It notifies once per
+applied batch; only the endpoints named in the batch are re-read, from its per-endpoint index, so an
+event costs O(contacts of its endpoint), never O(all contacts).
 ``DeviceStateChange`` events that carry an ActionID are items of our own ``DeviceStateList`` and
 are handled by the seed, not as live events.
 
 Seed (each AMI (re)connect, and `refresh`): ``DeviceStateList`` (Asterisk 13+; on error
-``PJSIPShowEndpoints`` and its ``DeviceState`` text), ``CoreShowChannels`` for the live channels, and
-the provider's contacts. Live events that arrive while the listings run win over the listings. A
+``PJSIPShowEndpoints`` and its ``DeviceState`` text; its ``Custom:`` items give the mapped overlays),
+``CoreShowChannels`` for the live channels, ``QueueStatus`` (an ``Invalid/unknown command`` answer,
+app_queue not loaded, means no queues), ``PresenceStateList`` (refused: left as known), and the
+provider's contacts. Live events that arrive while the listings run win over the listings. A
 complete listing retires the endpoints that are gone and emits `AgentsResynced`.
 
 Listeners (`add_listener`) are synchronous callables receiving `AgentStatus`, `AgentRetired` and
@@ -27,13 +37,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
-from . import contacts_view, listings
-from .devices import EndpointFilter, normalize_device_state
+from ..contacts.model import Contact, ContactChange
+from . import dashboard
+from .live import LiveEvents
+from .seed import SeedListings
+from .devices import EndpointFilter
 from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
 
 log = logging.getLogger(__name__)
@@ -47,10 +61,6 @@ class PresenceUnavailable(TelephonydError):
     retryable = True
 
 
-class AMIMessageLike(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
-
-
 class AMIClientLike(Protocol):
     connected: bool
     last_event_at: float | None
@@ -61,20 +71,26 @@ class AMIClientLike(Protocol):
 
 
 class ContactsProvider(Protocol):
-    def contacts_by_endpoint(self) -> Mapping[str, Iterable[Any]]: ...
-    def subscribe(self, callback: Callable[[Any], None]) -> Any: ...
+    def contacts_of(self, endpoint: str) -> list[Contact]: ...
+    def endpoints(self) -> Iterable[str]: ...
+    def contact_count(self) -> int: ...
+    def subscribe_batch(self, callback: Callable[[list[ContactChange]], None]) -> Any: ...
     async def resync(self) -> dict[str, Any]: ...
 
 
-class PresenceService:
+class PresenceService(LiveEvents):
     """Agent presence. Component shape: `start`, `run`, `stop`, `health`.
 
     ``config``: the ``presence`` section. ``ami``: the AMI client (``subscribe(event, callback)``,
     ``on_connect(async callback(client))``, ``list_action({...}) -> (response, items)``,
     ``connected``, ``last_event_at`` epoch seconds). ``contacts``: the contacts provider
-    (``contacts_by_endpoint()``, ``subscribe(callback(change))``, ``async resync() -> dict``).
+    (`ContactsSync`: ``contacts_of(endpoint)``, ``endpoints()``, ``contact_count()``,
+    ``subscribe_batch(callback([ContactChange]))``, ``async resync() -> dict``).
     ``node_id``: reported by `status`. ``clock``: epoch seconds (tests inject one).
     """
+
+    #: Endpoints re-read per event-loop turn after a large contacts batch.
+    sync_slice = 500
 
     def __init__(
         self,
@@ -105,6 +121,9 @@ class PresenceService:
         self.last_seed: dict[str, Any] | None = None
         self.last_seed_error: str | None = None
         self.events_handled = 0
+        self._to_sync: set[str] = set()  # endpoints waiting in _sync_order
+        self._sync_order: deque[str] = deque()
+        self._sync_scheduled = False
 
     # -- listeners -------------------------------------------------------------------------------
 
@@ -131,8 +150,11 @@ class PresenceService:
         self.ami.subscribe("DeviceStateChange", self._on_device_state)
         self.ami.subscribe("Newchannel", self._on_newchannel)
         self.ami.subscribe("Hangup", self._on_hangup)
+        for event in ("QueueMemberStatus", "QueueMemberPause", "QueueMemberAdded", "QueueMemberRemoved"):
+            self.ami.subscribe(event, self._on_queue_member)
+        self.ami.subscribe("PresenceStateChange", self._on_presence_state)
         self.ami.on_connect(self._on_ami_connect)
-        self.contacts.subscribe(self._on_contacts_change)
+        self.contacts.subscribe_batch(self._on_contacts_batch)
         self._sync_contacts(None)
         self._started = True
         if getattr(self.ami, "connected", False):
@@ -192,20 +214,29 @@ class PresenceService:
         status = self.machine.get(endpoint)
         if status is None:
             return None
-        contacts = self.contacts.contacts_by_endpoint().get(endpoint) or []
-        return self._extension_document(status, contacts)
+        return self._extension_document(status)
 
     def extensions(self) -> list[dict[str, Any]]:
-        by_endpoint = self.contacts.contacts_by_endpoint()
-        return [self._extension_document(s, by_endpoint.get(s.endpoint) or []) for s in self.machine.agents()]
+        return [self._extension_document(s) for s in self.machine.agents()]
 
-    def _extension_document(self, status: AgentStatus, contacts: Iterable[Any]) -> dict[str, Any]:
+    def _extension_document(self, status: AgentStatus) -> dict[str, Any]:
         return {
             **status.as_dict(),
             "device_state": self.machine.device_state_of(status.endpoint),
             "channels": self.machine.channels_of(status.endpoint),
-            "contacts": [contacts_view.contact_document(c) for c in contacts],
+            "availability": self.machine.availability_of(status.endpoint),
+            "contacts": [c.to_json() for c in self.contacts.contacts_of(status.endpoint)],
         }
+
+    def dashboard_extensions(self) -> dict[str, dict[str, Any]]:
+        """``GET /api/ami/extensions`` in the dashboard's shape (see `dashboard`)."""
+        return dashboard.extensions(self.machine.agents(), self.contacts.contacts_of)
+
+    def dashboard_status(self) -> dict[str, Any]:
+        """``GET /api/ami/status`` in the dashboard's shape (see `dashboard.status`)."""
+        return dashboard.status(self.machine.agents(), connected=bool(getattr(self.ami, "connected", False)),
+                                last_resync=getattr(self.contacts, "last_resync", None), seeded=self.seeded,
+                                last_seed=self.last_seed, now=self._clock())
 
     def status(self) -> dict[str, Any]:
         """What ``GET /api/ami/status`` answers."""
@@ -218,7 +249,7 @@ class PresenceService:
             "node_id": self.node_id,
             "connected": bool(getattr(self.ami, "connected", False)),
             "last_event_at": iso_utc(last_event) if isinstance(last_event, (int, float)) else None,
-            "contacts": sum(len(list(c)) for c in self.contacts.contacts_by_endpoint().values()),
+            "contacts": self.contacts.contact_count(),
             "agents": len(agents),
             "online": sum(1 for a in agents if a.online),
             "states": states,
@@ -260,8 +291,11 @@ class PresenceService:
             token = self.machine.begin_seed()
             listed = False
             try:
-                device_states, source = await self._list_device_states()
-                channels = await self._list_channels()
+                lister = SeedListings(self.ami, self.config, self.filter)
+                device_states, custom, source = await lister.device_states()
+                channels = await lister.channels()
+                queues = await lister.queues() if self.config.availability_listings else None
+                presence = await lister.presence() if self.config.availability_listings else None
                 listed = True
             except (TelephonydError, TimeoutError, OSError) as exc:
                 self.last_seed_error = str(exc) or type(exc).__name__
@@ -271,16 +305,24 @@ class PresenceService:
                     self.machine.abort_seed()
             contacts = self._contacts_snapshot()
             complete = device_states is not None
-            events = self.machine.apply_seed(
-                token, device_states=device_states, contacts=contacts, channels=channels, retire=complete
+            pending: list[str] = []
+            retirements = self.machine.apply_seed(
+                token, device_states=device_states, contacts=contacts, channels=channels, retire=complete,
+                queues=queues, custom=custom, presence=presence, updates=pending,
             )
-            changed = [e.endpoint for e in events if e.kind == "status"]
-            retired = [e.endpoint for e in events if e.kind == "retired"]
+            changed: list[str] = []
+            for start in range(0, len(pending), self.sync_slice):  # 50,000 agents: no long hold
+                if start:
+                    await asyncio.sleep(0)
+                events = self.machine.refresh(pending[start:start + self.sync_slice])
+                changed += [e.endpoint for e in events if e.kind == "status"]
+                self._emit(events)
+            retired = [e.endpoint for e in retirements if e.kind == "retired"]
             known = tuple(a.endpoint for a in self.machine.agents())
             if complete:
                 self.seeded = True
-                events.append(AgentsResynced(known))
-            self._emit(events)
+                retirements.append(AgentsResynced(known))
+            self._emit(retirements)
             self.seeds += 1
             self.last_seed_error = None if complete else "no device state listing answered"
             self.last_seed = {
@@ -294,79 +336,49 @@ class PresenceService:
             log.info("presence seeded", extra={k: v for k, v in self.last_seed.items() if k != "changed"})
             return self.last_seed
 
-    async def _list(self, action: str) -> list[Any] | None:
-        """Items of a list action, or None when Asterisk answers ``Response: Error``.
-
-        A lost connection or a timeout raises (AMI client errors, `TimeoutError`): the seed fails.
-        """
-        async with asyncio.timeout(self.config.seed_timeout_s):
-            response, items = await self.ami.list_action({"Action": action})
-        if str(response.get("Response", "Success")).lower() != "success":
-            log.info("AMI list action refused", extra={"action": action, "reply": response.get("Message")})
-            return None
-        return list(items)
-
-    async def _list_device_states(self) -> tuple[dict[str, str] | None, str | None]:
-        items = await self._list("DeviceStateList")
-        if items is not None:
-            return listings.device_states_from_list(items, self.filter), "DeviceStateList"
-        items = await self._list("PJSIPShowEndpoints")
-        if items is None:
-            return None, None
-        return listings.device_states_from_endpoints(items, self.filter), "PJSIPShowEndpoints"
-
-    async def _list_channels(self) -> dict[str, list[str]] | None:
-        items = await self._list("CoreShowChannels")
-        return None if items is None else listings.channels_from_list(items, self.filter)
-
-    def _agent_contacts(self, endpoint: str, contacts: Iterable[Any]) -> dict[str, str]:
-        """{contact id: status} of the endpoint's contacts whose technology counts for agents."""
-        return contacts_view.statuses(c for c in contacts if self.filter.accepts(contacts_view.contact_tech(c), endpoint))
+    def _agent_contacts(self, endpoint: str) -> dict[str, str]:
+        """{contact id: status} of the endpoint's contacts whose technology counts for agents (a
+        contact without a status yet counts as ``Unknown``, usable)."""
+        return {c.id: c.status or "Unknown" for c in self.contacts.contacts_of(endpoint)
+                if self.filter.accepts(c.tech, endpoint)}
 
     def _contacts_snapshot(self) -> dict[str, dict[str, str]]:
-        snapshot = {e: self._agent_contacts(e, c) for e, c in self.contacts.contacts_by_endpoint().items()}
+        snapshot = {e: self._agent_contacts(e) for e in list(self.contacts.endpoints())}
         return {e: c for e, c in snapshot.items() if c}
 
-    # -- live events (synchronous callbacks from the AMI reader) ---------------------------------
+    def _on_contacts_batch(self, changes: list[ContactChange]) -> None:
+        """Re-read the endpoints a batch names. A large batch (a resync) is worked off in slices of
+        `sync_slice` endpoints, one per event-loop turn; each slice reads the index as it is then, so
+        a later batch overtaking an endpoint still waiting changes nothing."""
+        named: set[str] = set()
+        for change in changes:
+            if change.contact.endpoint:
+                named.add(change.contact.endpoint)
+            if change.previous is not None and change.previous.endpoint:
+                named.add(change.previous.endpoint)
+        fresh = sorted(named - self._to_sync)
+        self._to_sync.update(fresh)
+        self._sync_order.extend(fresh)
+        if not self._sync_scheduled:
+            self._sync_pending()
 
-    def _on_device_state(self, message: AMIMessageLike) -> None:
-        if message.get("ActionID"):
-            return
-        endpoint = self.filter.device_endpoint(message.get("Device"))
-        state = normalize_device_state(message.get("State"))
-        if endpoint is None or state is None:
-            return
-        self.events_handled += 1
-        self._emit(self.machine.device_state(endpoint, state))
+    def _sync_pending(self) -> None:
+        self._sync_scheduled = False
+        count = min(len(self._sync_order), self.sync_slice)
+        names = [self._sync_order.popleft() for _ in range(count)]
+        self._to_sync.difference_update(names)
+        self._sync_contacts(names)
+        if self._sync_order and not self._stopped.is_set():
+            self._sync_scheduled = True
+            asyncio.get_running_loop().call_soon(self._sync_pending)
 
-    def _on_newchannel(self, message: AMIMessageLike) -> None:
-        channel = message.get("Channel")
-        endpoint = self.filter.channel_endpoint(channel)
-        if endpoint is not None:
-            self.events_handled += 1
-            self._emit(self.machine.channel_created(endpoint, channel))
-
-    def _on_hangup(self, message: AMIMessageLike) -> None:
-        channel = message.get("Channel")
-        endpoint = self.filter.channel_endpoint(channel)
-        if endpoint is not None:
-            self.events_handled += 1
-            self._emit(self.machine.channel_hungup(endpoint, channel))
-
-    def _on_contacts_change(self, change: Any) -> None:
-        endpoint = _change_endpoint(change)
-        self._sync_contacts(endpoint)
-
-    def _sync_contacts(self, endpoint: str | None) -> None:
-        """Re-read one endpoint's contacts (or every endpoint's when None) from the provider."""
-        by_endpoint = self.contacts.contacts_by_endpoint()
-        if endpoint is not None:
-            names: Iterable[str] = [endpoint]
-        else:
-            names = sorted(set(by_endpoint) | {a.endpoint for a in self.machine.agents()})
+    def _sync_contacts(self, endpoints: Iterable[str] | None) -> None:
+        """Re-read these endpoints' contacts (every endpoint's when None) from the provider's index."""
+        if endpoints is None:
+            endpoints = sorted(set(self.contacts.endpoints()) | {a.endpoint for a in self.machine.agents()})
         events: list[PresenceEvent] = []
-        for name in names:
-            events += self.machine.set_contacts(name, self._agent_contacts(name, by_endpoint.get(name) or []))
+        for name in endpoints:
+            events += self.machine.set_contacts(name, self._agent_contacts(name))
         self._emit(events)
 
     # -- wrap-up timer ---------------------------------------------------------------------------
@@ -389,11 +401,3 @@ class PresenceService:
         self._timer_at = None
         self._emit(self.machine.expire())
 
-
-def _change_endpoint(change: Any) -> str | None:
-    """The endpoint a contacts change is about, when it says so (mapping or attribute)."""
-    if isinstance(change, Mapping):
-        value = change.get("endpoint")
-    else:
-        value = getattr(change, "endpoint", None)
-    return str(value) if value else None

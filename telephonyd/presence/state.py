@@ -24,7 +24,15 @@ Rules on top of the device state:
   `next_deadline`). Any state other than available (a new call ringing or answered, offline) cancels
   the wrap-up at once. A call that only rang (ringing -> available) starts no wrap-up.
 
-Every change of (state, online) yields an `AgentStatus` with ``since`` (UTC ISO-8601, when this
+On top of that, an online agent not in a call (ringing, on_call, on_hold) shows an availability
+overlay when one applies (`availability`: Do Not Disturb from a mapped ``Custom:`` device state or
+presence ``dnd``; paused in every queue; away from presence ``away``/``xa``/``unavailable``).
+Precedence, highest first: offline > ringing, on_call, on_hold > dnd > paused > away > wrap_up >
+available > unknown. A call is shown over DND or a pause (the agent is busy either way, and a
+dashboard must see the call); wrap-up is hidden under an overlay. ``reason`` carries the pause
+reason or the presence subtype/message of the overlay shown.
+
+Every change of (state, online, reason) yields an `AgentStatus` with ``since`` (UTC ISO-8601, when this
 state began) and ``seq``, a per-endpoint counter that only grows: it continues across seeds and
 retirements and is never reset while the process runs (``seq_origin`` lets the owner start above a
 previous run's values). An update that changes neither field yields nothing.
@@ -38,7 +46,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up")
+from .availability import Membership, PresenceValue, overlay
+from .availability_facts import AvailabilityFacts
+
+STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up", "dnd", "paused", "away")
 
 DEVICE_STATE_TO_STATE = {
     "NOT_INUSE": "available",
@@ -57,6 +68,7 @@ UNUSABLE_CONTACT_STATUSES = frozenset({"Unreachable", "Removed"})
 
 _CALL_DEVICE_STATES = frozenset({"INUSE", "BUSY", "RINGING", "RINGINUSE", "ONHOLD"})
 _WRAP_UP_AFTER = frozenset({"on_call", "on_hold"})
+_IN_CALL = frozenset({"ringing", "on_call", "on_hold"})
 
 
 def iso_utc(epoch_s: float) -> str:
@@ -75,10 +87,15 @@ class AgentStatus:
     online: bool
     since: str
     seq: int
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "state": self.state, "online": self.online,
-                "since": self.since, "seq": self.seq}
+        """``endpoint``, ``state``, ``online``, ``since``, ``seq``, and ``reason`` when there is one."""
+        out = {"endpoint": self.endpoint, "state": self.state, "online": self.online,
+               "since": self.since, "seq": self.seq}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +132,10 @@ class _Endpoint:
     channels: dict[str, int] = field(default_factory=dict)  # channel -> generation it was seen
     wrap_up_until: float | None = None
     status: AgentStatus | None = None
+    queues: dict[str, Membership] = field(default_factory=dict)  # queue -> (paused, reason)
+    custom: dict[str, bool] = field(default_factory=dict)  # overlay state -> Custom: device active
+    presence: PresenceValue | None = None
+    overlay_gen: int = -1
 
     @property
     def known(self) -> bool:
@@ -125,7 +146,7 @@ class _Endpoint:
         return any(status not in UNUSABLE_CONTACT_STATUSES for status in self.contacts.values())
 
 
-class PresenceMachine:
+class PresenceMachine(AvailabilityFacts):
     """The presence of every known endpoint. Every mutator returns the events it caused, in order.
 
     ``wrap_up_s``: seconds of wrap-up after a call (0 disables it). ``clock``: epoch seconds, used
@@ -138,6 +159,7 @@ class PresenceMachine:
         self._clock = clock
         self._seq_origin = seq_origin
         self._endpoints: dict[str, _Endpoint] = {}
+        self._wrap_ups: dict[str, float] = {}  # endpoint -> wrap_up_until, only those in wrap-up
         self._seq: dict[str, int] = {}
         self._generation = 0
         self._seed_from: int | None = None
@@ -163,8 +185,7 @@ class PresenceMachine:
 
     def next_deadline(self) -> float | None:
         """The earliest wrap-up end (clock time), or None."""
-        deadlines = [ep.wrap_up_until for ep in self._endpoints.values() if ep.wrap_up_until is not None]
-        return min(deadlines) if deadlines else None
+        return min(self._wrap_ups.values()) if self._wrap_ups else None
 
     # -- live facts ------------------------------------------------------------------------------
 
@@ -209,19 +230,18 @@ class PresenceMachine:
         """End every wrap-up whose deadline has passed."""
         now = self._clock()
         events: list[PresenceEvent] = []
-        for endpoint, ep in sorted(self._endpoints.items()):
-            if ep.wrap_up_until is not None and ep.wrap_up_until <= now:
-                events += self._update(endpoint, ep)
+        for endpoint in sorted(e for e, until in self._wrap_ups.items() if until <= now):
+            events += self._update(endpoint, self._endpoints[endpoint])
         return events
 
     def set_wrap_up(self, wrap_up_s: float) -> list[PresenceEvent]:
         """Change the wrap-up length (a config reload); 0 ends every running wrap-up now."""
         self.wrap_up_s = wrap_up_s
         events: list[PresenceEvent] = []
-        for endpoint, ep in sorted(self._endpoints.items()):
-            if ep.wrap_up_until is not None:
-                ep.wrap_up_until = None if wrap_up_s <= 0 else ep.wrap_up_until
-                events += self._update(endpoint, ep)
+        for endpoint in sorted(self._wrap_ups):
+            ep = self._endpoints[endpoint]
+            ep.wrap_up_until = None if wrap_up_s <= 0 else ep.wrap_up_until
+            events += self._update(endpoint, ep)
         return events
 
     # -- seeding (after an AMI connect, or a forced refresh) ------------------------------------
@@ -245,6 +265,10 @@ class PresenceMachine:
         contacts: Mapping[str, Mapping[str, str]] | None = None,
         channels: Mapping[str, Iterable[str]] | None = None,
         retire: bool = False,
+        queues: Mapping[str, Mapping[str, Membership]] | None = None,
+        custom: Mapping[str, Mapping[str, bool]] | None = None,
+        presence: Mapping[str, PresenceValue] | None = None,
+        updates: list[str] | None = None,
     ) -> list[PresenceEvent]:
         """Apply a snapshot taken after `begin_seed` returned ``token``.
 
@@ -284,6 +308,19 @@ class PresenceMachine:
                 kept = {c: g for c, g in ep.channels.items() if g > token}
                 kept.update({c: token for c in names if c not in hungup and c not in kept})
                 ep.channels = kept
+        for facts, attr in ((queues, "queues"), (custom, "custom"), (presence, "presence")):
+            if facts is None:
+                continue
+            for endpoint in set(facts) | set(self._endpoints):
+                if endpoint not in self._endpoints and not facts.get(endpoint):
+                    continue
+                ep = self._endpoint(endpoint)
+                if ep.overlay_gen <= token:
+                    value = facts.get(endpoint)
+                    if attr == "presence":
+                        ep.presence = value  # type: ignore[assignment]
+                    else:
+                        setattr(ep, attr, dict(value or {}))  # type: ignore[call-overload]
         gone: list[str] = []
         if retire and device_states is not None:
             gone = [
@@ -296,16 +333,29 @@ class PresenceMachine:
                 )
             ]
         events: list[PresenceEvent] = []
-        for endpoint, ep in sorted(self._endpoints.items()):
-            if endpoint not in gone:
-                events += self._update(endpoint, ep)
+        gone_set = set(gone)
+        remaining = [endpoint for endpoint in sorted(self._endpoints) if endpoint not in gone_set]
+        if updates is not None:
+            updates.extend(remaining)  # the caller runs `refresh` on them, in slices
+        else:
+            events += self.refresh(remaining)
         for endpoint in gone:
             events += self.retire(endpoint)
+        return events
+
+    def refresh(self, endpoints: Iterable[str]) -> list[PresenceEvent]:
+        """Recompute these endpoints' status from their facts (unknown ones are skipped)."""
+        events: list[PresenceEvent] = []
+        for endpoint in endpoints:
+            ep = self._endpoints.get(endpoint)
+            if ep is not None:
+                events += self._update(endpoint, ep)
         return events
 
     def retire(self, endpoint: str) -> list[PresenceEvent]:
         """Forget an endpoint; its ``seq`` keeps counting if it comes back."""
         ep = self._endpoints.pop(endpoint, None)
+        self._wrap_ups.pop(endpoint, None)
         if ep is None or ep.status is None:
             return []
         return [AgentRetired(endpoint, self._next_seq(endpoint))]
@@ -345,8 +395,17 @@ class PresenceMachine:
                     ep.wrap_up_until = None
         else:
             ep.wrap_up_until = None
+        reason = None
+        if online and state not in _IN_CALL:
+            shown, why = overlay(ep.queues, ep.custom, ep.presence)
+            if shown is not None:
+                state, reason = shown, why
+        if ep.wrap_up_until is None:
+            self._wrap_ups.pop(endpoint, None)
+        else:
+            self._wrap_ups[endpoint] = ep.wrap_up_until
         current = ep.status
-        if current is not None and current.state == state and current.online == online:
+        if current is not None and current.state == state and current.online == online and current.reason == reason:
             return []
-        ep.status = AgentStatus(endpoint, state, online, iso_utc(now), self._next_seq(endpoint))
+        ep.status = AgentStatus(endpoint, state, online, iso_utc(now), self._next_seq(endpoint), reason)
         return [ep.status]

@@ -55,8 +55,11 @@ class AgentStream:
         queue_size: int = 256,
         heartbeat_s: float = 30.0,
         send_timeout_s: float = 10.0,
+        snapshot: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._agents = agents
+        #: The first message of a connection; default ``{"type": "agents:snapshot", "agents": [...]}``.
+        self._snapshot = snapshot or (lambda: {"type": "agents:snapshot", "agents": [a.as_dict() for a in self._agents()]})
         self.queue_size = max(2, queue_size)
         self.heartbeat_s = heartbeat_s
         self.send_timeout_s = send_timeout_s
@@ -66,10 +69,11 @@ class AgentStream:
         self.dropped_slow = 0
 
     @classmethod
-    def for_config(cls, config: PresenceConfig, agents: Callable[[], Iterable[Any]]) -> AgentStream:
+    def for_config(cls, config: PresenceConfig, agents: Callable[[], Iterable[Any]],
+                   snapshot: Callable[[], dict[str, Any]] | None = None) -> AgentStream:
         """The stream with the ``presence.ws_*`` settings."""
         return cls(agents, queue_size=config.ws_queue_size, heartbeat_s=config.ws_heartbeat_s,
-                   send_timeout_s=config.ws_send_timeout_s)
+                   send_timeout_s=config.ws_send_timeout_s, snapshot=snapshot)
 
     @property
     def clients(self) -> int:
@@ -83,9 +87,16 @@ class AgentStream:
 
     def publish_event(self, event: Any) -> None:
         """Queue a presence event for every client; drop the clients whose queue is full."""
-        message = self._message_for(event)
-        if message is None:
+        if event.kind == "status":
+            self.publish_message({"type": "agent:status", **event.as_dict()})
+        elif event.kind == "retired":
+            self.publish_message({"type": "agent:removed", **event.as_dict()})
+
+    def publish_message(self, body: dict[str, Any]) -> None:
+        """Queue one JSON message for every client; drop the clients whose queue is full."""
+        if not self._clients:
             return
+        message = _encode(body)
         for client in list(self._clients):
             try:
                 client.queue.put_nowait(message)
@@ -93,18 +104,6 @@ class AgentStream:
                 self._drop(client, WSCloseCode.TRY_AGAIN_LATER, "slow consumer")
                 self.dropped_slow += 1
                 log.warning("WebSocket client dropped: too slow", extra={"peer": client.request.remote})
-
-    def _message_for(self, event: Any) -> str | None:
-        """The text sent to clients for one event (None: not sent); subclasses feed other events."""
-        if event.kind == "status":
-            return _encode({"type": "agent:status", **event.as_dict()})
-        if event.kind == "retired":
-            return _encode({"type": "agent:removed", **event.as_dict()})
-        return None
-
-    def _snapshot(self) -> str:
-        """The first message of a connection."""
-        return _encode({"type": "agents:snapshot", "agents": [a.as_dict() for a in self._agents()]})
 
     def _drop(self, client: _Client, code: int, reason: str) -> None:
         self._clients.discard(client)
@@ -123,7 +122,7 @@ class AgentStream:
             return ws
         client = _Client(ws, request, asyncio.Queue(self.queue_size))
         # Snapshot and registration without an await in between: no delta can be missed.
-        client.queue.put_nowait(self._snapshot())
+        client.queue.put_nowait(_encode(self._snapshot()))
         self._clients.add(client)
         self.connections_total += 1
         client.writer = asyncio.create_task(self._write(client), name="ws-agents-writer")

@@ -24,6 +24,7 @@ from telephonyd.contacts.schema import metadata as contacts_metadata
 from telephonyd.contacts.sync import ContactsSync
 from telephonyd.mqtt import MQTTPublisher
 from telephonyd.presence import AgentStream, PresenceService, routes
+from telephonyd.presence.feed import DashboardFeed, mount_dashboard
 from telephonyd.presence.state import PresenceEvent
 from telephonyd.store import Store
 from telephonyd.web import HTTPServer
@@ -44,6 +45,7 @@ class Rig:
     stream: AgentStream
     http: HTTPServer
     mqtt: MQTTPublisher | None = None
+    feed: DashboardFeed | None = None
     events: list[PresenceEvent] = field(default_factory=list)
 
     @property
@@ -97,10 +99,11 @@ async def presence_rig(
     stream = AgentStream(service.agents, queue_size=1000)
     http = HTTPServer(HTTPConfig(listen="127.0.0.1:0", admin_token=ADMIN_TOKEN),
                       status=_status, ready=_ready)
-    http.add_routes(routes(service, stream), auth="admin")
+    feed = mount_dashboard(service.config, service, contacts, http)
+    http.add_routes(routes(service, stream, feed.stream), auth="admin")
     http.on_shutdown(stream.close)
     publisher = MQTTPublisher(mqtt, node_id=node_id, presence=service) if mqtt is not None else None
-    rig = Rig(ami, store, client, contacts, service, stream, http, publisher)
+    rig = Rig(ami, store, client, contacts, service, stream, http, publisher, feed=feed)
     service.add_listener(rig.events.append)
     service.add_listener(stream.publish_event)
     if publisher is not None:

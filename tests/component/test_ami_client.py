@@ -187,18 +187,33 @@ async def test_login_within_two_seconds_of_asterisk_listening_again_however_long
         await fake.stop()
 
 
-@pytest.mark.parametrize("fault", ["garbage", "oversized"])
-async def test_untrusted_peer_is_disconnected(fake: FakeAMIServer, fault: str,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_malformed_message_is_skipped_and_the_session_kept(fake: FakeAMIServer,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A message with a line that is not ``Key: Value`` is logged and skipped: no disconnect, no resync,
+    and the events after it still arrive."""
+    client = AMIClient(config(fake))
+    calls = resync_counter(client)
+    seen: list[str] = []
+    client.subscribe("ContactStatus", lambda m: seen.append(m.get("EndpointName") or ""))
+    async with running(client):
+        await until(lambda: client.connected and len(calls) == 1)
+        with caplog.at_level(logging.WARNING, logger="telephonyd.ami"):
+            fake.send_garbage()
+            fake.register("1011")
+            await until(lambda: "1011" in seen)
+        assert client.health()["malformed_skipped"] == 1
+        assert client.health()["disconnects"] == 0 and len(calls) == 1 and client.connected
+        assert "malformed AMI message skipped" in caplog.text
+
+
+async def test_untrusted_peer_is_disconnected(fake: FakeAMIServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A line past the limit (complete or not) still ends the session: its size is not bounded."""
     client = AMIClient(config(fake, max_line_bytes=1024, max_message_bytes=4096))
     calls = resync_counter(client)
     async with running(client):
         await until(lambda: client.connected and len(calls) == 1)
         with caplog.at_level(logging.ERROR, logger="telephonyd.ami"):
-            if fault == "garbage":
-                fake.send_garbage()
-            else:
-                fake.send_oversized_line(8192)
+            fake.send_oversized_line(8192)
             await until(lambda: client.health()["disconnects"] == 1)
         assert "AMI protocol violation" in caplog.text
         await until(lambda: client.connected and len(calls) == 2)

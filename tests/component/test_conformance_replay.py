@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from telephonyd.calllog import CallLogHandler
-from telephonyd.config import CallLogConfig, FastAGIConfig
+from telephonyd.config import CallLogConfig, FastAGIConfig, PresenceConfig
 from telephonyd.fastagi import FastAGIServer
 from tests.component.presence_rig import presence_rig
 from tests.conftest import ASTERISK_FIXTURES
@@ -41,8 +41,10 @@ async def test_ami_dialogue_of_the_contact_scenarios(sqlite_url: str) -> None:
         if dict(fields).get("Action") == "PJSIPShowContacts" and rig_box:
             refreshes.append(asyncio.ensure_future(rig_box[0].api("POST", "/api/ami/refresh")))
 
+    # The recorded run predates the QueueStatus/PresenceStateList seed listings: leave them out here.
     async with AMIReplay(RUN / "ami_dialogue.jsonl", prompt=prompt) as server, presence_rig(
-            sqlite_url, server=server, node_id=EXPECTED["node_id"]) as rig:
+            sqlite_url, server=server, node_id=EXPECTED["node_id"],
+            presence=PresenceConfig(availability_listings=False)) as rig:
         rig_box.append(rig)
         await wait_until(server.finished.is_set, timeout=120, what="the recorded dialogue played")
         assert server.unexpected == [], "telephonyd sent actions the real Asterisk was never asked"

@@ -45,6 +45,8 @@ from tests.fakes.ami_wire import (
     encode,
     fully_booted,
     peer_status,
+    presence_state_change,
+    queue_member_event,
     recorded_events,
     split_raw,
     value_of,
@@ -123,6 +125,13 @@ class FakeAMIServer:
         #: Actions (lower-case name) whose reply waits until the event is set (a slow Asterisk).
         self.hold: dict[str, asyncio.Event] = {}
         self.booted = True
+        #: app_queue: None = not loaded (QueueStatus answers Invalid/unknown command); else
+        #: {queue: {interface: (paused, reason)}}.
+        self.queues: dict[str, dict[str, tuple[bool, str]]] | None = None
+        #: {presentity (CustomPresence:1010): (status, subtype, message)} for PresenceStateList.
+        self.presence: dict[str, tuple[str, str, str]] = {}
+        #: {Custom:<name>: state} listed by DeviceStateList after the endpoints.
+        self.custom_devices: dict[str, str] = {}
         self._sessions: list[_Session] = []
         self._server: asyncio.Server | None = None
         self._awake = asyncio.Event()
@@ -256,6 +265,25 @@ class FakeAMIServer:
         ep = self.endpoints.get(endpoint) or self.add_endpoint(endpoint)
         ep.device_state = state
         self.emit(device_state_change(f"{ep.tech}/{endpoint}", state))
+
+    # -- queues, presence, Custom: device states (events built on the lab recordings) -----------
+
+    def queue_pause(self, interface: str, paused: bool, reason: str = "", queue: str | None = None) -> None:
+        """QueuePause as Asterisk does it: one QueueMemberPause per queue the member is paused in."""
+        for name, members in sorted((self.queues or {}).items()):
+            if interface in members and (queue is None or queue == name):
+                members[interface] = (paused, reason if paused else "")
+                self.emit(queue_member_event("QueueMemberPause", name, interface, paused, members[interface][1]))
+
+    def set_custom_device(self, device: str, state: str) -> None:
+        """``DEVICE_STATE(Custom:DND1010)=BUSY``: the DeviceStateChange Asterisk sends."""
+        self.custom_devices[device] = state
+        self.emit(device_state_change(device, state))
+
+    def set_presence(self, presentity: str, status: str, subtype: str = "", message: str = "") -> None:
+        """``PRESENCE_STATE(CustomPresence:1010)=dnd,,``: the PresenceStateChange Asterisk sends."""
+        self.presence[presentity] = (status, subtype, message)
+        self.emit(presence_state_change(presentity, status, subtype, message))
 
     def _contacts_of(self, endpoint: str) -> list[FakeContact]:
         return [c for c in self.contacts.values() if c.endpoint == endpoint]
@@ -402,7 +430,22 @@ class FakeAMIServer:
         elif name == "devicestatelist":
             s.send(book.listing("DeviceStateList").render(aid, [
                 ("DeviceStateChange", {"Device": f"{ep.tech}/{ep.name}", "State": ep.device_state})
-                for ep in self.endpoints.values()]))
+                for ep in self.endpoints.values()] + [
+                ("DeviceStateChange", {"Device": device, "State": state}) for device, state in self.custom_devices.items()]))
+        elif name == "queuestatus" and self.queues is None:
+            s.send(book.single("QueueStatus", aid, where="Invalid/unknown command"))
+        elif name == "queuestatus":
+            items: list[tuple[str, dict[str, object]]] = []
+            for queue, members in sorted(self.queues.items()):
+                items.append(("QueueParams", {"Queue": queue}))
+                items += [("QueueMember", {"Queue": queue, "Name": f"Agent {i.partition('/')[2]}", "Location": i,
+                                           "StateInterface": i, "Paused": int(p), "PausedReason": r})
+                          for i, (p, r) in members.items()]
+            s.send(book.listing("QueueStatus").render(aid, items))
+        elif name == "presencestatelist":
+            s.send(book.listing("PresenceStateList").render(aid, [
+                ("PresenceStateChange", {"Presentity": who, "Status": st, "Subtype": sub, "Message": msg})
+                for who, (st, sub, msg) in self.presence.items()]))
         elif name == "coreshowchannels":
             s.send(book.listing("CoreShowChannels").render(aid, []))
         elif book.has(action) and len(messages(book.reply(action))) == 1:

@@ -27,6 +27,8 @@ from tests.fakes.ami_wire import AMI_RECORDINGS, Pairs, RecordedAction, action_t
 TRANSCRIPTS = ("01_ami_banner_login.txt", "01b_ami_login_bad_secret.txt", "03_PJSIPShowContacts_registered.txt")
 #: ``>>> ``-annotated sessions: every reply of the action-by-action recordings.
 ACTION_SESSIONS = ("ami_actions_22.10.1.txt",)
+#: Lab transcripts in the ``### >>> SENT >>>`` format, one item per file (queues, presence, Custom:).
+LAB_TRANSCRIPTS = "lab_actions"
 
 
 class UnrecordedAction(AssertionError):
@@ -60,6 +62,10 @@ def recorded_actions(directory: Path = AMI_RECORDINGS) -> list[RecordedAction]:
     if lab.is_dir():
         for path in sorted(lab.glob("*.txt")):
             out.extend(action_transcript(path))
+    transcripts = directory / LAB_TRANSCRIPTS
+    if transcripts.is_dir():
+        for path in sorted(transcripts.glob("*.txt")):
+            out.extend(_transcript_actions(path))
     return out
 
 

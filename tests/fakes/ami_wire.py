@@ -215,6 +215,18 @@ def device_state_change(device: str, state: str) -> Pairs:
     return with_values(recorded_event("02_register_ami_events_all.txt", "DeviceStateChange"), Device=device, State=state)
 
 
+def queue_member_event(event: str, queue: str, interface: str, paused: bool, reason: str) -> Pairs:
+    """QueueMemberPause (or another QueueMember* event recorded in the lab) for one member."""
+    recording = "lab_17_queue_pause_unpause.raw" if event == "QueueMemberPause" else "lab_16_queue_call_answered_by_member.raw"
+    return with_values(recorded_event(recording, event), Queue=queue, MemberName=f"Agent {interface.partition('/')[2]}",
+                       Interface=interface, StateInterface=interface, Paused=str(int(paused)), PausedReason=reason)
+
+
+def presence_state_change(presentity: str, status: str, subtype: str, message: str) -> Pairs:
+    return with_values(recorded_event("lab_18_custom_devstate_and_presence.raw", "PresenceStateChange"),
+                       Presentity=presentity, Status=status, Subtype=subtype, Message=message)
+
+
 def fully_booted() -> Pairs:
     return recorded_event("re_register_events_on.txt", "FullyBooted")
 

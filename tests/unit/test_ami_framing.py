@@ -202,3 +202,12 @@ def test_encode_action_round_trips_and_refuses_injection() -> None:
         encode_action({"Action": "Ping", "ActionID": "x\r\n\r\nAction: Originate"})
     with pytest.raises(ValueError):
         encode_action({"Action": "Ping\nEvil: 1"})
+
+
+def test_malformed_message_is_reported_and_skipped_when_asked() -> None:
+    skipped: list[str] = []
+    data = (b"Event: A\r\n\r\nEvent: B\r\nno colon on this line\r\n\r\n"
+            b"Ev\x07ent: C\r\n\r\nEvent: D\r\n\r\n")
+    messages, rest = parse_messages(data, on_malformed=lambda block, _exc: skipped.append(block.split("\n")[0].rstrip("\r")))
+    assert [m.event for m in messages] == ["A", "D"] and rest == b""
+    assert skipped == ["Event: B", "Ev\x07ent: C"]

@@ -58,9 +58,10 @@ def test_a_refresh_repeating_the_status_changes_nothing() -> None:
 
 def test_by_endpoint_orders_latest_registration_first() -> None:
     table = ContactTable("ast1")
-    for cid, exp in (("1010;@a", 200), ("1010;@z", 100), ("1010;@m", 300)):
-        table.by_id[cid] = Contact(cid, endpoint="1010", expiration_time=exp)
-    table.by_id["x;@1"] = Contact("x;@1", endpoint=None)
+    listed = {cid: Contact(cid, endpoint="1010", expiration_time=exp)
+              for cid, exp in (("1010;@a", 200), ("1010;@z", 100), ("1010;@m", 300))}
+    listed["x;@1"] = Contact("x;@1", endpoint=None)
+    table.replace_scope(listed, lambda _c: True)
     assert [c.id for c in table.by_endpoint()["1010"]] == ["1010;@m", "1010;@a", "1010;@z"]
     assert list(table.by_endpoint()) == ["1010"]
 
@@ -147,3 +148,30 @@ def test_pending_writes_asterisk_mode_are_status_only() -> None:
     pending.mark(ContactChange("added", b), since=3.0)
     batch = pending.take()
     assert not batch.rows and not batch.deletes and [x.id for x in batch.statuses] == ["b;@1"]
+
+
+def test_endpoint_index_follows_every_change() -> None:
+    """contacts_of reads the per-endpoint index; it must match a full regrouping after each step."""
+    table = ContactTable("ast1")
+
+    def regrouped() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for cid, contact in table.by_id.items():
+            if contact.endpoint:
+                out.setdefault(contact.endpoint, set()).add(cid)
+        return out
+
+    def indexed() -> dict[str, set[str]]:
+        return {e: {c.id for c in table.contacts_of(e)} for e in table.endpoints()}
+
+    table.apply_status(status("1010", "sip:1010@a", "Reachable"), now=1.0)
+    table.apply_status(status("1010", "sip:1010@b", "Reachable"), now=1.0)
+    table.apply_status(status("1011", "sip:1011@a", "Reachable"), now=1.0)
+    assert indexed() == regrouped() and len(indexed()["1010"]) == 2
+    table.apply_status(status("1010", "sip:1010@a", "Removed"), now=2.0)
+    assert indexed() == regrouped() and len(indexed()["1010"]) == 1
+    moved = Contact("1011;@x", endpoint="1012")
+    table.replace_scope({moved.id: moved}, lambda c: c.endpoint == "1011", endpoint="1011")
+    assert indexed() == regrouped() == {"1010": {next(iter(regrouped()["1010"]))}, "1012": {"1011;@x"}}
+    table.replace_scope({}, lambda _c: True)
+    assert indexed() == regrouped() == {} and table.contacts_of("1010") == []

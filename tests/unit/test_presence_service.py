@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from telephonyd.ami.errors import AMINotConnected
 from telephonyd.ami.message import AMIMessage
 from telephonyd.config import Config, PresenceConfig
+from telephonyd.contacts.state import ContactTable
 from telephonyd.contacts.model import (
     Contact,
     ContactChange,
@@ -60,32 +62,39 @@ class ScriptedAMI:
 
 
 class MemoryContacts:
-    """The contacts provider interface over a dict of `Contact` (the real contacts model)."""
+    """The contacts provider interface over the real `ContactTable` (its per-endpoint index)."""
 
     def __init__(self, *contacts: Contact) -> None:
-        self.by_id = {c.id: c for c in contacts}
+        self.table = ContactTable(None)
+        self.table.replace_scope({c.id: c for c in contacts}, lambda _c: True)
         self.subscribers: list[Any] = []
         self.resyncs = 0
 
-    def contacts_by_endpoint(self) -> dict[str, list[Contact]]:
-        out: dict[str, list[Contact]] = {}
-        for contact in self.by_id.values():
-            out.setdefault(contact.endpoint or "", []).append(contact)
-        return out
+    def contacts_of(self, endpoint: str) -> list[Contact]:
+        return self.table.contacts_of(endpoint)
 
-    def subscribe(self, callback: Any) -> Any:
+    def endpoints(self) -> list[str]:
+        return list(self.table.endpoints())
+
+    def contact_count(self) -> int:
+        return len(self.table)
+
+    def subscribe_batch(self, callback: Any) -> Any:
         self.subscribers.append(callback)
         return lambda: None
 
     async def resync(self) -> dict[str, Any]:
         self.resyncs += 1
-        return {"total": len(self.by_id)}
+        return {"total": len(self.table)}
 
-    def put(self, contact: Contact) -> None:
-        kind = "updated" if contact.id in self.by_id else "added"
-        self.by_id[contact.id] = contact
+    def put(self, *contacts: Contact) -> None:
+        """One batch of added/updated contacts, as ContactsSync notifies it."""
+        changes: list[ContactChange] = []
+        for contact in contacts:
+            changes += self.table.replace_scope({contact.id: contact}, lambda c, cid=contact.id: c.id == cid,
+                                                endpoint=contact.endpoint)
         for callback in self.subscribers:
-            callback(ContactChange(kind, contact))
+            callback(changes)
 
 
 def pjsip(endpoint: str, status: str = "Reachable") -> Contact:
@@ -116,13 +125,13 @@ async def test_device_state_list_refused_falls_back_to_pjsip_show_endpoints(capl
     })
     service, _ = await started(ami, MemoryContacts(pjsip("1010")))
     summary = await service.seed()
-    assert ami.asked == ["DeviceStateList", "PJSIPShowEndpoints", "CoreShowChannels"]
+    assert ami.asked == ["DeviceStateList", "PJSIPShowEndpoints", "CoreShowChannels", "QueueStatus", "PresenceStateList"]
     assert summary["source"] == "PJSIPShowEndpoints" and summary["channels"] is None
     assert [(a.endpoint, a.state, a.online) for a in service.agents()] == [
         ("1010", "on_call", True), ("1011", "offline", False)]
     assert service.health()["state"] == "seeded" and service.health()["ok"] is True
     refused = [r for r in caplog.records if r.getMessage() == "AMI list action refused"]
-    assert [r.action for r in refused] == ["DeviceStateList", "CoreShowChannels"]
+    assert [r.action for r in refused] == ["DeviceStateList", "CoreShowChannels", "PresenceStateList"]
 
 
 async def test_no_listing_answered_retires_nothing_and_degrades_health() -> None:
@@ -219,3 +228,18 @@ async def test_reconfigure_wrap_up_live() -> None:
     service.reconfigure(Config(presence=PresenceConfig(wrap_up_s=0)))
     assert service.agent("1010").state == "available"
     await service.stop(1.0)
+
+
+async def test_a_large_contacts_batch_is_worked_off_in_slices(caplog) -> None:
+    """A resync-sized batch does not hold the event loop: `sync_slice` endpoints per loop turn."""
+    contacts = MemoryContacts()
+    service, events = await started(ScriptedAMI({}), contacts)
+    service.sync_slice = 100
+    contacts.put(*(pjsip(str(2000 + n)) for n in range(250)))
+    assert len(service.agents()) == 100  # the first slice at once, in endpoint order
+    assert [a.endpoint for a in service.agents()] == [str(2000 + n) for n in range(100)]
+    contacts.put(pjsip("2000", "Unreachable"), pjsip("2249", "Unreachable"))  # overtakes a waiting one
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(service.agents()) == 250 and all(
+        a.online is (a.endpoint not in ("2000", "2249")) for a in service.agents())
