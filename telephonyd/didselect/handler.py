@@ -37,7 +37,7 @@ from ..logs import log_context
 from . import constants as c
 from .breaker import OPEN, CircuitBreaker
 from .client import DIDSelectClient
-from .memory import TTLMap
+from ..ttlmap import TTLMap
 from .metrics import DIDSelectMetrics
 from .model import Selection
 from .reply import SelectionQuery, Verdict, area_code_of, channel_settings, fallback_did, mset_command

@@ -16,7 +16,7 @@ from ..store import Store
 from .breaker import OPEN, STATE_VALUES, CircuitBreaker
 from .client import DIDSelectClient
 from .handler import DIDSelectHandler
-from .memory import TTLMap
+from ..ttlmap import TTLMap
 from .metrics import DIDSelectMetrics
 from .model import Selection
 from .recorder import SelectionRecorder

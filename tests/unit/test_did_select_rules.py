@@ -8,7 +8,7 @@ import pytest
 
 from telephonyd.config import validate
 from telephonyd.didselect import CircuitBreaker, SelectionQuery, channel_settings, judge, normalize_did
-from telephonyd.didselect.memory import TTLMap
+from telephonyd.ttlmap import TTLMap
 from telephonyd.didselect.reply import area_code_of, fallback_did
 from telephonyd.errors import ConfigError
 

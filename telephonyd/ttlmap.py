@@ -1,8 +1,10 @@
 """`TTLMap`: a bounded in-memory map whose entries expire (pure; the clock is injected).
 
-Used twice by the route: the selections of calls in progress (uniqueid -> `Selection`, read by the
-hangup's ``call_log``) and the last good DID per campaign and area code (``reuse_ttl_s``).
-Insertion-ordered: expiry and eviction both take from the front (O(1) amortised).
+Used by ``call_log`` (the start stage per uniqueid, `telephonyd.calllog.start_cache`) and by
+``did_select`` (the selections of calls in progress, read by the hangup's ``call_log``, and the last
+good DID per campaign and area code, ``reuse_ttl_s``). Entries expire ``ttl_s`` after they were
+written; when full, the oldest is dropped. Insertion-ordered: expiry and eviction both take from the
+front (O(1) amortised).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class TTLMap(Generic[K, V]):
         self._clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self.evicted = 0
+        self.expired = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -46,8 +49,12 @@ class TTLMap(Generic[K, V]):
             return None
         if item[0] <= self._clock():
             del self._entries[key]
+            self.expired += 1
             return None
         return item[1]
+
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)
 
     def _purge(self, now: float) -> None:
         entries = self._entries
@@ -56,3 +63,4 @@ class TTLMap(Generic[K, V]):
             if deadline > now:
                 return
             entries.popitem(last=False)
+            self.expired += 1
