@@ -8,6 +8,10 @@ Usage::
         url = f"mysql+aiomysql://root@127.0.0.1:{proxy.port}/db"
         proxy.cut()       # every open connection reset, new ones refused (closed at once)
         proxy.restore()   # new connections are forwarded again
+
+A database node that dies or hangs: ``await proxy.kill()`` closes the listener too (connection
+refused) and resets every connection; ``proxy.freeze()`` keeps everything open but forwards nothing;
+``await proxy.revive()`` listens again on the same port and forwards again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Self
 
 
@@ -32,13 +37,14 @@ class TCPProxy:
         self.accepted = 0
         self.refused = 0
         self.cuts = 0
+        self.frozen = False
         self._open = True
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, self.host, 0, backlog=512)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=512)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -75,6 +81,25 @@ class TCPProxy:
         """Forward new connections again."""
         self._open = True
 
+    async def kill(self) -> None:
+        """A node that died: the listener closes (connection refused) and every connection is reset."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self.cut()
+
+    def freeze(self) -> None:
+        """A node that hangs: connections stay open, bytes are held, nothing is answered."""
+        self.frozen = True
+
+    async def revive(self) -> None:
+        """Listen again on the same port and forward again."""
+        self.frozen = False
+        self.restore()
+        if self._server is None:
+            await self.start()
+
     def _reset_all(self) -> None:
         for client, upstream in list(self._links):
             _reset(client)
@@ -106,7 +131,8 @@ class TCPProxy:
             link = (writer, up_writer)
             self._links.add(link)
             try:
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+                frozen = lambda: self.frozen  # noqa: E731
+                await asyncio.gather(_pipe(reader, up_writer, frozen), _pipe(up_reader, writer, frozen))
             finally:
                 self._links.discard(link)
                 writer.close()
@@ -115,9 +141,11 @@ class TCPProxy:
             self._tasks.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frozen: Callable[[], bool]) -> None:
     try:
         while data := await reader.read(65536):
+            while frozen():  # a hung peer: hold the bytes, answer nothing
+                await asyncio.sleep(0.05)
             writer.write(data)
             await writer.drain()
     except (OSError, asyncio.IncompleteReadError):

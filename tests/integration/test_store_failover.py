@@ -1,5 +1,5 @@
 """Store failover between servers of one database (`store.urls`), against the real MariaDB behind
-loopback forwarders that die or hang like a database node (`tests.tcp_proxy`)."""
+loopback forwarders that die or hang like a database node (`tests.fakes.tcp_proxy`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from telephonyd.errors import StoreError
 from telephonyd.outbox.schema import metadata as outbox_metadata
 from telephonyd.store import Store
 from tests.helpers import wait_until
-from tests.tcp_proxy import TCPProxy
+from tests.fakes.tcp_proxy import TCPProxy
 
 
 def _via(url: str, port: int) -> str:
