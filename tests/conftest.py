@@ -18,7 +18,16 @@ import pytest
 from tests.fakes.tops import FakeTops
 
 FIXTURES = Path(__file__).parent / "fixtures"
-ASTERISK_FIXTURES = FIXTURES / "asterisk-22.10.1"
+#: The Asterisk versions recorded under tests/fixtures/asterisk-<version>/ (the first is the default).
+ASTERISK_VERSIONS = ("22.10.1", "20.20.1")
+ASTERISK_FIXTURES = FIXTURES / f"asterisk-{ASTERISK_VERSIONS[0]}"
+
+
+def asterisk_fixtures(version: str = ASTERISK_VERSIONS[0]) -> Path:
+    """The recordings of one real Asterisk version; ValueError for a version never recorded."""
+    if version not in ASTERISK_VERSIONS:
+        raise ValueError(f"no recordings of Asterisk {version} (recorded: {', '.join(ASTERISK_VERSIONS)})")
+    return FIXTURES / f"asterisk-{version}"
 
 MARIADB_HOST = os.environ.get("TELEPHONYD_TEST_MARIADB_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("TELEPHONYD_TEST_MARIADB_PORT", "3306"))

@@ -1,11 +1,12 @@
 """The ``call`` object of the call-event schema (version 1), derived from a tracked `Call` (pure).
 
-Derived fields and where they come from (Asterisk 22.10.1 AMI):
+Derived fields and where they come from (Asterisk 22.10.1 AMI; 20.20.1 with chan_sip):
 - ``direction``: ``inbound`` when the first leg is a configured trunk endpoint or one of its contexts
   is in ``calls.inbound_contexts``; ``outbound`` when a dialed leg is a trunk, a context of the first
-  leg is in ``calls.outbound_contexts``, or the first channel was created ``Down`` (AMI Originate,
-  call files and dialers create the channel before anyone rings; a phone calling in arrives ``Ring``);
-  else ``internal``.
+  leg is in ``calls.outbound_contexts``, or the first channel was created ``Down`` and never turned
+  ``Ring`` (AMI Originate, call files and dialers create the channel before anyone rings, then it goes
+  ``Ringing``/``Up``; a PJSIP phone calling in arrives ``Ring``, a chan_sip one (Asterisk 20.20.1)
+  arrives ``Down`` and turns ``Ring`` before the dialplan runs); else ``internal``.
 - ``dialed_number``: the first ``Exten`` of the first leg other than ``s`` (the number the caller dialed).
 - ``did``: the configured ``did`` channel variable (VarSet), else for inbound calls the dialed number.
 - ``agent_endpoint``: the configured ``agent`` variable when set, else for inbound calls the answered
@@ -14,7 +15,8 @@ Derived fields and where they come from (Asterisk 22.10.1 AMI):
 - ``lead``: the ``lead`` variable, else the 10-digit lead id inside a VICIdial caller code in the
   caller id name (``V1121053000000012345`` -> ``12345``).
 - ``hung_up_by``: the role (caller | callee) of the first leg whose peer asked to hang up
-  (``HangupRequest``); ``system`` when Asterisk ended it (dialplan, no route, AMD abort).
+  (``HangupRequest``); ``callee`` for a busy callee without one (chan_sip, Asterisk 20.20.1: a 486
+  queues no HangupRequest); ``system`` when Asterisk ended it (dialplan, no route, AMD abort).
 - ``hangup_cause`` / ``tech_cause``: the first leg's ``Hangup`` (Asterisk copies the dialed leg's
   cause onto it, e.g. 17 / 486 for a busy callee); ``TechCause`` exists on 20.17+/22.7+ only.
 """
@@ -116,6 +118,8 @@ def hung_up_by(call: Call) -> str | None:
         return None
     if call.end_reason != "hangup":
         return "unknown"
+    if call.hangup_requested_by is None and call.dial_status == "BUSY":
+        return "callee"  # chan_sip queues no HangupRequest for a 486, Dial() ends the leg (20.20.1)
     return call.hangup_requested_by or "system"
 
 

@@ -217,7 +217,11 @@ class CallTracker:
         state = get(prefix + "ChannelState")
         if state is not None:
             leg.state = STATE_NAMES.get(state, state)
-            if leg.role == "caller" and not call.origin_state:
+            # chan_sip (Asterisk <= 20) creates a phone's incoming channel Down and sets it Ring before the
+            # dialplan runs (asterisk-20.20.1 recordings); an originated one goes Down -> Ringing/Up (its
+            # Local ;2 half, a caller too, is created Ring).
+            first = uniqueid == call.linkedid and call.origin_state == "Down" and leg.state == "Ring"
+            if leg.role == "caller" and (not call.origin_state or first):
                 call.origin_state = leg.state
         num, name = get(prefix + "CallerIDNum"), get(prefix + "CallerIDName")
         # A Local channel's caller id turns into the far end's once that answers (connected line):

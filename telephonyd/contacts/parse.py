@@ -1,6 +1,7 @@
 """AMI messages -> contacts and contact events (pure).
 
-Field names per Asterisk version (recordings of 22.10.1, res_pjsip/pjsip_manager.xml, chan_sip.c):
+Field names per Asterisk version (recordings of 22.10.1 and of 20.20.1 with chan_sip enabled,
+res_pjsip/pjsip_manager.xml, chan_sip.c):
 - ``ContactStatus`` event: ``URI``, ``ContactStatus``, ``AOR``, ``EndpointName``, ``RoundtripUsec``.
 - ``ContactList`` (PJSIPShowContacts, 16+): ``ObjectName`` (the id), ``Uri``, ``Endpoint``,
   ``ExpirationTime``, ``QualifyFrequency``, ``QualifyTimeout``, ``UserAgent``, ``ViaAddr``, ``ViaPort``,
@@ -11,6 +12,9 @@ Field names per Asterisk version (recordings of 22.10.1, res_pjsip/pjsip_manager
   ``RoundtripUsec``, ``EndpointName``, ``ID`` (absent on early 13), ``QualifyFrequency``...
 - chan_sip/IAX2 ``PeerStatus``: ``Peer: SIP/1010``, ``PeerStatus`` Registered (with ``Address``,
   IAX2 adds ``Port``), Unregistered, Reachable/Lagged (with ``Time`` in ms), Unreachable, Rejected.
+  On 20.20.1 chan_sip sends ``Address: 127.0.0.1:5230`` on Registered, no ``Time`` on the first
+  Reachable, ``Time: -1`` on Unreachable and ``Cause: Expired`` on Unregistered (also for Expires: 0);
+  a re-REGISTER sends no PeerStatus.
 - ``PeerEntry`` (SIPpeers, IAXpeerlist): ``ObjectName``, ``Channeltype``, ``IPaddress`` (``-none-``
   when not registered), ``IPport``, ``Dynamic``, ``Status`` (``OK (5 ms)``, ``LAGGED (900 ms)``,
   ``UNREACHABLE``, ``UNKNOWN``, ``Unmonitored``).

@@ -13,6 +13,11 @@ is closed and `stop` (the ``async with`` exit) raises it in the test. Faults: dr
 Shutdown then come back with FullyBooted, reject logins (wait, Error, close), garbage, oversized
 lines, silence. ``ssl=`` listens with TLS (AMI over TLS, recorded in tests/fixtures/asterisk-22.10.1/ami/tls).
 
+``version="20.20.1"`` answers and sends only what Asterisk 20.20.1 was recorded saying
+(tests/fixtures/asterisk-20.20.1, chan_sip enabled): its banner, replies and event templates, plus
+chan_sip peers (`tests.fakes.ami_sip`) listed by SIPpeers; an action or event with no 20.20.1
+recording fails the test the same way.
+
 Usage::
 
     async with FakeAMIServer(secret="s3cret") as ami:
@@ -33,11 +38,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Self
 
+from tests.conftest import ASTERISK_VERSIONS
 from tests.fakes.ami_replies import ReplyBook, UnrecordedAction, fill, frame, key_of, messages
+from tests.fakes.ami_sip import FakeSipPeer, SipPeers
 from tests.fakes.ami_wire import AMI_RECORDINGS as RECORDINGS
 from tests.fakes.ami_wire import (
     FakeContact,
     Pairs,
+    Recordings,
     banner,
     channel_event,
     contact_id,
@@ -52,7 +60,8 @@ from tests.fakes.ami_wire import (
     value_of,
 )
 
-__all__ = ["RECORDINGS", "FakeAMIServer", "UnrecordedAction", "FakeContact", "FakeEndpoint", "channel_event", "recorded_events"]
+__all__ = ["RECORDINGS", "FakeAMIServer", "UnrecordedAction", "FakeContact", "FakeEndpoint", "FakeSipPeer", "channel_event",
+           "recorded_events"]
 
 
 @dataclass
@@ -88,7 +97,7 @@ class _Session:
         self.writer.transport.abort()
 
 
-class FakeAMIServer:
+class FakeAMIServer(SipPeers):
     """See the module docstring. ``book``: the recorded replies (loaded from tests/fixtures)."""
 
     def __init__(
@@ -100,19 +109,23 @@ class FakeAMIServer:
         bad_login_delay_s: float = 1.0,
         host: str = "127.0.0.1",
         ssl: _ssl.SSLContext | None = None,
+        version: str = ASTERISK_VERSIONS[0],
     ) -> None:
         """``ssl``: listen with TLS (Asterisk's ``tlsenable=yes``, 5039); the dialogue inside is
-        the same recorded one (tests/fixtures/asterisk-22.10.1/ami/tls)."""
+        the same recorded one (tests/fixtures/asterisk-22.10.1/ami/tls). ``version``: the Asterisk
+        whose recordings every reply and event comes from (``20.20.1``: chan_sip peers too)."""
         self.ssl = ssl
+        self.version = version
+        self.rec = Recordings(version)
         self.username = username
         self.secret = secret
-        self.book = book or ReplyBook()
+        self.book = book or ReplyBook(version=version)
         #: `UnrecordedAction` raised while answering; `stop` raises the first one.
         self.errors: list[UnrecordedAction] = []
         self.bad_login_delay_s = bad_login_delay_s
         self.host = host
         self.port = 0
-        self.banner = banner()
+        self.banner = banner() if version == ASTERISK_VERSIONS[0] else self.rec.banner()
         self.endpoints: dict[str, FakeEndpoint] = {}
         self.contacts: dict[str, FakeContact] = {}
         self.actions: list[Pairs] = []
@@ -132,6 +145,8 @@ class FakeAMIServer:
         self.presence: dict[str, tuple[str, str, str]] = {}
         #: {Custom:<name>: state} listed by DeviceStateList after the endpoints.
         self.custom_devices: dict[str, str] = {}
+        #: chan_sip peers (only a version whose recordings have a SIPpeers list can answer for them).
+        self.sip_peers = {}
         self._sessions: list[_Session] = []
         self._server: asyncio.Server | None = None
         self._awake = asyncio.Event()
@@ -202,14 +217,14 @@ class FakeAMIServer:
             return self.refresh(cid, expires_s=expires_s)
         created = "NonQualified"
         contact = FakeContact(ep.aor, endpoint, uri, status=created, expiration_time=int(time.time()) + expires_s,
-                              qualify_frequency=5 if qualify else 0, via_port=port, **fields)  # type: ignore[arg-type]
+                              qualify_frequency=5 if qualify else 0, via_port=port, rec=self.rec, **fields)  # type: ignore[arg-type]
         # Asterisk's endpoint is available while any contact is (an Unreachable one does not count):
         # the first usable contact brings PeerStatus Reachable and DeviceStateChange NOT_INUSE.
         first = not any(c.status != "Unreachable" for c in self._contacts_of(endpoint))
         self.contacts[cid] = contact
         self.emit(contact.status_event(created, 0))
         if first:
-            self.emit(peer_status(f"PJSIP/{endpoint}", "Reachable"))
+            self.emit(peer_status(f"PJSIP/{endpoint}", "Reachable", self.rec))
         if qualify:
             contact.status, contact.rtt_usec = "Reachable", rtt_usec
             self.emit(contact.status_event())
@@ -232,7 +247,7 @@ class FakeAMIServer:
         """REGISTER with Expires: 0 (or expiry): PeerStatus Unreachable -> DeviceStateChange -> Removed."""
         contact = self.contacts.pop(cid)
         if not self._contacts_of(contact.endpoint):
-            self.emit(peer_status(f"PJSIP/{contact.endpoint}", "Unreachable"))
+            self.emit(peer_status(f"PJSIP/{contact.endpoint}", "Unreachable", self.rec))
             self.set_device_state(contact.endpoint, "UNAVAILABLE")
         self.emit(contact.status_event("Removed", 0))
 
@@ -244,12 +259,13 @@ class FakeAMIServer:
         self.emit(contact.status_event())
         others = [c for c in self._contacts_of(contact.endpoint) if c is not contact]
         if not any(c.status == "Reachable" for c in others):
-            self.emit(peer_status(f"PJSIP/{contact.endpoint}", contact.status))
+            self.emit(peer_status(f"PJSIP/{contact.endpoint}", contact.status, self.rec))
             self.set_device_state(contact.endpoint, "NOT_INUSE" if reachable else "UNAVAILABLE")
 
     def add_contacts_silently(self, contacts: Iterable[FakeContact]) -> None:
         """Put contacts in place without events (as if registered before we connected)."""
         for contact in contacts:
+            contact.rec = self.rec
             self.endpoints.setdefault(contact.endpoint, FakeEndpoint(contact.endpoint, contact.aor))
             self.contacts[contact.id] = contact
 
@@ -264,7 +280,7 @@ class FakeAMIServer:
     def set_device_state(self, endpoint: str, state: str) -> None:
         ep = self.endpoints.get(endpoint) or self.add_endpoint(endpoint)
         ep.device_state = state
-        self.emit(device_state_change(f"{ep.tech}/{endpoint}", state))
+        self.emit(device_state_change(f"{ep.tech}/{endpoint}", state, self.rec))
 
     # -- queues, presence, Custom: device states (events built on the lab recordings) -----------
 
@@ -278,7 +294,7 @@ class FakeAMIServer:
     def set_custom_device(self, device: str, state: str) -> None:
         """``DEVICE_STATE(Custom:DND1010)=BUSY``: the DeviceStateChange Asterisk sends."""
         self.custom_devices[device] = state
-        self.emit(device_state_change(device, state))
+        self.emit(device_state_change(device, state, self.rec))
 
     def set_presence(self, presentity: str, status: str, subtype: str = "", message: str = "") -> None:
         """``PRESENCE_STATE(CustomPresence:1010)=dnd,,``: the PresenceStateChange Asterisk sends."""
@@ -305,7 +321,8 @@ class FakeAMIServer:
 
     def replay(self, name: str) -> int:
         """Send a raw recording (``02_register_ami_events_all.txt``...) event by event; returns the count."""
-        events = split_raw((RECORDINGS / name).read_bytes()) if (RECORDINGS / name).exists() else recorded_events(name)
+        ami = self.rec.ami
+        events = split_raw((ami / name).read_bytes()) if (ami / name).exists() else self.rec.events(name)
         for pairs in events:
             self.emit(pairs)
         return len(events)
@@ -332,7 +349,7 @@ class FakeAMIServer:
 
     async def shutdown(self) -> None:
         """Asterisk stopping: the Shutdown event (12_shutdown_sigterm), close, stop listening."""
-        self.emit(recorded_events("12_shutdown_sigterm_ami_events.txt", event="Shutdown")[0])
+        self.emit(self.rec.event("Shutdown", prefer="12_shutdown_sigterm_ami_events.txt"))
         await self._close_listener()
         for session in list(self._sessions):
             with contextlib.suppress(ConnectionError):
@@ -431,7 +448,8 @@ class FakeAMIServer:
             s.send(book.listing("DeviceStateList").render(aid, [
                 ("DeviceStateChange", {"Device": f"{ep.tech}/{ep.name}", "State": ep.device_state})
                 for ep in self.endpoints.values()] + [
-                ("DeviceStateChange", {"Device": device, "State": state}) for device, state in self.custom_devices.items()]))
+                ("DeviceStateChange", {"Device": device, "State": state}) for device, state in self.custom_devices.items()] + [
+                ("DeviceStateChange", {"Device": f"SIP/{p.name}", "State": p.device_state}) for p in self.sip_peers.values()]))
         elif name == "queuestatus" and self.queues is None:
             s.send(book.single("QueueStatus", aid, where="Invalid/unknown command"))
         elif name == "queuestatus":
@@ -446,6 +464,8 @@ class FakeAMIServer:
             s.send(book.listing("PresenceStateList").render(aid, [
                 ("PresenceStateChange", {"Presentity": who, "Status": st, "Subtype": sub, "Message": msg})
                 for who, (st, sub, msg) in self.presence.items()]))
+        elif name == "sippeers" and len(messages(book.reply(action))) > 1:
+            s.send(book.listing("SIPpeers").render(aid, self.sip_peer_items()))
         elif name == "coreshowchannels":
             s.send(book.listing("CoreShowChannels").render(aid, []))
         elif book.has(action) and len(messages(book.reply(action))) == 1:
@@ -453,7 +473,7 @@ class FakeAMIServer:
             only = messages(book.reply(action))[0]
             s.send(frame([fill(only, {"ActionID": aid})]))
         else:
-            raise UnrecordedAction(f"no recorded reply of Asterisk 22.10.1 to Action: {action} in this state")
+            raise UnrecordedAction(f"no recorded reply of Asterisk {self.version} to Action: {action} in this state")
         return True
 
     async def _login(self, s: _Session, pairs: Pairs, aid: str) -> bool:
@@ -480,7 +500,7 @@ class FakeAMIServer:
         return True
 
     def _fully_booted(self) -> Pairs:
-        return fully_booted()
+        return fully_booted(self.rec)
 
     def _show_endpoint(self, s: _Session, aid: str, name: str) -> None:
         ep = self.endpoints.get(name)
@@ -493,12 +513,14 @@ class FakeAMIServer:
             ("EndpointDetail", {"ObjectName": name, "Aors": ep.aor, "Auth": name,
                                 "DeviceState": _DEVICE_TEXT.get(ep.device_state, "Unknown")}),
             ("AuthDetail", {"ObjectName": name, "Username": name, "EndpointName": name}),
-            ("TransportDetail", {"EndpointName": name}),
             ("AorDetail", {"ObjectName": ep.aor, "Contacts": ",".join(f"{c.aor}/{c.uri}" for c in contacts),
                            "TotalContacts": len(contacts), "ContactsRegistered": len(contacts), "EndpointName": name}),
         ]
         items.extend(("ContactStatusDetail", c.status_detail_values()) for c in contacts)
-        s.send(self.book.listing("PJSIPShowEndpoint").render(aid, items))
+        listing = self.book.listing("PJSIPShowEndpoint")
+        if "transportdetail" in listing.items:  # 22.10.1 was recorded with one; 20.20.1's lab names no transport
+            items.insert(2, ("TransportDetail", {"EndpointName": name}))
+        s.send(listing.render(aid, items))
 
 
 _DEVICE_TEXT = {"NOT_INUSE": "Not in use", "INUSE": "In use", "BUSY": "Busy", "UNAVAILABLE": "Unavailable",

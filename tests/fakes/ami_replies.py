@@ -1,8 +1,9 @@
 """Asterisk's recorded replies to AMI actions, and the only ways the fake may vary them.
 
-The fake AMI server answers an action only with a reply a real Asterisk 22.10.1 gave to that action
-(tests/fixtures/asterisk-22.10.1/ami/: ``ami_actions_22.10.1.txt``, the annotated transcripts 01,
-01b, 03, and the ``actions/`` recordings of the lab when present). What it may change:
+The fake AMI server answers an action only with a reply a real Asterisk gave to that action
+(tests/fixtures/asterisk-<version>/ami/: ``ami_actions_<version>.txt``, the annotated transcripts 01,
+01b, 03, and the ``actions/`` recordings of the lab when present); ``ReplyBook(version="20.20.1")``
+holds Asterisk 20.20.1's (chan_sip enabled), the default is 22.10.1's. What it may change:
 
 - the ``ActionID`` (every reply and list item);
 - the values a reply is parametrised by, field by field, in a recorded message: a list's items
@@ -21,12 +22,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import ASTERISK_VERSIONS, asterisk_fixtures
 from tests.fakes.ami_wire import AMI_RECORDINGS, Pairs, RecordedAction, action_transcript, transcript_blocks
 
 #: Annotated transcripts (``### >>> SENT >>>`` / ``### <<< RECEIVED <<<``) with action replies.
 TRANSCRIPTS = ("01_ami_banner_login.txt", "01b_ami_login_bad_secret.txt", "03_PJSIPShowContacts_registered.txt")
-#: ``>>> ``-annotated sessions: every reply of the action-by-action recordings.
-ACTION_SESSIONS = ("ami_actions_22.10.1.txt",)
+#: ``>>> ``-annotated sessions: every reply of the action-by-action recordings (one per version).
+ACTION_SESSIONS = tuple(f"ami_actions_{version}.txt" for version in ASTERISK_VERSIONS)
 #: Lab transcripts in the ``### >>> SENT >>>`` format, one item per file (queues, presence, Custom:).
 LAB_TRANSCRIPTS = "lab_actions"
 
@@ -135,11 +137,14 @@ class RecordedList:
 
 
 class ReplyBook:
-    """The recorded replies, by action name (lower case)."""
+    """The recorded replies of one Asterisk version, by action name (lower case)."""
 
-    def __init__(self, actions: Iterable[RecordedAction] | None = None) -> None:
+    def __init__(self, actions: Iterable[RecordedAction] | None = None, *, version: str = ASTERISK_VERSIONS[0]) -> None:
+        self.version = version
         self.by_action: dict[str, list[RecordedAction]] = {}
-        for action in recorded_actions() if actions is None else actions:
+        if actions is None:
+            actions = recorded_actions(asterisk_fixtures(version) / "ami")
+        for action in actions:
             self.by_action.setdefault(action.name.lower(), []).append(action)
 
     def names(self) -> set[str]:
@@ -151,7 +156,7 @@ class ReplyBook:
     def replies(self, action: str) -> list[RecordedAction]:
         found = self.by_action.get(action.lower())
         if not found:
-            raise UnrecordedAction(f"no recorded reply of Asterisk 22.10.1 to Action: {action}")
+            raise UnrecordedAction(f"no recorded reply of Asterisk {self.version} to Action: {action}")
         return found
 
     def reply(self, action: str, *, where: str | None = None) -> bytes:

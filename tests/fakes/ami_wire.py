@@ -1,7 +1,9 @@
-"""What a real Asterisk 22.10.1 sends over AMI, taken from the recordings in tests/fixtures.
+"""What a real Asterisk sends over AMI, taken from the recordings in tests/fixtures.
 
 Independent of telephonyd's own parser on purpose (a fake that shares the parser under test would
-hide its bugs): messages here are lists of ``(key, value)`` pairs and raw bytes.
+hide its bugs): messages here are lists of ``(key, value)`` pairs and raw bytes. The module-level
+helpers read Asterisk 22.10.1's recordings; `Recordings` reads those of any recorded version
+(``Recordings("20.20.1")``: tests/fixtures/asterisk-20.20.1/ami, chan_sip enabled).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import ASTERISK_FIXTURES
+from tests.conftest import ASTERISK_FIXTURES, ASTERISK_VERSIONS, asterisk_fixtures
 
 AMI_RECORDINGS = ASTERISK_FIXTURES / "ami"
 VICIDIAL_RECORDINGS = ASTERISK_FIXTURES / "vicidial"
@@ -132,6 +134,62 @@ def banner() -> bytes:
     return transcript_blocks(AMI_RECORDINGS / "01_ami_banner_login.txt")[0][1]
 
 
+class NotRecorded(ValueError):
+    """No recording of this Asterisk version has the event a fake was asked to send."""
+
+
+@dataclass(frozen=True)
+class Recordings:
+    """The AMI recordings of one Asterisk version (tests/fixtures/asterisk-<version>/ami).
+
+    `event` finds the template of an event the fake sends: in ``prefer`` (a recording of that
+    version) when it exists there, else in every raw event recording of the version
+    (``events/*.raw``, file name order). Nothing is made up: no such event raises `NotRecorded`.
+    """
+
+    version: str = ASTERISK_VERSIONS[0]
+
+    @property
+    def ami(self) -> Path:
+        return asterisk_fixtures(self.version) / "ami"
+
+    def events(self, name: str, *, event: str | None = None) -> list[Pairs]:
+        """Events of one recording of this version (``ami/<name>``, ``ami/events/<name>``)."""
+        path = self.ami / name
+        for other in (self.ami / "events" / name, asterisk_fixtures(self.version) / "vicidial" / name):
+            if not path.exists():
+                path = other
+        found = split_raw(path.read_bytes())
+        if event is not None:
+            found = [m for m in found if value_of(m, "Event").lower() == event.lower()]
+        return found
+
+    def event(self, event: str, *, prefer: str | None = None, **where: str) -> Pairs:
+        """The first ``event`` whose fields equal ``where`` (see the class docstring)."""
+        names = [prefer] if prefer and (self.ami / prefer).exists() or prefer and (self.ami / "events" / prefer).exists() else []
+        names += [p.name for p in sorted((self.ami / "events").glob("*.raw"))]
+        for name in names:
+            for message in self.events(name, event=event):
+                if all(value_of(message, k) == v for k, v in where.items()):
+                    return list(message)
+        raise NotRecorded(f"no {event} {where or ''} recorded from Asterisk {self.version}")
+
+    def banner(self) -> bytes:
+        """The AMI banner line as this version sent it (``Asterisk Call Manager/<AMI version>\\r\\n``)."""
+        first = self.ami / "01_ami_banner_login.txt"
+        if first.exists():
+            return transcript_blocks(first)[0][1]
+        for path in sorted((self.ami / "actions").glob("*.txt")):
+            head, sep, rest = path.read_bytes().partition(b"### banner\n")
+            if sep:
+                return rest.split(b"\r\n", 1)[0] + b"\r\n"
+        raise NotRecorded(f"no AMI banner recorded from Asterisk {self.version}")
+
+
+#: Asterisk 22.10.1's recordings, the default of every helper below.
+DEFAULT_RECORDINGS = Recordings()
+
+
 def contact_id(aor: str, uri: str) -> str:
     return f"{aor};@{hashlib.md5(uri.encode()).hexdigest()}"
 
@@ -155,6 +213,8 @@ class FakeContact:
     reg_server: str = ""
     prune_on_boot: str = "no"
     extra: dict[str, str] = field(default_factory=dict)
+    #: The Asterisk version whose recorded events this contact's events are built on.
+    rec: Recordings = field(default=DEFAULT_RECORDINGS, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.call_id:
@@ -165,8 +225,8 @@ class FakeContact:
         return contact_id(self.aor, self.uri)
 
     def status_event(self, status: str | None = None, rtt: int | None = None) -> Pairs:
-        """ContactStatus on the recorded one (ami_all_ContactStatus_PeerStatus_events.txt)."""
-        return with_values(recorded_event("ami_all_ContactStatus_PeerStatus_events.txt", "ContactStatus"),
+        """ContactStatus on the recorded one (ami_all_ContactStatus_PeerStatus_events.txt on 22.10.1)."""
+        return with_values(self.rec.event("ContactStatus", prefer="ami_all_ContactStatus_PeerStatus_events.txt"),
                            URI=self.uri, ContactStatus=status or self.status, AOR=self.aor,
                            EndpointName=self.endpoint, RoundtripUsec=str(self.rtt_usec if rtt is None else rtt))
 
@@ -174,7 +234,7 @@ class FakeContact:
         """What a re-REGISTER of this contact sends on Asterisk 22 (events/re_register_events_on.txt):
         ChallengeSent then SuccessfulAuth (class security), ``SessionID`` = the REGISTER's Call-ID."""
         values = {"AccountID": self.endpoint, "SessionID": self.call_id}
-        return [with_values(recorded_event("re_register_events_on.txt", name, Service="PJSIP"), **values)
+        return [with_values(self.rec.event(name, prefer="re_register_events_on.txt", Service="PJSIP"), **values)
                 for name in ("ChallengeSent", "SuccessfulAuth")]
 
     def list_values(self) -> dict[str, str]:
@@ -205,14 +265,20 @@ def recorded_event(recording: str, event: str, **where: str) -> Pairs:
     return list(found[0])
 
 
-def peer_status(peer: str, status: str) -> Pairs:
+def peer_status(peer: str, status: str, rec: Recordings = DEFAULT_RECORDINGS) -> Pairs:
     """PeerStatus as res_pjsip sends it (``Peer: PJSIP/1010``), on the recorded one."""
-    return with_values(recorded_event("ami_all_ContactStatus_PeerStatus_events.txt", "PeerStatus"),
+    return with_values(rec.event("PeerStatus", prefer="ami_all_ContactStatus_PeerStatus_events.txt", ChannelType="PJSIP"),
                        ChannelType=peer.split("/", 1)[0], Peer=peer, PeerStatus=status)
 
 
-def device_state_change(device: str, state: str) -> Pairs:
-    return with_values(recorded_event("02_register_ami_events_all.txt", "DeviceStateChange"), Device=device, State=state)
+def sip_peer_status(peer: str, status: str, rec: Recordings, **values: str) -> Pairs:
+    """PeerStatus as chan_sip sends it (``ChannelType: SIP``, ``Peer: SIP/2010``), on a recorded one of
+    the same ``PeerStatus`` (their fields differ: ``Address`` on Registered, ``Time`` on Reachable)."""
+    return with_values(rec.event("PeerStatus", ChannelType="SIP", PeerStatus=status), Peer=f"SIP/{peer}", **values)
+
+
+def device_state_change(device: str, state: str, rec: Recordings = DEFAULT_RECORDINGS) -> Pairs:
+    return with_values(rec.event("DeviceStateChange", prefer="02_register_ami_events_all.txt"), Device=device, State=state)
 
 
 def queue_member_event(event: str, queue: str, interface: str, paused: bool, reason: str) -> Pairs:
@@ -227,8 +293,8 @@ def presence_state_change(presentity: str, status: str, subtype: str, message: s
                        Presentity=presentity, Status=status, Subtype=subtype, Message=message)
 
 
-def fully_booted() -> Pairs:
-    return recorded_event("re_register_events_on.txt", "FullyBooted")
+def fully_booted(rec: Recordings = DEFAULT_RECORDINGS) -> Pairs:
+    return rec.event("FullyBooted", prefer="re_register_events_on.txt")
 
 
 def reload_event(module: str) -> Pairs:
