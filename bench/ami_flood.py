@@ -36,7 +36,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,47 @@ class LagMonitor:
                 await self._task
 
 
+class StallTracer:
+    """Where the event loop stalls: a thread samples the loop thread's stack whenever the loop has
+    not ticked for ``threshold`` seconds; the most frequent stacks go to stderr (``--trace-stalls``)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.stacks: dict[str, int] = {}
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        target = threading.get_ident()
+
+        def beat() -> None:
+            self._beat = time.monotonic()
+            if not self._stop.is_set():
+                loop.call_later(0.002, beat)
+
+        def watch() -> None:
+            while not self._stop.wait(0.005):
+                if time.monotonic() - self._beat > self.threshold:
+                    frame = sys._current_frames().get(target)
+                    if frame is not None:
+                        key = "".join(traceback.format_stack(frame)[-8:])
+                        self.stacks[key] = self.stacks.get(key, 0) + 1
+
+        beat()
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for key, count in sorted(self.stacks.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"--- {count} samples (x5 ms) past {self.threshold * 1000:g} ms without a loop turn\n{key}",
+                  file=sys.stderr)
+
+
 def _rss_mb() -> dict[str, float]:
     out: dict[str, float] = {}
     with open("/proc/self/status", encoding="ascii") as f:
@@ -180,6 +223,9 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
 
     lag = LagMonitor()
     lag.start()
+    tracer = StallTracer(args.trace_stalls / 1000) if args.trace_stalls else None
+    if tracer is not None:
+        tracer.start()
     store = Store(db_url, schemas=[metadata])
     await store.start()
     client = AMIClient(AMIConfig(enabled=True, port=port, secret=SECRET, events="system,call",
@@ -274,6 +320,8 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
         await asyncio.wait(tasks, timeout=10)
         await store.close()
         await lag.stop()
+        if tracer is not None:
+            tracer.stop()
     return report
 
 
@@ -311,6 +359,8 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=5000.0, help="ContactStatus/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=0.0)
     parser.add_argument("--coalesce", type=float, default=0.05, help="ps_contacts.coalesce_s")
+    parser.add_argument("--trace-stalls", type=float, default=0.0, metavar="MS",
+                        help="print (stderr) the stacks the event loop was in when it stalled longer than MS")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for one phase (s)")
     parser.add_argument("--mysql", default=os.environ.get("TELEPHONYD_BENCH_MYSQL", "mysql+aiomysql://root@127.0.0.1:3306"))
     args = parser.parse_args()

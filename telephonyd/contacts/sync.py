@@ -39,7 +39,7 @@ from .listing import AMISource, Listing, list_peers, list_pjsip
 from .model import Contact, ContactChange
 from .parse import parse_contact_status, parse_peer_status
 from .pending import PendingWrites
-from .state import ContactTable
+from .state import ContactTable, scope_diff
 from .stats import LatencyStats
 from .upkeep import STORE_ERRORS, EndpointVerifier, UpkeepMixin
 from .writer import ContactsWriter
@@ -68,6 +68,8 @@ class ContactsSync(UpkeepMixin):
     #: Events applied per worker step; the rest wait for the next step, so a backlog never holds the
     #: event loop for long (about 25 µs per event).
     apply_slice = 1000
+    #: Contacts put into the table (then changes notified) per event-loop turn by a resync.
+    resync_slice = 1000
 
     def __init__(self, store: Store, ami: AMISource, config: PSContactsConfig, *, node_id: str) -> None:
         self.store = store
@@ -411,6 +413,23 @@ class ContactsSync(UpkeepMixin):
             if not waiter.done():
                 waiter.set_result(result)
 
+    async def _apply_resync(self, listed: dict[str, Contact], changes: list[ContactChange]) -> None:
+        """Put ``listed`` into the table, drop the removed contacts, then notify ``changes``: at
+        most `resync_slice` items per event-loop turn. A reader between two slices sees each
+        contact either as it was or as listed, never a table missing unchanged contacts."""
+        items = list(listed.items())
+        removed = [change.contact.id for change in changes if change.kind == "removed"]
+        for start in range(0, len(items), self.resync_slice):
+            await asyncio.sleep(0)
+            self.table.put_many(items[start:start + self.resync_slice])
+        for start in range(0, len(removed), self.resync_slice):
+            await asyncio.sleep(0)
+            for cid in removed[start:start + self.resync_slice]:
+                self.table.remove(cid)
+        for start in range(0, len(changes), self.resync_slice):
+            await asyncio.sleep(0)
+            self._notify(changes[start:start + self.resync_slice])
+
     async def _resync_now(self) -> dict[str, Any]:
         started = time.monotonic()
         self._apply_queue()
@@ -429,13 +448,14 @@ class ContactsSync(UpkeepMixin):
 
         async with asyncio.timeout(self.config.store_timeout_s):
             plan, listed = await self.writer.reconcile(listing.contacts, scope=in_scope)
-        await asyncio.sleep(0)  # a 50,000-contact resync: let the loop run between the big steps
-        changes = self.table.replace_scope(listed, in_scope)
+        # Only this worker changes the table, so the diff of a copy (one C-level dict copy) made
+        # off the loop still holds when it is applied, slice by slice, below. Events queued
+        # meanwhile wait in ``_queue`` and are applied after it, in order.
+        changes = await asyncio.to_thread(scope_diff, dict(self.table.by_id), listed, in_scope)
+        await self._apply_resync(listed, changes)
         self._pending.drop(lambda cid: cid in listed or Contact(cid).tech in scopes)
         if "PJSIP" in scopes:
             self._verifier.reset()
-        await asyncio.sleep(0)
-        self._notify(changes)
         self.counters["resyncs"] += 1
         self._state = "synced"
         if plan.missing:
