@@ -68,8 +68,9 @@ class ContactsSync(UpkeepMixin):
     #: Events applied per worker step; the rest wait for the next step, so a backlog never holds the
     #: event loop for long (about 25 µs per event).
     apply_slice = 1000
-    #: Contacts put into the table (then changes notified) per event-loop turn by a resync.
-    resync_slice = 1000
+    #: Contacts put into the table (then changes notified) per event-loop turn by a resync; as
+    #: many as presence re-reads per turn (its sync_slice), so a notified slice is one turn there too.
+    resync_slice = 500
 
     def __init__(self, store: Store, ami: AMISource, config: PSContactsConfig, *, node_id: str) -> None:
         self.store = store
