@@ -9,7 +9,10 @@ to a queue. One worker task does everything else, in order, so no two steps race
 - runs resyncs: on every AMI login, FullyBooted and res_pjsip reload (`AMIClient.on_connect`),
   on `resync()` (``POST /api/ami/refresh``) and after a queue overflow. A resync lists every contact
   and reconciles the database in ONE transaction. Events received before the list reply are
-  superseded by it and dropped; later ones are applied on top;
+  superseded by it and dropped; later ones are applied on top. No step holds the event loop for
+  long at 50,000 contacts: the listing is parsed in slices, the pure planning and diffing run in a
+  thread, rows are sent in chunks, and the table and the subscribers get the result in slices
+  (`resync_slice` contacts per loop turn) while later events wait in the queue;
 - owned mode: asks ``PJSIPShowEndpoint`` for the details (expiration, user agent, via...) of new
   contacts, of contacts whose registration was refreshed, and every ``expiry_check_s`` of contacts
   whose ``expiration_time`` passed. A refresh (re-REGISTER) sends no ContactStatus on Asterisk 22.10.1;
