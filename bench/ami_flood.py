@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -129,6 +130,7 @@ class LagMonitor:
         self.period = period
         self.samples: list[tuple[float, float]] = []  # (monotonic time, lag)
         self.turns: list[tuple[float, float]] = []  # (monotonic time, CPU s of one callback > 1 ms)
+        self.collections: list[tuple[float, float]] = []  # (monotonic time, CPU s of a full collection)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -149,6 +151,16 @@ class LagMonitor:
                 turns.append((time.monotonic(), spent))
 
         asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        collections = self.collections = []  # type: list[tuple[float, float]]
+        began = [0.0]
+
+        def gc_timer(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                began[0] = time.thread_time()
+            elif info.get("generation") == 2:
+                collections.append((time.monotonic(), time.thread_time() - began[0]))
+
+        gc.callbacks.append(gc_timer)
 
     async def _run(self) -> None:
         while True:
@@ -160,10 +172,13 @@ class LagMonitor:
     def summary(self, start: float, end: float) -> dict[str, float]:
         lags = sorted(lag for at, lag in self.samples if start <= at <= end + 1.0)
         longest = max((spent for at, spent in self.turns if start <= at <= end + 1.0), default=0.0)
+        gcs = [spent for at, spent in self.collections if start <= at <= end + 1.0]
+        steps = {"longest_step_cpu_ms": round(longest * 1000, 1), "full_gc": len(gcs),
+                 "longest_full_gc_cpu_ms": round(max(gcs, default=0.0) * 1000, 1)}
         if not lags:
-            return {"p99_ms": 0.0, "max_ms": 0.0, "longest_step_cpu_ms": round(longest * 1000, 1)}
+            return {"p99_ms": 0.0, "max_ms": 0.0, **steps}
         return {"p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
-                "max_ms": round(lags[-1] * 1000, 1), "longest_step_cpu_ms": round(longest * 1000, 1)}
+                "max_ms": round(lags[-1] * 1000, 1), **steps}
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -291,6 +306,8 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
                             "lag": lag.summary(started, resynced), "goal_s": 2.0}
         if not ok:
             return report
+        if args.gc_freeze:  # what the daemon would do once the first resync and seed hold everything
+            gc.freeze()
 
         async def flood(count: int, rate: float) -> tuple[float, float, bool]:
             target = sync.counters["events"] + count
@@ -378,6 +395,8 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=5000.0, help="ContactStatus/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=0.0)
     parser.add_argument("--coalesce", type=float, default=0.05, help="ps_contacts.coalesce_s")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() once the resync is done (the 50,000 contacts leave full collections)")
     parser.add_argument("--trace-stalls", type=float, default=0.0, metavar="MS",
                         help="print (stderr) the stacks the event loop was in when it stalled longer than MS")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for one phase (s)")
