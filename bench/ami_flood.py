@@ -22,10 +22,13 @@ presence/baseline are printed. Per scenario:
    event-loop lag p99/max. Goal max lag < 100 ms at 20,000 events/s.
 3. (``--flood N``) unpaced throughput and (``--latency-seconds``) the event -> row commit latency
    at ``--latency-rate`` ContactStatus/s, as before.
-RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario.
+RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario. Per phase also the number of
+full (generation-2) collections and the longest one in CPU ms; ``--gc-freeze`` freezes the heap after
+the resync.
 
   .venv/bin/python bench/ami_flood.py
   .venv/bin/python bench/ami_flood.py --sizes 10000 --rate 20000 --seconds 10 --flood 100000 --latency-seconds 10
+  .venv/bin/python bench/ami_flood.py --scenario presence --contacts 50000 --trace-stalls 50  # where the loop stalls
 """
 
 from __future__ import annotations
