@@ -166,18 +166,21 @@ class SeedApply:
             for endpoint in list(self._endpoints):  # candidates; checked again below, after the yields
                 if tick():
                     yield
-                if self._gone(endpoint, token, touched):
+                if self._gone(endpoint, token, touched, contacts_of is not None):
                     gone.append(endpoint)
-            gone = [endpoint for endpoint in gone if self._gone(endpoint, token, touched)]
+            gone = [endpoint for endpoint in gone if self._gone(endpoint, token, touched, contacts_of is not None)]
         gone_set = set(gone)
         updates.extend(endpoint for endpoint in sorted(self._endpoints) if endpoint not in gone_set)
         for endpoint in sorted(gone):
             retirements += self.retire(endpoint)
 
-    def _gone(self, endpoint: str, token: int, touched: set[str]) -> bool:
+    def _gone(self, endpoint: str, token: int, touched: set[str], fresh_contacts: bool) -> bool:
+        """Retire it? ``fresh_contacts``: the contacts were read from the provider during the seed
+        and kept current by it since, so an endpoint that got contacts after its slice counts as
+        listed, as it would have in a snapshot taken at the end."""
         ep = self._endpoints.get(endpoint)
         return ep is not None and not (
-            (endpoint in touched and (ep.device_state != "INVALID" or ep.online))
+            ((endpoint in touched or (fresh_contacts and ep.contacts)) and (ep.device_state != "INVALID" or ep.online))
             or ep.device_state_gen > token
             or any(g > token for g in ep.channels.values())
         )

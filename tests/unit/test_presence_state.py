@@ -363,3 +363,27 @@ def test_a_seed_in_slices_yields_every_slice_and_live_facts_between_slices_win()
     assert states["1060"] == ("offline", False)
     assert states["1000"] == ("available", True)
     assert machine.channels_of("1099") == ["PJSIP/1099-00000001"]
+
+
+def test_an_endpoint_registering_after_its_seed_slice_is_not_retired() -> None:
+    """Contacts that appear for an endpoint the seed's contacts step already passed are kept live
+    (the provider notifies them); the seed's retirement check sees them, as it would have in a
+    snapshot taken at its end."""
+    machine = PresenceMachine()
+    names = [str(1000 + n) for n in range(30)]
+    contacts = {name: {f"{name};@abc": "Reachable"} for name in names}
+    token = machine.begin_seed()
+    retirements: list = []
+    updates: list[str] = []
+    steps = machine.seed_steps(
+        token, retirements, updates, device_states={name: "NOT_INUSE" for name in names},
+        contacts_of=lambda e: contacts.get(e, {}), contact_endpoints=list(contacts),
+        channels=None, retire=True, queues=None, custom=None, presence=None, slice=10)
+    for _ in range(4):  # device states done, the first slice of contacts done
+        next(steps)
+    contacts["2000"] = {"2000;@abc": "Reachable"}  # registers now: not in the device state listing
+    machine.set_contacts("2000", contacts["2000"])  # the provider's batch, between two slices
+    for _ in steps:
+        pass
+    assert retirements == []
+    assert machine.get("2000") is not None and machine.get("2000").online
