@@ -25,7 +25,8 @@ Seed (each AMI (re)connect, and `refresh`): ``DeviceStateList`` (Asterisk 13+; o
 ``PJSIPShowEndpoints`` and its ``DeviceState`` text; its ``Custom:`` items give the mapped overlays),
 ``CoreShowChannels`` for the live channels, ``QueueStatus`` (an ``Invalid/unknown command`` answer,
 app_queue not loaded, means no queues), ``PresenceStateList`` (refused: left as known), and the
-provider's contacts. Live events that arrive while the listings run win over the listings. A
+provider's contacts. Live events that arrive while the listings run win over the listings. The
+listings are parsed and applied `sync_slice` endpoints per event-loop turn (see `seed_apply`). A
 complete listing retires the endpoints that are gone and emits `AgentsResynced`.
 
 Listeners (`add_listener`) are synchronous callables receiving `AgentStatus`, `AgentRetired` and
