@@ -15,16 +15,20 @@ presence/baseline are printed. Per scenario:
 1. resync: login -> PJSIPShowContacts (N ContactList items) -> one reconcile transaction inserting
    every row; with presence, until presence also holds all N agents online (its DeviceStateList
    seed and the contact changes). Goal < 2 s at 10,000. Event-loop lag (a 5 ms sleeper's overshoot)
-   p99/max during it.
+   p99/max during it, and the longest single loop step in CPU ms (``longest_step_cpu_ms``: unlike the
+   lag, not inflated when other processes hold the cores).
 2. flood: ContactStatus + DeviceStateChange at ``--rate`` events/s (both kinds counted) for
    ``--seconds``; events/s applied (sent -> every row written and every presence event handled),
    event-loop lag p99/max. Goal max lag < 100 ms at 20,000 events/s.
 3. (``--flood N``) unpaced throughput and (``--latency-seconds``) the event -> row commit latency
    at ``--latency-rate`` ContactStatus/s, as before.
-RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario.
+RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario. Per phase also the number of
+full (generation-2) collections and the longest one in CPU ms; ``--gc-freeze`` freezes the heap after
+the resync.
 
   .venv/bin/python bench/ami_flood.py
   .venv/bin/python bench/ami_flood.py --sizes 10000 --rate 20000 --seconds 10 --flood 100000 --latency-seconds 10
+  .venv/bin/python bench/ami_flood.py --scenario presence --contacts 50000 --trace-stalls 50  # where the loop stalls
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -125,10 +132,38 @@ class LagMonitor:
     def __init__(self, period: float = 0.005) -> None:
         self.period = period
         self.samples: list[tuple[float, float]] = []  # (monotonic time, lag)
+        self.turns: list[tuple[float, float]] = []  # (monotonic time, CPU s of one callback > 1 ms)
+        self.collections: list[tuple[float, float]] = []  # (monotonic time, CPU s of a full collection)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        self._patch_turns()
+
+    def _patch_turns(self) -> None:
+        """Also time every callback (one loop step) in this thread's CPU seconds: unlike the
+        sleeper's lag, that does not grow when other processes take the cores (a shared machine)."""
+        turns = self.turns = []  # type: list[tuple[float, float]]
+        original = asyncio.events.Handle._run
+
+        def timed(handle: asyncio.Handle) -> None:
+            began = time.thread_time()
+            original(handle)
+            spent = time.thread_time() - began
+            if spent > 0.001:
+                turns.append((time.monotonic(), spent))
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        collections = self.collections = []  # type: list[tuple[float, float]]
+        began = [0.0]
+
+        def gc_timer(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                began[0] = time.thread_time()
+            elif info.get("generation") == 2:
+                collections.append((time.monotonic(), time.thread_time() - began[0]))
+
+        gc.callbacks.append(gc_timer)
 
     async def _run(self) -> None:
         while True:
@@ -139,16 +174,61 @@ class LagMonitor:
 
     def summary(self, start: float, end: float) -> dict[str, float]:
         lags = sorted(lag for at, lag in self.samples if start <= at <= end + 1.0)
+        longest = max((spent for at, spent in self.turns if start <= at <= end + 1.0), default=0.0)
+        gcs = [spent for at, spent in self.collections if start <= at <= end + 1.0]
+        steps = {"longest_step_cpu_ms": round(longest * 1000, 1), "full_gc": len(gcs),
+                 "longest_full_gc_cpu_ms": round(max(gcs, default=0.0) * 1000, 1)}
         if not lags:
-            return {"p99_ms": 0.0, "max_ms": 0.0}
+            return {"p99_ms": 0.0, "max_ms": 0.0, **steps}
         return {"p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
-                "max_ms": round(lags[-1] * 1000, 1)}
+                "max_ms": round(lags[-1] * 1000, 1), **steps}
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class StallTracer:
+    """Where the event loop stalls: a thread samples the loop thread's stack whenever the loop has
+    not ticked for ``threshold`` seconds; the most frequent stacks go to stderr (``--trace-stalls``)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.stacks: dict[str, int] = {}
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        target = threading.get_ident()
+
+        def beat() -> None:
+            self._beat = time.monotonic()
+            if not self._stop.is_set():
+                loop.call_later(0.002, beat)
+
+        def watch() -> None:
+            while not self._stop.wait(0.005):
+                if time.monotonic() - self._beat > self.threshold:
+                    frame = sys._current_frames().get(target)
+                    if frame is not None:
+                        key = "".join(traceback.format_stack(frame)[-8:])
+                        self.stacks[key] = self.stacks.get(key, 0) + 1
+
+        beat()
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for key, count in sorted(self.stacks.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"--- {count} samples (x5 ms) past {self.threshold * 1000:g} ms without a loop turn\n{key}",
+                  file=sys.stderr)
 
 
 def _rss_mb() -> dict[str, float]:
@@ -180,6 +260,9 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
 
     lag = LagMonitor()
     lag.start()
+    tracer = StallTracer(args.trace_stalls / 1000) if args.trace_stalls else None
+    if tracer is not None:
+        tracer.start()
     store = Store(db_url, schemas=[metadata])
     await store.start()
     client = AMIClient(AMIConfig(enabled=True, port=port, secret=SECRET, events="system,call",
@@ -226,6 +309,8 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
                             "lag": lag.summary(started, resynced), "goal_s": 2.0}
         if not ok:
             return report
+        if args.gc_freeze:  # what the daemon would do once the first resync and seed hold everything
+            gc.freeze()
 
         async def flood(count: int, rate: float) -> tuple[float, float, bool]:
             target = sync.counters["events"] + count
@@ -274,6 +359,8 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
         await asyncio.wait(tasks, timeout=10)
         await store.close()
         await lag.stop()
+        if tracer is not None:
+            tracer.stop()
     return report
 
 
@@ -311,6 +398,10 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=5000.0, help="ContactStatus/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=0.0)
     parser.add_argument("--coalesce", type=float, default=0.05, help="ps_contacts.coalesce_s")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() once the resync is done (the 50,000 contacts leave full collections)")
+    parser.add_argument("--trace-stalls", type=float, default=0.0, metavar="MS",
+                        help="print (stderr) the stacks the event loop was in when it stalled longer than MS")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for one phase (s)")
     parser.add_argument("--mysql", default=os.environ.get("TELEPHONYD_BENCH_MYSQL", "mysql+aiomysql://root@127.0.0.1:3306"))
     args = parser.parse_args()

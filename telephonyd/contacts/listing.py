@@ -81,8 +81,8 @@ def found_nothing(reply: MessageLike) -> bool:
     return message.startswith("no ") and message.endswith("found")
 
 
-#: List items parsed between two yields to the event loop.
-PARSE_SLICE = 2000
+#: List items parsed between two yields to the event loop (about 10 ms on an idle core).
+PARSE_SLICE = 500
 
 
 def _is_error(reply: MessageLike) -> bool:

@@ -133,6 +133,11 @@ class ContactTable:
         current = self._pop(cid)
         return ContactChange("removed", current, current) if current is not None else None
 
+    def put_many(self, contacts: Iterable[tuple[str, Contact]]) -> None:
+        """Store these (id, contact) pairs as they are (a slice of a resync; see `scope_diff`)."""
+        for cid, contact in contacts:
+            self._put(contact, cid)
+
     def replace_scope(self, listed: Mapping[str, Contact], scope: Scope, *,
                       endpoint: str | None = None) -> list[ContactChange]:
         """Make the contacts in ``scope`` exactly ``listed``; returns what changed.
@@ -158,6 +163,12 @@ class ContactTable:
 
 def _latest_first(contact: Contact) -> tuple[int, str]:
     return (contact.expiration_time or 0, contact.id)
+
+
+def scope_diff(current: Mapping[str, Contact], listed: Mapping[str, Contact], scope: Scope) -> list[ContactChange]:
+    """What making the contacts in ``scope`` exactly ``listed`` changes (pure; a full resync runs it
+    off the event loop on a copy of the table, then applies ``listed`` and the removals in slices)."""
+    return diff({cid: c for cid, c in current.items() if scope(c)}, listed)
 
 
 def diff(old: Mapping[str, Contact], new: Mapping[str, Contact]) -> list[ContactChange]:

@@ -9,7 +9,10 @@ to a queue. One worker task does everything else, in order, so no two steps race
 - runs resyncs: on every AMI login, FullyBooted and res_pjsip reload (`AMIClient.on_connect`),
   on `resync()` (``POST /api/ami/refresh``) and after a queue overflow. A resync lists every contact
   and reconciles the database in ONE transaction. Events received before the list reply are
-  superseded by it and dropped; later ones are applied on top;
+  superseded by it and dropped; later ones are applied on top. No step holds the event loop for
+  long at 50,000 contacts: the listing is parsed in slices, the pure planning and diffing run in a
+  thread, rows are sent in chunks, and the table and the subscribers get the result in slices
+  (`resync_slice` contacts per loop turn) while later events wait in the queue;
 - owned mode: asks ``PJSIPShowEndpoint`` for the details (expiration, user agent, via...) of new
   contacts, of contacts whose registration was refreshed, and every ``expiry_check_s`` of contacts
   whose ``expiration_time`` passed. A refresh (re-REGISTER) sends no ContactStatus on Asterisk 22.10.1;
@@ -39,7 +42,7 @@ from .listing import AMISource, Listing, list_peers, list_pjsip
 from .model import Contact, ContactChange
 from .parse import parse_contact_status, parse_peer_status
 from .pending import PendingWrites
-from .state import ContactTable
+from .state import ContactTable, scope_diff
 from .stats import LatencyStats
 from .upkeep import STORE_ERRORS, EndpointVerifier, UpkeepMixin
 from .writer import ContactsWriter
@@ -68,6 +71,9 @@ class ContactsSync(UpkeepMixin):
     #: Events applied per worker step; the rest wait for the next step, so a backlog never holds the
     #: event loop for long (about 25 µs per event).
     apply_slice = 1000
+    #: Contacts put into the table (then changes notified) per event-loop turn by a resync; as
+    #: many as presence re-reads per turn (its sync_slice), so a notified slice is one turn there too.
+    resync_slice = 500
 
     def __init__(self, store: Store, ami: AMISource, config: PSContactsConfig, *, node_id: str) -> None:
         self.store = store
@@ -411,6 +417,23 @@ class ContactsSync(UpkeepMixin):
             if not waiter.done():
                 waiter.set_result(result)
 
+    async def _apply_resync(self, listed: dict[str, Contact], changes: list[ContactChange]) -> None:
+        """Put ``listed`` into the table, drop the removed contacts, then notify ``changes``: at
+        most `resync_slice` items per event-loop turn. A reader between two slices sees each
+        contact either as it was or as listed, never a table missing unchanged contacts."""
+        items = list(listed.items())
+        removed = [change.contact.id for change in changes if change.kind == "removed"]
+        for start in range(0, len(items), self.resync_slice):
+            await asyncio.sleep(0)
+            self.table.put_many(items[start:start + self.resync_slice])
+        for start in range(0, len(removed), self.resync_slice):
+            await asyncio.sleep(0)
+            for cid in removed[start:start + self.resync_slice]:
+                self.table.remove(cid)
+        for start in range(0, len(changes), self.resync_slice):
+            await asyncio.sleep(0)
+            self._notify(changes[start:start + self.resync_slice])
+
     async def _resync_now(self) -> dict[str, Any]:
         started = time.monotonic()
         self._apply_queue()
@@ -429,13 +452,14 @@ class ContactsSync(UpkeepMixin):
 
         async with asyncio.timeout(self.config.store_timeout_s):
             plan, listed = await self.writer.reconcile(listing.contacts, scope=in_scope)
-        await asyncio.sleep(0)  # a 50,000-contact resync: let the loop run between the big steps
-        changes = self.table.replace_scope(listed, in_scope)
+        # Only this worker changes the table, so the diff of a copy (one C-level dict copy) made
+        # off the loop still holds when it is applied, slice by slice, below. Events queued
+        # meanwhile wait in ``_queue`` and are applied after it, in order.
+        changes = await asyncio.to_thread(scope_diff, dict(self.table.by_id), listed, in_scope)
+        await self._apply_resync(listed, changes)
         self._pending.drop(lambda cid: cid in listed or Contact(cid).tech in scopes)
         if "PJSIP" in scopes:
             self._verifier.reset()
-        await asyncio.sleep(0)
-        self._notify(changes)
         self.counters["resyncs"] += 1
         self._state = "synced"
         if plan.missing:

@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..config import PresenceConfig
 from . import availability, listings
 from .devices import EndpointFilter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Listing items read per event-loop turn (a 50,000-endpoint DeviceStateList).
+PARSE_SLICE = 500
+
+
+async def parse_sliced(items: list[Any], parse: Callable[[list[Any]], dict[str, T]]) -> dict[str, T]:
+    """``parse(items)`` done `PARSE_SLICE` items per event-loop turn, the parts merged in order:
+    a later item wins; per-endpoint dicts are merged and lists extended, as one pass would."""
+    out: dict[str, Any] = {}
+    for start in range(0, len(items), PARSE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        for key, value in parse(items[start:start + PARSE_SLICE]).items():
+            before = out.get(key)
+            if isinstance(before, dict) and isinstance(value, dict):
+                before.update(value)
+            elif isinstance(before, list) and isinstance(value, list):
+                before.extend(value)
+            else:
+                out[key] = value
+    return out
 
 
 class SeedListings:
@@ -41,21 +65,30 @@ class SeedListings:
     async def device_states(self) -> tuple[dict[str, str] | None, dict[str, dict[str, bool]] | None, str | None]:
         items = await self.list("DeviceStateList")
         if items is not None:
-            custom = availability.custom_from_list(items, self.config.custom_device_states, self.filter)
-            return listings.device_states_from_list(items, self.filter), custom, "DeviceStateList"
+            custom = await parse_sliced(
+                items, lambda part: availability.custom_from_list(part, self.config.custom_device_states, self.filter))
+            states = await parse_sliced(items, lambda part: listings.device_states_from_list(part, self.filter))
+            return states, custom, "DeviceStateList"
         items = await self.list("PJSIPShowEndpoints")
         if items is None:
             return None, None, None
-        return listings.device_states_from_endpoints(items, self.filter), None, "PJSIPShowEndpoints"
+        states = await parse_sliced(items, lambda part: listings.device_states_from_endpoints(part, self.filter))
+        return states, None, "PJSIPShowEndpoints"
 
     async def queues(self) -> dict[str, dict[str, availability.Membership]] | None:
         items = await self.list("QueueStatus", unknown="empty")
-        return None if items is None else availability.queue_members_from_list(items, self.filter)
+        if items is None:
+            return None
+        return await parse_sliced(items, lambda part: availability.queue_members_from_list(part, self.filter))
 
     async def presence(self) -> dict[str, availability.PresenceValue] | None:
         items = await self.list("PresenceStateList")
-        return None if items is None else availability.presence_from_list(items, self.filter)
+        if items is None:
+            return None
+        return await parse_sliced(items, lambda part: availability.presence_from_list(part, self.filter))
 
     async def channels(self) -> dict[str, list[str]] | None:
         items = await self.list("CoreShowChannels")
-        return None if items is None else listings.channels_from_list(items, self.filter)
+        if items is None:
+            return None
+        return await parse_sliced(items, lambda part: listings.channels_from_list(part, self.filter))

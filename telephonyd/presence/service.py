@@ -25,7 +25,8 @@ Seed (each AMI (re)connect, and `refresh`): ``DeviceStateList`` (Asterisk 13+; o
 ``PJSIPShowEndpoints`` and its ``DeviceState`` text; its ``Custom:`` items give the mapped overlays),
 ``CoreShowChannels`` for the live channels, ``QueueStatus`` (an ``Invalid/unknown command`` answer,
 app_queue not loaded, means no queues), ``PresenceStateList`` (refused: left as known), and the
-provider's contacts. Live events that arrive while the listings run win over the listings. A
+provider's contacts. Live events that arrive while the listings run win over the listings. The
+listings are parsed and applied `sync_slice` endpoints per event-loop turn (see `seed_apply`). A
 complete listing retires the endpoints that are gone and emits `AgentsResynced`.
 
 Listeners (`add_listener`) are synchronous callables receiving `AgentStatus`, `AgentRetired` and
@@ -303,17 +304,22 @@ class PresenceService(LiveEvents):
             finally:
                 if not listed:
                     self.machine.abort_seed()
-            contacts = self._contacts_snapshot()
             complete = device_states is not None
             pending: list[str] = []
-            retirements = self.machine.apply_seed(
-                token, device_states=device_states, contacts=contacts, channels=channels, retire=complete,
-                queues=queues, custom=custom, presence=presence, updates=pending,
-            )
-            changed: list[str] = []
-            for start in range(0, len(pending), self.sync_slice):  # 50,000 agents: no long hold
-                if start:
+            retirements: list[PresenceEvent] = []
+            steps = self.machine.seed_steps(
+                token, retirements, pending, device_states=device_states, contacts_of=self._agent_contacts,
+                contact_endpoints=list(self.contacts.endpoints()), channels=channels, retire=complete,
+                queues=queues, custom=custom, presence=presence, slice=self.sync_slice)
+            try:
+                for _ in steps:  # 50,000 agents: one slice per event-loop turn
                     await asyncio.sleep(0)
+            except BaseException:
+                self.machine.abort_seed()
+                raise
+            changed: list[str] = []
+            for start in range(0, len(pending), self.sync_slice):
+                await asyncio.sleep(0)
                 events = self.machine.refresh(pending[start:start + self.sync_slice])
                 changed += [e.endpoint for e in events if e.kind == "status"]
                 self._emit(events)
@@ -341,10 +347,6 @@ class PresenceService(LiveEvents):
         contact without a status yet counts as ``Unknown``, usable)."""
         return {c.id: c.status or "Unknown" for c in self.contacts.contacts_of(endpoint)
                 if self.filter.accepts(c.tech, endpoint)}
-
-    def _contacts_snapshot(self) -> dict[str, dict[str, str]]:
-        snapshot = {e: self._agent_contacts(e) for e in list(self.contacts.endpoints())}
-        return {e: c for e, c in snapshot.items() if c}
 
     def _on_contacts_batch(self, changes: list[ContactChange]) -> None:
         """Re-read the endpoints a batch names. A large batch (a resync) is worked off in slices of

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 
 from .availability import Membership, PresenceValue, overlay
 from .availability_facts import AvailabilityFacts
+from .seed_apply import SeedApply
 
 STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up", "dnd", "paused", "away")
 
@@ -146,7 +147,7 @@ class _Endpoint:
         return any(status not in UNUSABLE_CONTACT_STATUSES for status in self.contacts.values())
 
 
-class PresenceMachine(AvailabilityFacts):
+class PresenceMachine(AvailabilityFacts, SeedApply):
     """The presence of every known endpoint. Every mutator returns the events it caused, in order.
 
     ``wrap_up_s``: seconds of wrap-up after a call (0 disables it). ``clock``: epoch seconds, used
@@ -244,104 +245,7 @@ class PresenceMachine(AvailabilityFacts):
             events += self._update(endpoint, ep)
         return events
 
-    # -- seeding (after an AMI connect, or a forced refresh) ------------------------------------
-
-    def begin_seed(self) -> int:
-        """Mark the start of a seed; live facts from now on win over the seed's older snapshot."""
-        self._seed_from = self._generation
-        self._hangups_during_seed = {}
-        return self._generation
-
-    def abort_seed(self) -> None:
-        """The seed's listings failed; nothing of it is applied."""
-        self._seed_from = None
-        self._hangups_during_seed = {}
-
-    def apply_seed(
-        self,
-        token: int,
-        *,
-        device_states: Mapping[str, str] | None = None,
-        contacts: Mapping[str, Mapping[str, str]] | None = None,
-        channels: Mapping[str, Iterable[str]] | None = None,
-        retire: bool = False,
-        queues: Mapping[str, Mapping[str, Membership]] | None = None,
-        custom: Mapping[str, Mapping[str, bool]] | None = None,
-        presence: Mapping[str, PresenceValue] | None = None,
-        updates: list[str] | None = None,
-    ) -> list[PresenceEvent]:
-        """Apply a snapshot taken after `begin_seed` returned ``token``.
-
-        ``device_states``: endpoint -> canonical device state, from DeviceStateList (or
-        PJSIPShowEndpoints). An endpoint whose device state changed live since ``token`` keeps it.
-        ``contacts``: endpoint -> {contact id: ContactStatus} for every endpoint (absent = none).
-        ``channels``: endpoint -> live channel names (CoreShowChannels); channels created live since
-        ``token`` are kept and channels hung up since then are dropped.
-        ``retire``: the listing was complete, so endpoints now unknown are retired (INVALID device
-        states do not make an endpoint known). Returns status changes, then retirements.
-        """
-        self._seed_from = None
-        hungup, self._hangups_during_seed = self._hangups_during_seed, {}
-        touched: set[str] = set()
-        if device_states is not None:
-            for endpoint, state in device_states.items():
-                if state == "INVALID" and endpoint not in self._endpoints:
-                    continue
-                ep = self._endpoint(endpoint)
-                if ep.device_state_gen <= token:
-                    ep.device_state = state
-                touched.add(endpoint)
-        if contacts is not None:
-            for endpoint, ep in self._endpoints.items():
-                if endpoint not in contacts:
-                    ep.contacts = {}
-            for endpoint, entries in contacts.items():
-                if entries:
-                    self._endpoint(endpoint).contacts = dict(entries)
-                    touched.add(endpoint)
-        if channels is not None:
-            for endpoint in set(channels) | set(self._endpoints):
-                names = set(channels.get(endpoint, ()))
-                if endpoint not in self._endpoints and not names:
-                    continue
-                ep = self._endpoint(endpoint)
-                kept = {c: g for c, g in ep.channels.items() if g > token}
-                kept.update({c: token for c in names if c not in hungup and c not in kept})
-                ep.channels = kept
-        for facts, attr in ((queues, "queues"), (custom, "custom"), (presence, "presence")):
-            if facts is None:
-                continue
-            for endpoint in set(facts) | set(self._endpoints):
-                if endpoint not in self._endpoints and not facts.get(endpoint):
-                    continue
-                ep = self._endpoint(endpoint)
-                if ep.overlay_gen <= token:
-                    value = facts.get(endpoint)
-                    if attr == "presence":
-                        ep.presence = value  # type: ignore[assignment]
-                    else:
-                        setattr(ep, attr, dict(value or {}))  # type: ignore[call-overload]
-        gone: list[str] = []
-        if retire and device_states is not None:
-            gone = [
-                endpoint
-                for endpoint, ep in sorted(self._endpoints.items())
-                if not (
-                    (endpoint in touched and (ep.device_state != "INVALID" or ep.online))
-                    or ep.device_state_gen > token
-                    or any(g > token for g in ep.channels.values())
-                )
-            ]
-        events: list[PresenceEvent] = []
-        gone_set = set(gone)
-        remaining = [endpoint for endpoint in sorted(self._endpoints) if endpoint not in gone_set]
-        if updates is not None:
-            updates.extend(remaining)  # the caller runs `refresh` on them, in slices
-        else:
-            events += self.refresh(remaining)
-        for endpoint in gone:
-            events += self.retire(endpoint)
-        return events
+    # -- seeding (after an AMI connect, or a forced refresh): see `SeedApply` ----------------
 
     def refresh(self, endpoints: Iterable[str]) -> list[PresenceEvent]:
         """Recompute these endpoints' status from their facts (unknown ones are skipped)."""

@@ -280,3 +280,39 @@ async def test_status_never_says_waiting_for_ami_while_ami_is_connected(sqlite_u
         rig.fake.reject_logins = True
         await until(lambda: not rig.client.connected)
         assert rig.sync.health()["state"] == "waiting_for_ami"
+
+
+async def test_a_large_resync_is_applied_in_slices_and_a_delta_during_it_is_kept(sqlite_url: str) -> None:
+    """A resync puts the listing into the table at most ``resync_slice`` contacts per event-loop
+    turn, and notifies in batches of at most that; a ContactStatus arriving between two slices
+    is applied after the resync, so it wins over the listing in memory and in ps_contacts."""
+    async with contacts_rig(sqlite_url, setup=three) as rig:
+        await rig.synced()
+        rig.sync.resync_slice = 50
+        added = [FakeContact(f"{2000 + n}", f"{2000 + n}", f"sip:{2000 + n}@127.0.0.1:5060", status="Reachable",
+                             expiration_time=int(time.time()) + 600) for n in range(300)]
+        rig.fake.add_contacts_silently(added)
+        late = next(c for c in rig.fake.contacts.values() if c.endpoint == "2299")
+        batches: list[int] = []
+        rig.sync.subscribe_batch(lambda changes: batches.append(len(changes)))
+        sizes: list[int] = []
+        loop = asyncio.get_running_loop()
+
+        def each_turn() -> None:  # one call per event-loop turn while the resync runs
+            sizes.append(len(rig.sync.table))
+            if len(sizes) > 1 and sizes[-2] <= 103 < sizes[-1]:
+                rig.fake.set_reachability(late.id, False)  # mid-apply: the table is half filled
+            if not done:
+                loop.call_soon(each_turn)
+
+        done = False
+        loop.call_soon(each_turn)
+        result = await rig.sync.resync()
+        done = True
+        assert result["added"] == 300 and result["total"] == 303
+        growth = [b - a for a, b in zip(sizes, sizes[1:])]
+        assert max(growth) <= 50 and sum(growth) == 300
+        assert batches and max(batches) <= 50 and sum(batches) >= 300
+        rows = await rig.wait_rows(lambda r: r.get(late.id, {}).get("status") == "Unreachable")
+        assert len(rows) == 303
+        assert rig.sync.table.get(late.id).status == "Unreachable"

@@ -331,3 +331,59 @@ def test_a_retired_endpoint_gets_only_its_retirement() -> None:
     token = machine.begin_seed()
     events = machine.apply_seed(token, device_states={}, contacts={}, retire=True)
     assert [(type(e).__name__, e.endpoint) for e in events] == [("AgentRetired", "1098")]
+
+
+def test_a_seed_in_slices_yields_every_slice_and_live_facts_between_slices_win() -> None:
+    """`seed_steps` does at most ``slice`` endpoints per step; between two steps (the event loop
+    runs there) a live device state, a contact change and a hangup are all kept, not overwritten
+    by the older snapshot."""
+    machine = PresenceMachine()
+    names = [str(1000 + n) for n in range(100)]
+    contacts = {name: {f"{name};@abc": "Reachable"} for name in names}
+    token = machine.begin_seed()
+    machine.channel_created("1099", "PJSIP/1099-00000001")
+    retirements: list = []
+    updates: list[str] = []
+    steps = machine.seed_steps(
+        token, retirements, updates, device_states={name: "NOT_INUSE" for name in names},
+        contacts_of=lambda e: contacts.get(e, {}), contact_endpoints=list(contacts),
+        channels={"1099": ["PJSIP/1099-00000001", "PJSIP/1099-00000002"]}, retire=True,
+        queues=None, custom=None, presence=None, slice=10)
+    next(steps)  # the first slice of device states is applied, the rest is not
+    assert machine.device_state_of("1000") == "NOT_INUSE" and machine.device_state_of("1050") is None
+    machine.device_state("1050", "INUSE")  # live, between two slices
+    contacts["1060"] = {"1060;@abc": "Unreachable"}  # the provider's index changed meanwhile
+    machine.channel_hungup("1099", "PJSIP/1099-00000002")
+    count = 1 + sum(1 for _ in steps)
+    assert count >= 20  # 100 device states + 100 contacts, 10 per step
+    assert updates == names and retirements == []
+    events = machine.refresh(updates)
+    states = {e.endpoint: (e.state, e.online) for e in events}
+    assert states["1050"] == ("on_call", True)
+    assert states["1060"] == ("offline", False)
+    assert states["1000"] == ("available", True)
+    assert machine.channels_of("1099") == ["PJSIP/1099-00000001"]
+
+
+def test_an_endpoint_registering_after_its_seed_slice_is_not_retired() -> None:
+    """Contacts that appear for an endpoint the seed's contacts step already passed are kept live
+    (the provider notifies them); the seed's retirement check sees them, as it would have in a
+    snapshot taken at its end."""
+    machine = PresenceMachine()
+    names = [str(1000 + n) for n in range(30)]
+    contacts = {name: {f"{name};@abc": "Reachable"} for name in names}
+    token = machine.begin_seed()
+    retirements: list = []
+    updates: list[str] = []
+    steps = machine.seed_steps(
+        token, retirements, updates, device_states={name: "NOT_INUSE" for name in names},
+        contacts_of=lambda e: contacts.get(e, {}), contact_endpoints=list(contacts),
+        channels=None, retire=True, queues=None, custom=None, presence=None, slice=10)
+    for _ in range(4):  # device states done, the first slice of contacts done
+        next(steps)
+    contacts["2000"] = {"2000;@abc": "Reachable"}  # registers now: not in the device state listing
+    machine.set_contacts("2000", contacts["2000"])  # the provider's batch, between two slices
+    for _ in steps:
+        pass
+    assert retirements == []
+    assert machine.get("2000") is not None and machine.get("2000").online
