@@ -32,6 +32,7 @@ from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, StoreError
 from .descriptors import AcceptErrorReporter, DescriptorBudget, budget_for
+from .reload import Reloader, apply_reload
 from .metrics import EventCounter, MetricsExporter, MetricSources, UpstreamStats
 from .sdnotify import Notifier
 from .store import Store
@@ -95,6 +96,8 @@ class App:
         self.store = build_store(config, check=True)
         self.stores: list[Store] = [self.store]
         self.components: dict[str, Any] = {}
+        #: What applies the live fields of a reloaded config (SIGHUP), registered as parts are built.
+        self.reloaders: list[Reloader] = []
         self._stopping = asyncio.Event()
         self._reload = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -203,6 +206,14 @@ class App:
         self.did_sender = DIDOptimizerSender(self.config.did_optimizer, self._session)
         self.outbox = outbox
         self.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=self.config.did_optimizer.enabled)
+        sending = [self.config.did_optimizer.enabled]
+
+        def did_optimizer_enabled(new: Config) -> None:  # ``did_optimizer.enabled`` is live
+            if new.did_optimizer.enabled != sending[0]:
+                sending[0] = new.did_optimizer.enabled
+                self.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=sending[0])
+
+        self.reloaders += [self.did_sender.reconfigure, did_optimizer_enabled]
         self.components["outbox"] = outbox
 
     def _build_http(self) -> None:
@@ -229,6 +240,7 @@ class App:
                                      max_sessions=self.descriptors.fastagi_sessions if self.descriptors else None)
         self.components["fastagi"] = self.fastagi
         self.components["did_select"] = self.did_select
+        self.reloaders += [self.did_select.reconfigure, self.calllog_handler.reconfigure]
 
     def _build_ameyo(self) -> None:
         if not self.config.ameyo.enabled:
@@ -244,6 +256,7 @@ class App:
         self.http.add_routes(service.admin_routes(), auth="admin")
         self.ameyo_service = service
         self.components["ameyo"] = service
+        self.reloaders += [self.tops_sender.reconfigure, service.reconfigure]
 
     def _build_vicidial(self) -> None:
         if not self.config.vicidial.enabled:
@@ -379,8 +392,6 @@ class App:
             log.error("reload rejected, keeping the running configuration", extra={"error": str(exc)})
             self.notifier.ready(self._status_line())
             return False
-        from .reload import apply_reload
-
         apply_reload(self, new)
         self.notifier.ready(self._status_line())
         return True

@@ -15,7 +15,7 @@ import ipaddress
 import os
 import stat
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -32,6 +32,7 @@ from pydantic import (
 from .calls.settings import CallsConfig
 from .configfiles import anchor_paths, check_readable, read_yaml
 from .errors import ConfigError
+from .reloadmarks import Reload, marks
 
 # ---------------------------------------------------------------------------------------------
 # Small value types
@@ -102,6 +103,8 @@ class StoreConfig(Section):
     (`telephonyd.store.failover`); ``url`` is then the first of them.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(restart="url urls pool_size connect_timeout_s")
     url: SecretStr = SecretStr("sqlite+aiosqlite:///state/telephonyd.db")
     urls: list[SecretStr] = []
     pool_size: int = Field(10, ge=1, le=100)
@@ -160,6 +163,12 @@ class FastAGIConfig(Section):
     connection cap is lowered so that it never takes them (see ``http.max_connections``).
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="listen allowed_clients max_line_bytes max_block_bytes max_reply_bytes block_timeout_s "
+        "command_timeout_s session_timeout_s result_timeout_s max_sessions drain_timeout_s backlog "
+        "max_sessions_per_client reserved_fds",
+    )
     listen: AddressList = [HostPort(host="127.0.0.1", port=4573)]
     allowed_clients: Networks = LOOPBACK
     max_line_bytes: int = Field(8192, ge=256)
@@ -183,6 +192,8 @@ class CallLogVariables(Section):
     scripts' ``OPTIMIZER_DID`` and the seed dialplan's ``DID_NUMBER``.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="campaign agent lead list_id did customer_phone")
     campaign: list[str] = ["CAMPCUST", "campaign_id", "CAMPAIGN"]
     agent: list[str] = ["agent", "AGENT", "agent_id"]
     lead: list[str] = ["lead_id", "LEAD_ID"]
@@ -210,6 +221,11 @@ class CallLogConfig(Section):
     ``ERROR``.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        live="default_campaign enqueue_timeout_s",
+        restart="start_ttl_s start_cache_max source",
+    )
     variables: CallLogVariables = CallLogVariables()
     start_ttl_s: float = Field(4 * 3600.0, gt=0)
     start_cache_max: int = Field(100_000, ge=100)
@@ -226,6 +242,8 @@ class HTTPTLSConfig(Section):
     routes then refuse a request without a verified one (403), the callbacks do not look at it.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="cert_file key_file", restart="client_ca_file")
     cert_file: Path
     key_file: Path
     client_ca_file: Path | None = None
@@ -235,6 +253,8 @@ class PublicListenerConfig(Section):
     """An extra listener of the HTTP server answering only the routes without admin auth (the
     dialer callbacks and ``/healthz``); every admin route is 404 there. Its own ``tls``."""
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(restart="listen tls")
     listen: Address
     tls: HTTPTLSConfig | None = None
 
@@ -259,6 +279,12 @@ class HTTPConfig(Section):
     Connections beyond either cap are closed as soon as they are accepted.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        live="admin_token trusted_proxies proxy_header",
+        restart="listen max_body_bytes header_timeout_s body_timeout_s max_connections "
+        "max_connections_per_client tls public_listeners",
+    )
     listen: Address = HostPort(host="127.0.0.1", port=8088)
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(64 * 1024, ge=1024)
@@ -275,6 +301,8 @@ class HTTPConfig(Section):
 class DIDOptimizerConfig(Section):
     """The DID Optimizer API that receives one outcome per call leg."""
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="enabled base_url api_key path timeout_s")
     enabled: bool = False
     base_url: str = "http://127.0.0.1:5000"
     api_key: SecretStr | None = None
@@ -293,6 +321,8 @@ class DIDSelectVariables(Section):
     variable the area code is the first three of the phone's last ten digits (NANP).
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="campaign agent lead customer_phone state area_code")
     campaign: list[str] = ["CAMPCUST", "campaign_id", "CAMPAIGN"]
     agent: list[str] = ["agent", "AGENT", "agent_id"]
     lead: list[str] = ["lead_id", "LEAD_ID"]
@@ -322,6 +352,12 @@ class DIDSelectConfig(Section):
     ``retention_s`` are deleted).
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        live="enabled path budget_s breaker_failures breaker_cooldown_s fallback_dids record_timeout_s "
+        "retention_s",
+        restart="reuse_ttl_s max_connections remember_ttl_s remember_max",
+    )
     enabled: bool = False
     path: str = "/api/v1/dids/next"
     budget_s: float = Field(0.3, gt=0, le=1.0)
@@ -348,6 +384,11 @@ class OutboxConfig(Section):
     many failed attempts.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="write_batch_max claim_batch concurrency poll_interval_s backoff_base_s backoff_max_s "
+        "lease_s delivered_retention_s prune_interval_s store_timeout_s max_attempts",
+    )
     write_batch_max: int = Field(256, ge=1)
     claim_batch: int = Field(64, ge=1)
     concurrency: int = Field(8, ge=1, le=256)
@@ -362,6 +403,8 @@ class OutboxConfig(Section):
 
 
 class LoggingConfig(Section):
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="level", restart="format")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = "auto"
 
@@ -380,6 +423,10 @@ class AMITLSConfig(Section):
     client certificate, when Asterisk's side asks for one.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="enabled ca_file verify check_hostname server_hostname cert_file key_file",
+    )
     enabled: bool = False
     ca_file: Path | None = None
     verify: bool = True
@@ -400,6 +447,12 @@ class AMIConfig(Section):
     ``max_line_bytes``/``max_message_bytes`` ends the session.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="enabled host port username secret auth connect_timeout_s action_timeout_s ping_interval_s "
+        "ping_timeout_s backoff_base_s backoff_max_s max_line_bytes max_message_bytes events "
+        "action_id_prefix",
+    )
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(5038, ge=1, le=65535)
@@ -437,6 +490,11 @@ class PSContactsConfig(Section):
     columns are compared with Asterisk's view (asterisk).
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="mode url reg_server coalesce_s expiry_check_s verify_max_endpoints store_timeout_s "
+        "max_queue",
+    )
     mode: Literal["owned", "asterisk"] = "owned"
     url: SecretStr | None = None
     reg_server: str | None = None
@@ -460,6 +518,12 @@ class PresenceConfig(Section):
     a call. ``ws_queue_size`` messages may wait for one WebSocket client before it is dropped.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        live="wrap_up_s seed_timeout_s",
+        restart="technologies endpoint_pattern ws_queue_size ws_heartbeat_s ws_send_timeout_s "
+        "custom_device_states availability_listings api_shape socketio socketio_cors_origins",
+    )
     wrap_up_s: float = Field(0.0, ge=0)
     technologies: list[str] = Field(["PJSIP", "SIP", "IAX2"], min_length=1)
     endpoint_pattern: str | None = None
@@ -508,6 +572,11 @@ class MQTTConfig(Section):
     only the latest state of each agent is kept.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="enabled url base_topic username password keepalive_s backoff_max_s client_id ca_file qos "
+        "queue_size connect_timeout_s publish_timeout_s",
+    )
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
     base_topic: str = "telephonyd"
@@ -560,6 +629,13 @@ class AmeyoConfig(Section):
     instead of waiting for phone 2 (compared case-insensitively).
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        live="token allowed_networks phone1_state_ttl_s processing_ttl_s dedupe_ttl_s "
+        "phone1_final_dispositions send_phone1_on_expiry timezone request_log_retention_s "
+        "sweep_interval_s write_batch_max record_timeout_s",
+        restart="enabled",
+    )
     enabled: bool = True
     token: SecretStr | None = None
     allowed_networks: Networks = []
@@ -592,6 +668,8 @@ class AmeyoConfig(Section):
 
 
 class TopsTarget(Section):
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="base_url api_key")
     base_url: str = "https://127.0.0.1"
     api_key: SecretStr | None = None
 
@@ -604,6 +682,8 @@ class TopsConfig(Section):
     reply WPRDEXTC3201 (call does not exist) is retried before the send becomes a dead letter.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="env real_send timeout_s call_missing_retries ca_file")
     env: str = "TEST"
     test: TopsTarget = TopsTarget()
     prod: TopsTarget = TopsTarget()
@@ -634,6 +714,11 @@ class VICIdialConfig(Section):
     with ``enabled``, telephonyd refuses to listen on 4577.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="enabled url fastagi_log_present poll_interval_s batch_size reread_window_s late_insert_s "
+        "did_match_s statuses_refresh_s query_timeout_s transient_statuses closer_log",
+    )
     enabled: bool = False
     url: SecretStr | None = None
     fastagi_log_present: bool = False
@@ -661,6 +746,8 @@ class VICIdialConfig(Section):
 class Config(Section):
     """The whole configuration. See config/telephonyd.yml for a commented example."""
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(live="allow_readable_secrets", restart="node_id")
     node_id: str = Field("ast1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     allow_readable_secrets: bool = False
     store: StoreConfig = StoreConfig()

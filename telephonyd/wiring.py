@@ -48,6 +48,7 @@ async def build_ami_side(app: Any) -> None:
     # Consumers first, so their subscriptions exist before the client's first login.
     app.components["contacts"] = contacts
     app.components["presence"] = presence
+    app.reloaders.append(presence.reconfigure)
     calls = build_calls(app, client) if config.calls.enabled else None
     if config.mqtt.enabled:
         from .mqtt import MQTTPublisher
