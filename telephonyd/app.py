@@ -246,14 +246,15 @@ class App:
         if not self.config.ameyo.enabled:
             return
         from .ameyo import AmeyoService
+        from .ameyo.routes import admin_routes, callback_routes
         from .upstream.tops import TopsSender
 
         assert self._session is not None and self.http is not None
         service = AmeyoService(self.config.ameyo, self.config.tops, self.store, self.outbox, node_id=self.config.node_id)
         self.tops_sender = TopsSender(self.config.tops, self._session, on_result=service.record_upstream)
         self.register_sender("tops", self.tops_sender, enabled=True)
-        self.http.add_routes(service.routes(), auth="none")
-        self.http.add_routes(service.admin_routes(), auth="admin")
+        self.http.add_routes(callback_routes(service), auth="none")  # access control is the routes' own
+        self.http.add_routes(admin_routes(service), auth="admin")
         self.ameyo_service = service
         self.components["ameyo"] = service
         self.reloaders += [self.tops_sender.reconfigure, service.reconfigure]

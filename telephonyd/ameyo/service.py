@@ -26,7 +26,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from aiohttp import web
 from prometheus_client import Gauge
 
 from ..config import AmeyoConfig, Config, TopsConfig
@@ -124,20 +123,6 @@ class AmeyoService:
         if self.open_to_any_client:
             log.warning("Ameyo callbacks are open to any client: set ameyo.token (TELEPHONYD_AMEYO_TOKEN) "
                         "and/or ameyo.allowed_networks", extra={"open_to_any_client": True})
-
-    # -- wiring ----------------------------------------------------------------------------------
-
-    def routes(self) -> list[web.RouteDef]:
-        """The callback paths, to mount with ``auth='none'`` (access control is done here)."""
-        from .routes import callback_routes
-
-        return callback_routes(self)
-
-    def admin_routes(self) -> list[web.RouteDef]:
-        """``GET /api/ameyo/requests`` (request log), to mount with ``auth='admin'``."""
-        from .routes import admin_routes
-
-        return admin_routes(self)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded configuration (token, networks, TTLs, zone, final dispositions, dry run)."""
