@@ -23,7 +23,7 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import sqlalchemy as sa
@@ -37,6 +37,9 @@ from .metrics import EventCounter, MetricsExporter, MetricSources, UpstreamStats
 from .sdnotify import Notifier
 from .store import Store
 from .web import HTTPServer
+
+if TYPE_CHECKING:
+    from .wiring import AMISide
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,12 @@ class App:
         self.metrics: MetricsExporter | None = None
         self.accept_errors = AcceptErrorReporter()
         self.descriptors: DescriptorBudget | None = None
+        # The parts other parts or the metrics read, set only by the builders below.
+        self.did_sender: Any = None
+        self.calllog_handler: Any = None
+        self.ameyo_service: Any = None
+        self.tops_sender: Any = None
+        self.ami_side: AMISide | None = None
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -161,7 +170,7 @@ class App:
 
     async def _start(self) -> bool:
         self.notifier.status("opening the store")
-        if not await self._start_store(self.store):
+        if not await self.start_store(self.store):
             return False
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None),
@@ -179,7 +188,13 @@ class App:
             await component.start()
         return True
 
-    async def _start_store(self, store: Store) -> bool:
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP client session the upstream senders share (open from the start on)."""
+        assert self._session is not None
+        return self._session
+
+    async def start_store(self, store: Store) -> bool:
         """Start ``store``, retrying with backoff while its error is retryable (a database server
         down); a permanent `StoreError` (damaged file, unwritable directory) is raised."""
         delay = 0.5
@@ -276,7 +291,7 @@ class App:
             return
         from .wiring import build_ami_side
 
-        await build_ami_side(self)
+        self.ami_side = await build_ami_side(self)
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -287,12 +302,12 @@ class App:
     def _build_metrics(self) -> None:
         """``GET /metrics`` (admin token), read from the components at scrape time."""
         ami_events = None
-        client = getattr(self, "ami_client", None)
-        if client is not None:
+        side = self.ami_side
+        if side is not None:
             ami_events = EventCounter()
-            client.subscribe("*", ami_events.observe)
-        contacts = getattr(self, "contacts_sync", None)
-        presence = getattr(self, "presence_service", None)
+            side.client.subscribe("*", ami_events.observe)
+        contacts = side.contacts if side is not None else None
+        presence = side.presence if side is not None else None
         assert self.http is not None
         sources = MetricSources(
             node_id=self.config.node_id,
@@ -310,7 +325,7 @@ class App:
         instruments = [*self.accept_errors.collectors(), *self.http.collectors()]
         if self.fastagi is not None:
             instruments += self.fastagi.collectors()
-        if getattr(self, "ameyo_service", None) is not None:
+        if self.ameyo_service is not None:
             instruments += self.ameyo_service.collectors()
         instruments.append(self.did_select.metrics)
         vicidial = self.components.get("vicidial")
