@@ -19,7 +19,6 @@ import contextlib
 import gc
 import logging
 import os
-import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ import aiohttp
 import sqlalchemy as sa
 
 from . import __version__
+from .backoff import equal_jitter
 from .config import Config, load_config
 from .errors import ConfigError, StoreError
 from .descriptors import AcceptErrorReporter, DescriptorBudget, budget_for
@@ -197,7 +197,7 @@ class App:
     async def start_store(self, store: Store) -> bool:
         """Start ``store``, retrying with backoff while its error is retryable (a database server
         down); a permanent `StoreError` (damaged file, unwritable directory) is raised."""
-        delay = 0.5
+        attempt = 0
         while not self._stopping.is_set():
             try:
                 await store.start()
@@ -205,11 +205,12 @@ class App:
             except StoreError as exc:
                 if not exc.retryable:
                     raise
+                attempt += 1
+                delay = equal_jitter(attempt, 1.0, 30.0)
                 log.warning("store unavailable, retrying", extra={"error": str(exc), "retry_in_s": round(delay, 1)})
                 self.notifier.status(f"waiting for the store: {exc}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 30.0) * random.uniform(0.8, 1.2)
         return False
 
     def _build_outbox(self) -> None:

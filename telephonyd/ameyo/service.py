@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from prometheus_client import Gauge
 
+from ..backoff import equal_jitter
 from ..config import AmeyoConfig, Config, TopsConfig
 from ..errors import StoreError, raise_if_cancelling
 from ..logs import LogThrottle, log_context
@@ -295,7 +295,7 @@ class AmeyoService:
             except (StoreError, sa.exc.SQLAlchemyError, OSError) as exc:
                 raise_if_cancelling()
                 failures += 1
-                delay = min(self.config.sweep_interval_s * 2 ** failures, 300.0) * random.uniform(0.8, 1.2)
+                delay = equal_jitter(failures, 2 * self.config.sweep_interval_s, max(300.0, self.config.sweep_interval_s))
                 log.warning("ameyo housekeeping failed", extra={"error": str(exc)[:300], "retry_in_s": round(delay, 1)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from ..errors import raise_if_cancelling
-from ..outbox.backoff import decorrelated_jitter
+from ..backoff import decorrelated_jitter
 from ..outbox.queries import STORE_ERRORS, short_error
 from .documents import document, matches, outcome_payload
 from .model import ENDED

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..backoff import equal_jitter
 from ..config import PSContactsConfig
 from ..errors import raise_if_cancelling
 from ..store import Store
@@ -379,7 +380,7 @@ class ContactsSync(UpkeepMixin):
         self._failures += 1
         self.counters["write_failures"] += 1
         self._last_error = f"{type(exc).__name__}: {exc}"[:300]
-        delay = min(self.retry_max_s, self.retry_base_s * 2 ** min(self._failures - 1, 10))
+        delay = equal_jitter(min(self._failures, 11), self.retry_base_s, self.retry_max_s)
         self._retry_at = time.monotonic() + delay
         log.warning("ps_contacts write failed, retrying", extra={"error": self._last_error, "retry_in_s": delay})
 
@@ -400,7 +401,7 @@ class ContactsSync(UpkeepMixin):
             self._resync_failures += 1
             if self.ami.connected and not self._stopping.is_set():
                 self._resync_wanted = True
-                delay = min(300.0, self.resync_retry_base_s * 2 ** min(self._resync_failures - 1, 6))
+                delay = equal_jitter(min(self._resync_failures, 7), self.resync_retry_base_s, 300.0)
                 self._resync_after = time.monotonic() + delay
                 asyncio.get_running_loop().call_later(delay, self._wake.set)
             if not waiters:

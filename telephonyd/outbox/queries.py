@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from ..errors import StoreError
 from ..store import Prepared
 from ..store.conflicts import StoreConflict, is_conflict
-from .backoff import full_jitter
+from ..backoff import full_jitter
 from .claimant import new_token
 from . import requeue
 from .model import DEAD, DELIVERED, IN_FLIGHT, PENDING, EnqueueResult, OutboxRow
