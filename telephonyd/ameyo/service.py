@@ -24,14 +24,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from prometheus_client import Gauge
 
 from ..backoff import equal_jitter
 from ..config import AmeyoConfig, Config, TopsConfig
 from ..errors import StoreError, raise_if_cancelling
 from ..logs import LogThrottle, log_context
-from ..store import Store
+from ..store import STORE_ERRORS, Store
 from . import requestlog
 from .batch import GroupCommitter, Transaction
 from .gate import GateTTLs
@@ -292,7 +291,7 @@ class AmeyoService:
                     next_prune = time.monotonic() + PRUNE_INTERVAL_S
                 failures = 0
                 delay = self.config.sweep_interval_s
-            except (StoreError, sa.exc.SQLAlchemyError, OSError) as exc:
+            except STORE_ERRORS as exc:
                 raise_if_cancelling()
                 failures += 1
                 delay = equal_jitter(failures, 2 * self.config.sweep_interval_s, max(300.0, self.config.sweep_interval_s))

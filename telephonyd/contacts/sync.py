@@ -42,7 +42,7 @@ from .parse import parse_contact_status, parse_peer_status
 from .pending import PendingWrites
 from .state import ContactTable
 from .stats import LatencyStats
-from .upkeep import STORE_ERRORS, EndpointVerifier, UpkeepMixin
+from .upkeep import SYNC_ERRORS, EndpointVerifier, UpkeepMixin
 from .writer import ContactsWriter
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class ContactsSync(UpkeepMixin):
     async def _on_ami_connect(self, _client: Any) -> None:
         try:
             result = await self.resync()
-        except STORE_ERRORS as exc:
+        except SYNC_ERRORS as exc:
             raise_if_cancelling()
             if self.ami.connected:  # otherwise the next login resyncs
                 log.warning("ps_contacts resync failed, retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -362,7 +362,7 @@ class ContactsSync(UpkeepMixin):
             async with asyncio.timeout(self.config.store_timeout_s):
                 async with self.store.begin() as conn:
                     await self.writer.write(conn, rows=batch.rows, statuses=batch.statuses, deletes=batch.deletes)
-        except STORE_ERRORS as exc:
+        except SYNC_ERRORS as exc:
             self._pending.restore(batch)
             raise_if_cancelling()
             self._write_failed(exc)
@@ -395,7 +395,7 @@ class ContactsSync(UpkeepMixin):
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
-            if not isinstance(exc, STORE_ERRORS):
+            if not isinstance(exc, SYNC_ERRORS):
                 raise
             self._last_error = f"resync: {type(exc).__name__}: {exc}"[:300]
             self._resync_failures += 1

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
-from ..store import Prepared
+from ..store import STORE_ERRORS, Prepared
 from ..store.conflicts import StoreConflict, is_conflict
 from ..backoff import full_jitter
 from .claimant import new_token
@@ -30,8 +29,7 @@ from .schema import outbox as t
 if TYPE_CHECKING:
     from ..store import Store
 
-#: What a store operation raises when the database is down, slow or refusing.
-STORE_ERRORS = (sa.exc.SQLAlchemyError, OSError, TimeoutError, StoreError)
+__all__ = ["STORE_ERRORS", "OutboxQueries", "short_error"]  # STORE_ERRORS: the store's one list
 
 log = logging.getLogger(__name__)
 
