@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: The order components stop in (listeners first so nothing new arrives, the outbox last so what
+#: they recorded is flushed); a component not named here stops after these, in start order.
+STOP_ORDER = ("fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "calls", "calls_sink", "mqtt",
+              "outbox")
+
+
 class Component(Protocol):
     async def start(self) -> None: ...
     async def run(self) -> None: ...
@@ -183,9 +189,14 @@ class App:
         self._build_vicidial()
         await self._build_ami()
         self._build_metrics()
-        for name, component in self.components.items():
-            self.notifier.status(f"starting {name}")
-            await component.start()
+        async with contextlib.AsyncExitStack() as started:
+            for name, component in self.components.items():
+                self.notifier.status(f"starting {name}")
+                await component.start()
+                started.push_async_callback(self._stop_one, name, component)
+            # All started: from now on they stop in STOP_ORDER. A start that raised above has
+            # stopped, in reverse, those that had started.
+            started.pop_all()
         return True
 
     @property
@@ -365,15 +376,16 @@ class App:
             raise ComponentExited(f"{name} stopped on its own")
 
     async def _stop_components(self) -> None:
-        order = ["fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "calls", "calls_sink", "mqtt", "outbox"]
-        names = [n for n in order if n in self.components] + [n for n in self.components if n not in order]
-        drain = self.config.fastagi.drain_timeout_s
+        names = [n for n in STOP_ORDER if n in self.components] + [n for n in self.components if n not in STOP_ORDER]
         for name in names:
-            self.notifier.status(f"stopping {name}")
-            try:
-                await self.components[name].stop(drain if name == "fastagi" else 5.0)
-            except Exception:
-                log.exception("error while stopping", extra={"component": name})
+            await self._stop_one(name, self.components[name])
+
+    async def _stop_one(self, name: str, component: Component) -> None:
+        self.notifier.status(f"stopping {name}")
+        try:
+            await component.stop(self.config.fastagi.drain_timeout_s if name == "fastagi" else 5.0)
+        except Exception:
+            log.exception("error while stopping", extra={"component": name})
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s
