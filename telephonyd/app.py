@@ -19,25 +19,35 @@ import contextlib
 import gc
 import logging
 import os
-import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import sqlalchemy as sa
 
 from . import __version__
+from .backoff import equal_jitter
 from .config import Config, load_config
 from .errors import ConfigError, StoreError
 from .descriptors import AcceptErrorReporter, DescriptorBudget, budget_for
+from .reload import Reloader, apply_reload
 from .metrics import EventCounter, MetricsExporter, MetricSources, UpstreamStats
 from .sdnotify import Notifier
 from .store import Store
 from .web import HTTPServer
 
+if TYPE_CHECKING:
+    from .wiring import AMISide
+
 log = logging.getLogger(__name__)
+
+
+#: The order components stop in (listeners first so nothing new arrives, the outbox last so what
+#: they recorded is flushed); a component not named here stops after these, in start order.
+STOP_ORDER = ("fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "calls", "calls_sink", "mqtt",
+              "outbox")
 
 
 class Component(Protocol):
@@ -95,6 +105,8 @@ class App:
         self.store = build_store(config, check=True)
         self.stores: list[Store] = [self.store]
         self.components: dict[str, Any] = {}
+        #: What applies the live fields of a reloaded config (SIGHUP), registered as parts are built.
+        self.reloaders: list[Reloader] = []
         self._stopping = asyncio.Event()
         self._reload = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -108,6 +120,12 @@ class App:
         self.metrics: MetricsExporter | None = None
         self.accept_errors = AcceptErrorReporter()
         self.descriptors: DescriptorBudget | None = None
+        # The parts other parts or the metrics read, set only by the builders below.
+        self.did_sender: Any = None
+        self.calllog_handler: Any = None
+        self.ameyo_service: Any = None
+        self.tops_sender: Any = None
+        self.ami_side: AMISide | None = None
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -158,7 +176,7 @@ class App:
 
     async def _start(self) -> bool:
         self.notifier.status("opening the store")
-        if not await self._start_store(self.store):
+        if not await self.start_store(self.store):
             return False
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None),
@@ -171,15 +189,26 @@ class App:
         self._build_vicidial()
         await self._build_ami()
         self._build_metrics()
-        for name, component in self.components.items():
-            self.notifier.status(f"starting {name}")
-            await component.start()
+        async with contextlib.AsyncExitStack() as started:
+            for name, component in self.components.items():
+                self.notifier.status(f"starting {name}")
+                await component.start()
+                started.push_async_callback(self._stop_one, name, component)
+            # All started: from now on they stop in STOP_ORDER. A start that raised above has
+            # stopped, in reverse, those that had started.
+            started.pop_all()
         return True
 
-    async def _start_store(self, store: Store) -> bool:
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP client session the upstream senders share (open from the start on)."""
+        assert self._session is not None
+        return self._session
+
+    async def start_store(self, store: Store) -> bool:
         """Start ``store``, retrying with backoff while its error is retryable (a database server
         down); a permanent `StoreError` (damaged file, unwritable directory) is raised."""
-        delay = 0.5
+        attempt = 0
         while not self._stopping.is_set():
             try:
                 await store.start()
@@ -187,11 +216,12 @@ class App:
             except StoreError as exc:
                 if not exc.retryable:
                     raise
+                attempt += 1
+                delay = equal_jitter(attempt, 1.0, 30.0)
                 log.warning("store unavailable, retrying", extra={"error": str(exc), "retry_in_s": round(delay, 1)})
                 self.notifier.status(f"waiting for the store: {exc}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 30.0) * random.uniform(0.8, 1.2)
         return False
 
     def _build_outbox(self) -> None:
@@ -203,6 +233,14 @@ class App:
         self.did_sender = DIDOptimizerSender(self.config.did_optimizer, self._session)
         self.outbox = outbox
         self.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=self.config.did_optimizer.enabled)
+        sending = [self.config.did_optimizer.enabled]
+
+        def did_optimizer_enabled(new: Config) -> None:  # ``did_optimizer.enabled`` is live
+            if new.did_optimizer.enabled != sending[0]:
+                sending[0] = new.did_optimizer.enabled
+                self.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=sending[0])
+
+        self.reloaders += [self.did_sender.reconfigure, did_optimizer_enabled]
         self.components["outbox"] = outbox
 
     def _build_http(self) -> None:
@@ -229,21 +267,24 @@ class App:
                                      max_sessions=self.descriptors.fastagi_sessions if self.descriptors else None)
         self.components["fastagi"] = self.fastagi
         self.components["did_select"] = self.did_select
+        self.reloaders += [self.did_select.reconfigure, self.calllog_handler.reconfigure]
 
     def _build_ameyo(self) -> None:
         if not self.config.ameyo.enabled:
             return
         from .ameyo import AmeyoService
+        from .ameyo.routes import admin_routes, callback_routes
         from .upstream.tops import TopsSender
 
         assert self._session is not None and self.http is not None
         service = AmeyoService(self.config.ameyo, self.config.tops, self.store, self.outbox, node_id=self.config.node_id)
         self.tops_sender = TopsSender(self.config.tops, self._session, on_result=service.record_upstream)
         self.register_sender("tops", self.tops_sender, enabled=True)
-        self.http.add_routes(service.routes(), auth="none")
-        self.http.add_routes(service.admin_routes(), auth="admin")
+        self.http.add_routes(callback_routes(service), auth="none")  # access control is the routes' own
+        self.http.add_routes(admin_routes(service), auth="admin")
         self.ameyo_service = service
         self.components["ameyo"] = service
+        self.reloaders += [self.tops_sender.reconfigure, service.reconfigure]
 
     def _build_vicidial(self) -> None:
         if not self.config.vicidial.enabled:
@@ -262,7 +303,7 @@ class App:
             return
         from .wiring import build_ami_side
 
-        await build_ami_side(self)
+        self.ami_side = await build_ami_side(self)
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -273,12 +314,12 @@ class App:
     def _build_metrics(self) -> None:
         """``GET /metrics`` (admin token), read from the components at scrape time."""
         ami_events = None
-        client = getattr(self, "ami_client", None)
-        if client is not None:
+        side = self.ami_side
+        if side is not None:
             ami_events = EventCounter()
-            client.subscribe("*", ami_events.observe)
-        contacts = getattr(self, "contacts_sync", None)
-        presence = getattr(self, "presence_service", None)
+            side.client.subscribe("*", ami_events.observe)
+        contacts = side.contacts if side is not None else None
+        presence = side.presence if side is not None else None
         assert self.http is not None
         sources = MetricSources(
             node_id=self.config.node_id,
@@ -296,7 +337,7 @@ class App:
         instruments = [*self.accept_errors.collectors(), *self.http.collectors()]
         if self.fastagi is not None:
             instruments += self.fastagi.collectors()
-        if getattr(self, "ameyo_service", None) is not None:
+        if self.ameyo_service is not None:
             instruments += self.ameyo_service.collectors()
         instruments.append(self.did_select.metrics)
         vicidial = self.components.get("vicidial")
@@ -335,15 +376,16 @@ class App:
             raise ComponentExited(f"{name} stopped on its own")
 
     async def _stop_components(self) -> None:
-        order = ["fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "calls", "calls_sink", "mqtt", "outbox"]
-        names = [n for n in order if n in self.components] + [n for n in self.components if n not in order]
-        drain = self.config.fastagi.drain_timeout_s
+        names = [n for n in STOP_ORDER if n in self.components] + [n for n in self.components if n not in STOP_ORDER]
         for name in names:
-            self.notifier.status(f"stopping {name}")
-            try:
-                await self.components[name].stop(drain if name == "fastagi" else 5.0)
-            except Exception:
-                log.exception("error while stopping", extra={"component": name})
+            await self._stop_one(name, self.components[name])
+
+    async def _stop_one(self, name: str, component: Component) -> None:
+        self.notifier.status(f"stopping {name}")
+        try:
+            await component.stop(self.config.fastagi.drain_timeout_s if name == "fastagi" else 5.0)
+        except Exception:
+            log.exception("error while stopping", extra={"component": name})
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s
@@ -379,8 +421,6 @@ class App:
             log.error("reload rejected, keeping the running configuration", extra={"error": str(exc)})
             self.notifier.ready(self._status_line())
             return False
-        from .reload import apply_reload
-
         apply_reload(self, new)
         self.notifier.ready(self._status_line())
         return True

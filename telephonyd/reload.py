@@ -1,30 +1,28 @@
 """SIGHUP reload: apply the parts of a new, already validated config that can change live.
 
-Live: ``http.admin_token``, ``http.trusted_proxies``, ``http.proxy_header``, the HTTPS certificate
-(``http.tls.cert_file``/``key_file``: the files are re-read on every SIGHUP, changed or not, so a
-renewed certificate is picked up), ``logging.level``, the upstream sections (``did_optimizer``, ``tops``:
-URLs, keys, timeouts, enabled), ``ameyo`` tokens and TTLs, ``call_log`` variable names, ``did_select``
-(but ``max_connections``, ``reuse_ttl_s``, ``remember_*``). Anything else
-(listen addresses, ``http.public_listeners`` (whose certificates are re-read too), turning
-``http.tls`` on or off, ``http.tls.client_ca_file``, ``store.url``, ``node_id``, the AMI connection
-and ``ami.tls``) needs a restart and is named in the log.
+Each config field is marked live or restart on its section (``RELOAD`` in `telephonyd.config`,
+see `telephonyd.reloadmarks`): a reload applies every changed live field and names every changed
+restart field in ``needs_restart``; nothing is reported as applied that is not. Live fields reach
+the running parts through the reloaders the app registered (each a ``reconfigure(config)``); the
+HTTP listener's token, trusted proxies and certificates are applied here. The HTTPS certificate
+files (``http.tls`` and each public listener's) are re-read on every SIGHUP, changed or not, so a
+renewed certificate is picked up.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .config import Config
 from .logs import update_secrets
+from .reloadmarks import mark_of
 
 log = logging.getLogger(__name__)
 
-LIVE_SECTIONS = {"http", "logging", "did_optimizer", "tops", "ameyo", "call_log", "outbox", "presence", "did_select"}
-RESTART_KEYS = {"http.listen", "outbox.write_batch_max", "http.header_timeout_s", "http.body_timeout_s",
-                "http.max_connections", "http.max_connections_per_client", "http.tls", "http.tls.client_ca_file",
-                "http.public_listeners", "did_select.max_connections", "did_select.reuse_ttl_s",
-                "did_select.remember_ttl_s", "did_select.remember_max"}
+#: A part that applies the live fields of a reloaded config (``reconfigure(config)``).
+Reloader = Callable[[Config], None]
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -57,10 +55,17 @@ def _diff(a: Any, b: Any, prefix: str, out: list[str]) -> None:
         out.append(prefix)
 
 
+def needs_restart(changes: list[str]) -> list[str]:
+    """The changed dotted keys whose field is marked restart."""
+    return [k for k in changes if mark_of(Config, k) == "restart"]
+
+
 def apply_reload(app: Any, new: Config) -> list[str]:
-    """Apply live changes to ``app``; returns the keys that still need a restart."""
+    """Apply live changes to ``app`` (its ``config``, ``http`` listener or None, and ``reloaders``);
+    returns the keys that still need a restart. ``app.config`` becomes ``new`` but for the sections
+    holding a restart key, which keep their running value."""
     changes = changed_keys(app.config, new)
-    need_restart = [k for k in changes if k.split(".")[0] not in LIVE_SECTIONS or k in RESTART_KEYS]
+    need_restart = needs_restart(changes)
     live = [k for k in changes if k not in need_restart]
     if app.http is not None:
         app.http.set_admin_token(new.http.admin_token.get_secret_value() if new.http.admin_token else None)
@@ -71,16 +76,10 @@ def apply_reload(app: Any, new: Config) -> list[str]:
         if running_tls is not None or app.config.http.public_listeners:
             app.http.reload_tls(running_tls, app.config.http.public_listeners)
     logging.getLogger().setLevel(new.logging.level)
-    for name in ("did_sender", "tops_sender", "calllog_handler", "ameyo_service", "presence_service", "did_select"):
-        target = getattr(app, name, None)
-        reconfigure = getattr(target, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(new)
-    if app.outbox is not None and "did_optimizer.enabled" in changes and getattr(app, "did_sender", None):
-        app.register_sender("did_optimizer", app.did_sender, enabled=new.did_optimizer.enabled)
-    kept = new.model_copy(update={k: getattr(app.config, k) for k in type(new).model_fields
-                                  if any(r.split(".")[0] == k for r in need_restart)})
-    app.config = kept
+    for reconfigure in app.reloaders:
+        reconfigure(new)
+    running = dict(app.config)
+    app.config = new.model_copy(update={k.split(".")[0]: running[k.split(".")[0]] for k in need_restart})
     update_secrets(new.secrets())  # the old ones stay scrubbed too: they may still be quoted somewhere
     log.info("configuration reloaded", extra={"changed": live, "needs_restart": need_restart})
     if need_restart:

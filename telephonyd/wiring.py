@@ -6,6 +6,7 @@ every edge. Called by `App` only when ``ami.enabled``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .ami import AMIClient
@@ -16,8 +17,18 @@ from .presence.routes import routes as presence_routes
 from .store import Store
 
 
-async def build_ami_side(app: Any) -> None:
-    """Construct the AMI-side components on ``app`` (an `App`) and mount their routes.
+@dataclass(frozen=True, slots=True)
+class AMISide:
+    """The AMI-side parts the app's metrics read (the components themselves are in ``components``)."""
+
+    client: AMIClient
+    contacts: ContactsSync
+    presence: PresenceService
+
+
+async def build_ami_side(app: Any) -> AMISide | None:
+    """Construct the AMI-side components for ``app`` (an `App`): adds them to its ``components``
+    and ``reloaders``, mounts their routes; None when the separate contacts store never started.
 
     ``ps_contacts.url`` names another database for the table (the one Asterisk's realtime reads):
     a second `Store` is started for it with only the contacts schema.
@@ -34,8 +45,8 @@ async def build_ami_side(app: Any) -> None:
             pool_size=config.store.pool_size,
             connect_timeout_s=config.store.connect_timeout_s,
         )
-        if not await app._start_store(contacts_store):  # noqa: SLF001 - same retry policy as the main store
-            return
+        if not await app.start_store(contacts_store):  # the main store's retry policy
+            return None
         app.stores.append(contacts_store)
     contacts = ContactsSync(contacts_store, client, config.ps_contacts, node_id=config.node_id)
     presence = PresenceService(config.presence, ami=client, contacts=contacts, node_id=config.node_id)
@@ -44,10 +55,10 @@ async def build_ami_side(app: Any) -> None:
     feed = mount_dashboard(config.presence, presence, contacts, app.http)  # the dashboard contract
     app.http.add_routes(presence_routes(presence, stream, feed.stream), auth="admin")
     app.http.on_shutdown(stream.close)
-    app.ami_client, app.contacts_sync, app.presence_service = client, contacts, presence
     # Consumers first, so their subscriptions exist before the client's first login.
     app.components["contacts"] = contacts
     app.components["presence"] = presence
+    app.reloaders.append(presence.reconfigure)
     calls = build_calls(app, client) if config.calls.enabled else None
     if config.mqtt.enabled:
         from .mqtt import MQTTPublisher
@@ -60,6 +71,7 @@ async def build_ami_side(app: Any) -> None:
             calls.add_listener(mqtt_call_listener(publisher, config.node_id))
         app.components["mqtt"] = publisher
     app.components["ami"] = client
+    return AMISide(client, contacts, presence)
 
 
 def build_calls(app: Any, client: AMIClient) -> Any:
@@ -85,12 +97,10 @@ def build_calls(app: Any, client: AMIClient) -> Any:
 
     service.add_listener(to_sink)
     for webhook in config.calls.webhooks:
-        app.register_sender(webhook.target, WebhookSender(webhook, app._session, app.store),  # noqa: SLF001
-                            enabled=webhook.enabled)
+        app.register_sender(webhook.target, WebhookSender(webhook, app.session, app.store), enabled=webhook.enabled)
     app.http.add_routes(call_routes(app.store, stream, service.live_calls, call_log_target=DID_OPTIMIZER_TARGET),
                         auth="admin")
     app.http.on_shutdown(stream.close)
-    app.calls_service = service
     app.components["calls"] = service
     app.components["calls_sink"] = sink
     return service

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import StoreError, raise_if_cancelling
-from ..outbox.backoff import full_jitter
+from ..backoff import full_jitter
 from ..outbox.queries import CONFLICT_BASE_S, CONFLICT_CAP_S
 from ..store import Prepared, Store
 from ..store.conflicts import is_conflict

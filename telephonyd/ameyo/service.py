@@ -18,21 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-from aiohttp import web
 from prometheus_client import Gauge
 
+from ..backoff import equal_jitter
 from ..config import AmeyoConfig, Config, TopsConfig
 from ..errors import StoreError, raise_if_cancelling
 from ..logs import LogThrottle, log_context
-from ..store import Store
+from ..store import STORE_ERRORS, Store
 from . import requestlog
 from .batch import GroupCommitter, Transaction
 from .gate import GateTTLs
@@ -124,20 +122,6 @@ class AmeyoService:
         if self.open_to_any_client:
             log.warning("Ameyo callbacks are open to any client: set ameyo.token (TELEPHONYD_AMEYO_TOKEN) "
                         "and/or ameyo.allowed_networks", extra={"open_to_any_client": True})
-
-    # -- wiring ----------------------------------------------------------------------------------
-
-    def routes(self) -> list[web.RouteDef]:
-        """The callback paths, to mount with ``auth='none'`` (access control is done here)."""
-        from .routes import callback_routes
-
-        return callback_routes(self)
-
-    def admin_routes(self) -> list[web.RouteDef]:
-        """``GET /api/ameyo/requests`` (request log), to mount with ``auth='admin'``."""
-        from .routes import admin_routes
-
-        return admin_routes(self)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded configuration (token, networks, TTLs, zone, final dispositions, dry run)."""
@@ -307,10 +291,10 @@ class AmeyoService:
                     next_prune = time.monotonic() + PRUNE_INTERVAL_S
                 failures = 0
                 delay = self.config.sweep_interval_s
-            except (StoreError, sa.exc.SQLAlchemyError, OSError) as exc:
+            except STORE_ERRORS as exc:
                 raise_if_cancelling()
                 failures += 1
-                delay = min(self.config.sweep_interval_s * 2 ** failures, 300.0) * random.uniform(0.8, 1.2)
+                delay = equal_jitter(failures, 2 * self.config.sweep_interval_s, max(300.0, self.config.sweep_interval_s))
                 log.warning("ameyo housekeeping failed", extra={"error": str(exc)[:300], "retry_in_s": round(delay, 1)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)

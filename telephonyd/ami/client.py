@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from ..backoff import equal_jitter
 from ..config import AMIConfig
 from ..errors import ConfigError, ProtocolError
 from . import actions, tls
@@ -425,9 +426,7 @@ class AMIClient:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        cfg = self.config
-        cap = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** min(attempt, 30))
-        return cap / 2 + self._rng.uniform(0, cap / 2)
+        return equal_jitter(attempt + 1, self.config.backoff_base_s, self.config.backoff_max_s, self._rng)
 
     def _phase(self, state: str) -> None:
         if self._state != "auth_failed":  # stays visible until a login succeeds

@@ -124,16 +124,27 @@ class CallLogHandler:
         clock: Callable[[], float] = time.time,
         selections: SelectionLookup | None = None,
     ) -> None:
-        self.config = config
         self._selections = selections
         self.target = target
         self._enqueue = enqueue
         self._clock = clock
+        self._apply(config)
+        self.starts = StartCache(ttl_s=config.start_ttl_s, max_entries=config.start_cache_max, clock=clock)
+        self.results: Counter[str] = Counter()
+
+    def _apply(self, config: CallLogConfig) -> None:
+        self.config = config
         self.variables = variable_names(config)
         self._start_plan = FetchPlan(self.variables.start_stage())
         self._end_plan = FetchPlan(end_stage_names(self.variables))
-        self.starts = StartCache(ttl_s=config.start_ttl_s, max_entries=config.start_cache_max, clock=clock)
-        self.results: Counter[str] = Counter()
+
+    def reconfigure(self, config: Any) -> None:
+        """Apply a reloaded `Config` (SIGHUP) from the next session on: the variable names,
+        ``default_campaign`` and ``enqueue_timeout_s``; the start cache's TTL and size and
+        ``source`` (also stamped by the VICIdial source) need a restart and keep their value."""
+        new = config.call_log
+        self._apply(self.config.model_copy(update={"variables": new.variables, "default_campaign": new.default_campaign,
+                                                   "enqueue_timeout_s": new.enqueue_timeout_s}))
 
     def health(self) -> dict[str, Any]:
         """Counters for the status page: result words so far and the start cache's size."""

@@ -6,9 +6,11 @@ Kept beside the feature (the `telephonyd.config.Config` model holds it as ``call
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from ..reloadmarks import Reload, marks
 
 VARIABLE_FIELDS = ("campaign", "agent", "lead", "did")
 
@@ -58,6 +60,11 @@ class CallsConfig(_Section):
     ``queue_size``: call events waiting for the store before the oldest are dropped.
     """
 
+    #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
+    RELOAD: ClassVar[dict[str, Reload]] = marks(
+        restart="enabled max_age_s max_calls trunks inbound_contexts outbound_contexts agent_technologies "
+        "variables mqtt records retention_s outcomes queue_size ws_queue_size webhooks",
+    )
     enabled: bool = False
     max_age_s: float = Field(4 * 3600.0, gt=0)
     max_calls: int = Field(50_000, ge=1)

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from ..errors import raise_if_cancelling
-from ..outbox.backoff import decorrelated_jitter
-from ..outbox.queries import STORE_ERRORS, short_error
+from ..backoff import decorrelated_jitter
+from ..outbox.queries import short_error
+from ..store import STORE_ERRORS
 from .documents import document, matches, outcome_payload
 from .model import ENDED
 from .records import call_records, prune_statement, record_row

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..backoff import equal_jitter
 from ..config import PSContactsConfig
 from ..errors import raise_if_cancelling
 from ..store import Store
@@ -44,7 +45,7 @@ from .parse import parse_contact_status, parse_peer_status
 from .pending import PendingWrites
 from .state import ContactTable, scope_diff
 from .stats import LatencyStats
-from .upkeep import STORE_ERRORS, EndpointVerifier, UpkeepMixin
+from .upkeep import SYNC_ERRORS, EndpointVerifier, UpkeepMixin
 from .writer import ContactsWriter
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class ContactsSync(UpkeepMixin):
     async def _on_ami_connect(self, _client: Any) -> None:
         try:
             result = await self.resync()
-        except STORE_ERRORS as exc:
+        except SYNC_ERRORS as exc:
             raise_if_cancelling()
             if self.ami.connected:  # otherwise the next login resyncs
                 log.warning("ps_contacts resync failed, retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -367,7 +368,7 @@ class ContactsSync(UpkeepMixin):
             async with asyncio.timeout(self.config.store_timeout_s):
                 async with self.store.begin() as conn:
                     await self.writer.write(conn, rows=batch.rows, statuses=batch.statuses, deletes=batch.deletes)
-        except STORE_ERRORS as exc:
+        except SYNC_ERRORS as exc:
             self._pending.restore(batch)
             raise_if_cancelling()
             self._write_failed(exc)
@@ -385,7 +386,7 @@ class ContactsSync(UpkeepMixin):
         self._failures += 1
         self.counters["write_failures"] += 1
         self._last_error = f"{type(exc).__name__}: {exc}"[:300]
-        delay = min(self.retry_max_s, self.retry_base_s * 2 ** min(self._failures - 1, 10))
+        delay = equal_jitter(min(self._failures, 11), self.retry_base_s, self.retry_max_s)
         self._retry_at = time.monotonic() + delay
         log.warning("ps_contacts write failed, retrying", extra={"error": self._last_error, "retry_in_s": delay})
 
@@ -400,13 +401,13 @@ class ContactsSync(UpkeepMixin):
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
-            if not isinstance(exc, STORE_ERRORS):
+            if not isinstance(exc, SYNC_ERRORS):
                 raise
             self._last_error = f"resync: {type(exc).__name__}: {exc}"[:300]
             self._resync_failures += 1
             if self.ami.connected and not self._stopping.is_set():
                 self._resync_wanted = True
-                delay = min(300.0, self.resync_retry_base_s * 2 ** min(self._resync_failures - 1, 6))
+                delay = equal_jitter(min(self._resync_failures, 7), self.resync_retry_base_s, 300.0)
                 self._resync_after = time.monotonic() + delay
                 asyncio.get_running_loop().call_later(delay, self._wake.set)
             if not waiters:

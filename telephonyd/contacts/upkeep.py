@@ -19,10 +19,9 @@ import logging
 import time
 from collections.abc import Iterable
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from ..config import PSContactsConfig
 from ..errors import TelephonydError, raise_if_cancelling
+from ..store import STORE_ERRORS
 from .listing import AMISource, list_endpoint
 from .model import Contact, ContactChange
 from .pending import PendingWrites
@@ -33,8 +32,9 @@ log = logging.getLogger(__name__)
 
 _CONCURRENCY = 8
 
-#: What a database (or AMI) failure raises; anything else is a bug and ends the process.
-STORE_ERRORS = (SQLAlchemyError, TelephonydError, OSError, TimeoutError)
+#: What a database or AMI failure raises (the store's list and the AMI's `TelephonydError`s);
+#: anything else is a bug and ends the process.
+SYNC_ERRORS = (*STORE_ERRORS, TelephonydError)
 
 
 class EndpointVerifier:
@@ -165,7 +165,7 @@ class UpkeepMixin:
         try:
             async with asyncio.timeout(self.config.store_timeout_s):
                 stale = await self.writer.stale_statuses(self.table.by_id)
-        except STORE_ERRORS as exc:
+        except SYNC_ERRORS as exc:
             raise_if_cancelling()
             self._write_failed(exc)
             return

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import raise_if_cancelling
-from ..outbox.backoff import decorrelated_jitter
+from ..backoff import decorrelated_jitter
 from ..store import Store
 from .model import Selection
 from .schema import did_selection

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 import time
 import uuid
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from ..backoff import equal_jitter
 from ..config import MQTTConfig
 from ..errors import ConfigError
 from .buffer import LatestStateBuffer
@@ -135,7 +135,7 @@ class MQTTPublisher:
             await self._stopping.wait()
             return
         self._running = True
-        delay = 0.5
+        attempt = 0
         try:
             while not self._stopping.is_set():
                 started, connects = time.monotonic(), self.connects
@@ -152,10 +152,10 @@ class MQTTPublisher:
                     break
                 self.state = "disconnected"
                 if self.connects > connects and time.monotonic() - started > 10:
-                    delay = 0.5  # the link held for a while: start the backoff over
+                    attempt = 0  # the link held for a while: start the backoff over
+                attempt += 1
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.config.backoff_max_s)
+                    await asyncio.wait_for(self._stopping.wait(), equal_jitter(attempt, 1.0, self.config.backoff_max_s))
         finally:
             self._running = False
             self.state = "stopped"

@@ -22,7 +22,7 @@ from ..errors import raise_if_cancelling
 from ..logs import log_context
 from . import claimant
 from ..store.conflicts import StoreConflict
-from .backoff import decorrelated_jitter, full_jitter, retry_delay
+from ..backoff import decorrelated_jitter, full_jitter, retry_delay
 from .model import PENDING, Delivery, OutboxRow, Sender
 from .queries import STORE_ERRORS, Finish, OutboxQueries, short_error
 from .targets import TargetState

@@ -17,20 +17,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
-from ..store import Prepared
+from ..store import STORE_ERRORS, Prepared
 from ..store.conflicts import StoreConflict, is_conflict
-from .backoff import full_jitter
+from ..backoff import full_jitter
 from .claimant import new_token
+from . import requeue
 from .model import DEAD, DELIVERED, IN_FLIGHT, PENDING, EnqueueResult, OutboxRow
+from .requeue import Requeued
 from .schema import outbox as t
 
 if TYPE_CHECKING:
     from ..store import Store
-    from .requeue import Requeued
 
-#: What a store operation raises when the database is down, slow or refusing.
-STORE_ERRORS = (sa.exc.SQLAlchemyError, OSError, TimeoutError, StoreError)
+__all__ = ["STORE_ERRORS", "OutboxQueries", "short_error"]  # STORE_ERRORS: the store's one list
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +142,10 @@ class OutboxQueries:
                     lease_until=now + sa.bindparam("b_lease", type_=sa.Double()))
             .returning(*_ROW_COLUMNS)
         )
+
+    async def transaction(self, work: Callable[[sa.Connection], T], *, op: str = "write") -> T:
+        """`_transaction` for the outbox's other query modules (`requeue`)."""
+        return await self._transaction(work, op=op)
 
     async def _transaction(self, work: Callable[[sa.Connection], T], *, urgent: bool = False, op: str = "write") -> T:
         """Run ``work`` in a transaction (`Store.write`: on SQLite one hand-over to the writer
@@ -348,14 +351,10 @@ class OutboxQueries:
 
     async def expire_leases_rows(self, max_attempts: int) -> list[Requeued]:
         """See `requeue.expire_leases`."""
-        from . import requeue
-
         return await requeue.expire_leases(self, max_attempts)
 
     async def take_back_predecessors(self, is_gone: Callable[[str | None], bool], max_attempts: int) -> list[Requeued]:
         """See `requeue.take_back_predecessors`."""
-        from . import requeue
-
         return await requeue.take_back_predecessors(self, is_gone, max_attempts)
 
     async def next_due_in(self, targets: Sequence[str]) -> float | None:

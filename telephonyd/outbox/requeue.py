@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -16,7 +16,19 @@ from .model import DEAD, IN_FLIGHT, PENDING
 from .schema import outbox as t
 
 if TYPE_CHECKING:
-    from .queries import OutboxQueries
+    from ..store import Store
+
+T = TypeVar("T")
+
+
+class OutboxQueries(Protocol):
+    """What a requeue needs of `telephonyd.outbox.queries.OutboxQueries` (which calls in here)."""
+
+    store: Store
+    node_id: str
+    token: str
+
+    async def transaction(self, work: Callable[[sa.Connection], T], *, op: str = "write") -> T: ...
 
 _KEY = t.c["key"]
 
@@ -87,4 +99,4 @@ async def _requeue(q: OutboxQueries, where: sa.ColumnElement[bool], error: Any, 
             )
         return found
 
-    return await q._transaction(work, op="requeue")  # noqa: SLF001 - the queries' own transaction helper
+    return await q.transaction(work, op="requeue")

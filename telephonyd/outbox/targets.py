@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .backoff import RETRY_AFTER_MAX_S, full_jitter
+from ..backoff import RETRY_AFTER_MAX_S, full_jitter
 from .model import Delivery
 
 PAUSE_AFTER_FAILURES = 3

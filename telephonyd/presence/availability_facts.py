@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from .availability import Membership, PresenceValue
 
 if TYPE_CHECKING:
-    from .state import PresenceEvent, _Endpoint
+    from .events import EndpointState, PresenceEvent
 
 
 class AvailabilityFacts:
-    _endpoints: dict[str, _Endpoint]
+    _endpoints: dict[str, EndpointState]
     _generation: int
 
-    def _endpoint(self, endpoint: str) -> _Endpoint: ...  # noqa: D102 - provided by PresenceMachine
-    def _update(self, endpoint: str, ep: _Endpoint) -> list[PresenceEvent]: ...  # noqa: D102
+    def _endpoint(self, endpoint: str) -> EndpointState: ...  # noqa: D102 - provided by PresenceMachine
+    def _update(self, endpoint: str, ep: EndpointState) -> list[PresenceEvent]: ...  # noqa: D102
 
     def availability_of(self, endpoint: str) -> dict[str, Any] | None:
         """Queues (``{queue: {"paused", "reason"}}``), Custom: overlays and the presence state."""

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING
 from .availability import Membership, PresenceValue
 
 if TYPE_CHECKING:
-    from .state import PresenceEvent, _Endpoint
+    from .events import EndpointState, PresenceEvent
 
 ContactsOf = Callable[[str], Mapping[str, str]]
 
 
 class SeedApply:
-    _endpoints: dict[str, _Endpoint]
+    _endpoints: dict[str, EndpointState]
     _generation: int
     _seed_from: int | None
     _hangups_during_seed: dict[str, int]
 
-    def _endpoint(self, endpoint: str) -> _Endpoint: ...  # noqa: D102 - provided by PresenceMachine
+    def _endpoint(self, endpoint: str) -> EndpointState: ...  # noqa: D102 - provided by PresenceMachine
     def refresh(self, endpoints: Iterable[str]) -> list[PresenceEvent]: ...  # noqa: D102
     def retire(self, endpoint: str) -> list[PresenceEvent]: ...  # noqa: D102
 

@@ -72,6 +72,8 @@ class AMIClientLike(Protocol):
 
 
 class ContactsProvider(Protocol):
+    last_resync: dict[str, Any] | None  # the last complete resync's counts (None before the first)
+
     def contacts_of(self, endpoint: str) -> list[Contact]: ...
     def endpoints(self) -> Iterable[str]: ...
     def contact_count(self) -> int: ...
@@ -158,7 +160,7 @@ class PresenceService(LiveEvents):
         self.contacts.subscribe_batch(self._on_contacts_batch)
         self._sync_contacts(None)
         self._started = True
-        if getattr(self.ami, "connected", False):
+        if self.ami.connected:
             self._spawn_seed()
 
     async def run(self) -> None:
@@ -188,7 +190,7 @@ class PresenceService(LiveEvents):
             state = "stopped"
         elif self._seed_lock.locked():
             state = "seeding"
-        elif not getattr(self.ami, "connected", False):
+        elif not self.ami.connected:
             state = "waiting_for_ami"
         else:
             state = "seeded" if self.seeded else "not_seeded"
@@ -235,20 +237,20 @@ class PresenceService(LiveEvents):
 
     def dashboard_status(self) -> dict[str, Any]:
         """``GET /api/ami/status`` in the dashboard's shape (see `dashboard.status`)."""
-        return dashboard.status(self.machine.agents(), connected=bool(getattr(self.ami, "connected", False)),
-                                last_resync=getattr(self.contacts, "last_resync", None), seeded=self.seeded,
+        return dashboard.status(self.machine.agents(), connected=bool(self.ami.connected),
+                                last_resync=self.contacts.last_resync, seeded=self.seeded,
                                 last_seed=self.last_seed, now=self._clock())
 
     def status(self) -> dict[str, Any]:
         """What ``GET /api/ami/status`` answers."""
         agents = self.machine.agents()
-        last_event = getattr(self.ami, "last_event_at", None)
+        last_event = self.ami.last_event_at
         states: dict[str, int] = {}
         for agent in agents:
             states[agent.state] = states.get(agent.state, 0) + 1
         return {
             "node_id": self.node_id,
-            "connected": bool(getattr(self.ami, "connected", False)),
+            "connected": bool(self.ami.connected),
             "last_event_at": iso_utc(last_event) if isinstance(last_event, (int, float)) else None,
             "contacts": self.contacts.contact_count(),
             "agents": len(agents),
@@ -260,7 +262,7 @@ class PresenceService(LiveEvents):
 
     async def refresh(self) -> dict[str, Any]:
         """Force a resync: the contacts provider's, then the presence seed. Raises `PresenceUnavailable`."""
-        if not getattr(self.ami, "connected", False):
+        if not self.ami.connected:
             raise PresenceUnavailable("AMI is not connected")
         async with asyncio.timeout(self.config.seed_timeout_s * 2):
             contacts = await self.contacts.resync()

@@ -42,13 +42,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
 
 from .availability import Membership, PresenceValue, overlay
 from .availability_facts import AvailabilityFacts
 from .seed_apply import SeedApply
+from .events import (  # the published events are imported from here too
+    UNUSABLE_CONTACT_STATUSES,
+    AgentRetired,
+    AgentsResynced,
+    AgentStatus,
+    EndpointState,
+    PresenceEvent,
+)
+
+__all__ = ["STATES", "UNUSABLE_CONTACT_STATUSES", "AgentRetired", "AgentStatus", "AgentsResynced", "PresenceEvent",
+           "PresenceMachine", "iso_utc"]
 
 STATES = ("offline", "available", "ringing", "on_call", "on_hold", "unknown", "wrap_up", "dnd", "paused", "away")
 
@@ -65,7 +74,6 @@ DEVICE_STATE_TO_STATE = {
 }
 
 #: ContactStatus values that do not make an endpoint online (compare exactly, never by substring).
-UNUSABLE_CONTACT_STATUSES = frozenset({"Unreachable", "Removed"})
 
 _CALL_DEVICE_STATES = frozenset({"INUSE", "BUSY", "RINGING", "RINGINUSE", "ONHOLD"})
 _WRAP_UP_AFTER = frozenset({"on_call", "on_hold"})
@@ -76,75 +84,6 @@ def iso_utc(epoch_s: float) -> str:
     """``2026-11-21T04:52:23.627Z`` for an epoch time."""
     moment = datetime.fromtimestamp(epoch_s, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentStatus:
-    """One agent's published presence: what MQTT, the WebSocket and the API carry."""
-
-    kind: ClassVar[str] = "status"
-    endpoint: str
-    state: str
-    online: bool
-    since: str
-    seq: int
-    reason: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """``endpoint``, ``state``, ``online``, ``since``, ``seq``, and ``reason`` when there is one."""
-        out = {"endpoint": self.endpoint, "state": self.state, "online": self.online,
-               "since": self.since, "seq": self.seq}
-        if self.reason is not None:
-            out["reason"] = self.reason
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class AgentRetired:
-    """The endpoint is no longer known to Asterisk (absent after a resync); ``seq`` continues."""
-
-    kind: ClassVar[str] = "retired"
-    endpoint: str
-    seq: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "seq": self.seq}
-
-
-@dataclass(frozen=True, slots=True)
-class AgentsResynced:
-    """A complete resync finished; ``endpoints`` are every agent known now (others are gone)."""
-
-    kind: ClassVar[str] = "resynced"
-    endpoints: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"endpoints": list(self.endpoints)}
-
-
-PresenceEvent = AgentStatus | AgentRetired | AgentsResynced
-
-
-@dataclass(slots=True)
-class _Endpoint:
-    device_state: str | None = None
-    device_state_gen: int = -1
-    contacts: dict[str, str] = field(default_factory=dict)
-    channels: dict[str, int] = field(default_factory=dict)  # channel -> generation it was seen
-    wrap_up_until: float | None = None
-    status: AgentStatus | None = None
-    queues: dict[str, Membership] = field(default_factory=dict)  # queue -> (paused, reason)
-    custom: dict[str, bool] = field(default_factory=dict)  # overlay state -> Custom: device active
-    presence: PresenceValue | None = None
-    overlay_gen: int = -1
-
-    @property
-    def known(self) -> bool:
-        return self.device_state is not None or bool(self.contacts)
-
-    @property
-    def online(self) -> bool:
-        return any(status not in UNUSABLE_CONTACT_STATUSES for status in self.contacts.values())
 
 
 class PresenceMachine(AvailabilityFacts, SeedApply):
@@ -159,7 +98,7 @@ class PresenceMachine(AvailabilityFacts, SeedApply):
         self.wrap_up_s = wrap_up_s
         self._clock = clock
         self._seq_origin = seq_origin
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, EndpointState] = {}
         self._wrap_ups: dict[str, float] = {}  # endpoint -> wrap_up_until, only those in wrap-up
         self._seq: dict[str, int] = {}
         self._generation = 0
@@ -266,10 +205,10 @@ class PresenceMachine(AvailabilityFacts, SeedApply):
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _endpoint(self, endpoint: str) -> _Endpoint:
+    def _endpoint(self, endpoint: str) -> EndpointState:
         ep = self._endpoints.get(endpoint)
         if ep is None:
-            ep = self._endpoints[endpoint] = _Endpoint()
+            ep = self._endpoints[endpoint] = EndpointState()
         return ep
 
     def _next_seq(self, endpoint: str) -> int:
@@ -277,7 +216,7 @@ class PresenceMachine(AvailabilityFacts, SeedApply):
         self._seq[endpoint] = seq
         return seq
 
-    def _update(self, endpoint: str, ep: _Endpoint) -> list[PresenceEvent]:
+    def _update(self, endpoint: str, ep: EndpointState) -> list[PresenceEvent]:
         if not ep.known and ep.status is None:
             return []  # only channels seen so far: not an agent yet
         now = self._clock()

@@ -6,6 +6,7 @@ dialect differences the edges need (insert-or-ignore, the database clock). Edges
 """
 
 from .engine import Store, dialect_of
+from .errors import STORE_ERRORS
 from .prepared import Prepared
 
-__all__ = ["Prepared", "Store", "dialect_of"]
+__all__ = ["STORE_ERRORS", "Prepared", "Store", "dialect_of"]

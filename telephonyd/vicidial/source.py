@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
+from ..backoff import equal_jitter
 from ..errors import raise_if_cancelling
 from .ledger import Checkpoint, CheckpointMoved, Observed
 from . import ledger
@@ -129,11 +129,11 @@ class VICIdialSource:
             self._run_done.set()
 
     async def _loop(self) -> None:
-        delay = self.config.poll_interval_s
+        failures = 0
         while not self._stopping.is_set():
             try:
                 more = await self.poll_once()
-                delay = self.config.poll_interval_s
+                failures, delay = 0, self.config.poll_interval_s
             except Exception as exc:  # noqa: BLE001 - a peer outage degrades health, the loop goes on
                 raise_if_cancelling()
                 self.m_errors.inc()
@@ -141,7 +141,8 @@ class VICIdialSource:
                 self.last_error_at = time.time()
                 log.warning("VICIdial poll failed", extra={"error": self.last_error})
                 more = False
-                delay = min(max(delay * 2, self.config.poll_interval_s), 60.0) * random.uniform(0.8, 1.2)
+                failures += 1
+                delay = equal_jitter(failures, 2 * self.config.poll_interval_s, max(60.0, self.config.poll_interval_s))
             if more:
                 await asyncio.sleep(0)
                 continue

@@ -39,6 +39,7 @@ import asyncio
 import functools
 import hmac
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
@@ -49,6 +50,7 @@ from ..config import HTTPConfig
 from ..errors import ConfigError
 from ..descriptors import ACCEPT_BATCH, listen_queue
 from . import proxies, tls
+from .binding import bind_tcp
 from .connections import AppRunner, ConnectionLimits
 
 log = logging.getLogger(__name__)
@@ -258,12 +260,7 @@ class HTTPServer:
             lingering_time=LINGER_S,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port, backlog=ACCEPT_BATCH,
-                           ssl_context=self._ssl)
-        await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
-        sockets = getattr(server, "sockets", None) or []
-        listen_queue(sockets, LISTEN_QUEUE)
+        sockets = await self._serve(self.config.listen.host, self.config.listen.port, self._ssl)
         self.bound_addresses = [s.getsockname()[:2] for s in sockets]
         for public in self.config.public_listeners:
             await self._start_public(public)
@@ -278,17 +275,27 @@ class HTTPServer:
             except OSError as exc:
                 raise ConfigError(f"http.public_listeners: cannot load the certificate or key of {public.listen} "
                                   f"({type(exc).__name__}: {exc})", "http.public_listeners") from None
-        assert self._runner is not None
-        site = web.TCPSite(self._runner, public.listen.host, public.listen.port, backlog=ACCEPT_BATCH,
-                           ssl_context=context)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - as in start
-        listen_queue(sockets, LISTEN_QUEUE)
+        sockets = await self._serve(public.listen.host, public.listen.port, context)
         self._public_ssl.append(context)
         self.public_addresses.extend(tuple(s.getsockname()[:2]) for s in sockets)
         log.info("HTTP public listener bound (callbacks and /healthz only)",
                  extra={"addresses": [f"{h}:{p}" for h, p in self.public_addresses[-len(sockets):]],
                         "tls": context is not None})
+
+    async def _serve(self, host: str, port: int, context: ssl.SSLContext | None) -> list[socket.socket]:
+        """Bind ``host``:``port`` and serve it on the runner; returns the listening sockets."""
+        assert self._runner is not None
+        sockets = bind_tcp(host, port)
+        try:
+            for sock in sockets:
+                await web.SockSite(self._runner, sock, backlog=ACCEPT_BATCH, ssl_context=context).start()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        # asyncio listened with the accept batch as the queue; the kernel queue is set apart
+        listen_queue(sockets, LISTEN_QUEUE)
+        return sockets
 
     async def run(self) -> None:
         await self._stopped.wait()

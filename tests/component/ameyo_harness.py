@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from telephonyd.ameyo import AmeyoService, requestlog
+from telephonyd.ameyo.routes import admin_routes, callback_routes
 from telephonyd.ameyo.schema import gate, metadata, phone1_state
 from telephonyd.config import AmeyoConfig, TopsConfig, TopsTarget
 from telephonyd.outbox import Outbox
@@ -82,8 +83,8 @@ async def start_node(
     sender = TopsSender(tops, session, on_result=service.record_upstream)
     outbox.register_sender("tops", sender, enabled=True)
     app = web.Application()
-    app.add_routes(service.routes())
-    app.add_routes(service.admin_routes())
+    app.add_routes(callback_routes(service))
+    app.add_routes(admin_routes(service))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

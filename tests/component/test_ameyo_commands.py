@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from telephonyd.ameyo import commands
+from telephonyd.cli import ameyo as commands
 from telephonyd.ameyo.schema import metadata
 from telephonyd.config import Config
 from telephonyd.outbox import Outbox

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from telephonyd.ami.message import AMIMessage
 from telephonyd.calls import CallTracker
-from telephonyd.calls.commands import parse_since, register
+from telephonyd.cli.calls import parse_since, register
 from telephonyd.calls.records import metadata as calls_metadata
 from telephonyd.calls.sink import CallSink
 from telephonyd.config import Config, load_config

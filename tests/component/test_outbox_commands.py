@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from telephonyd.config import Config, load_config
 from telephonyd.outbox import metadata
-from telephonyd.outbox.commands import register
+from telephonyd.cli.outbox import register
 from telephonyd.outbox.queries import OutboxQueries
 from telephonyd.store import Store
 from tests.outbox_harness import outbox_node

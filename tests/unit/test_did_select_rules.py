@@ -185,7 +185,7 @@ def test_reload_applies_the_api_url_key_and_budget_live() -> None:
 
 
 def test_did_show_text() -> None:
-    from telephonyd.didselect.commands import format_show
+    from telephonyd.cli.didselect import format_show
 
     data = {
         "selection": {"result": "FAILED", "status": "FAILURE", "did": None, "fallback": False, "latency_ms": 300.4,

@@ -8,9 +8,10 @@ import statistics
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telephonyd.outbox.backoff import (
+from telephonyd.backoff import (
     RETRY_AFTER_MAX_S,
     decorrelated_jitter,
+    equal_jitter,
     exponential_ceiling,
     full_jitter,
     retry_delay,
@@ -78,3 +79,18 @@ def test_retry_after_shorter_than_backoff_does_not_shorten_it() -> None:
 
 def test_without_retry_after_it_is_full_jitter() -> None:
     assert retry_delay(4, 2.0, 60.0, random.Random(5)) == full_jitter(4, 2.0, 60.0, random.Random(5))
+
+
+@given(attempt=st.integers(min_value=0, max_value=200), base=bases, cap=caps, seed=st.integers(0, 2**32))
+def test_equal_jitter_stays_between_half_the_ceiling_and_the_ceiling(attempt: int, base: float, cap: float,
+                                                                     seed: int) -> None:
+    ceiling = exponential_ceiling(attempt, base, cap)
+    assert ceiling / 2 <= equal_jitter(attempt, base, cap, random.Random(seed)) <= ceiling
+
+
+def test_equal_jitter_grows_with_the_attempts_and_spreads() -> None:
+    rng = random.Random(7)
+    firsts = [equal_jitter(1, 1.0, 30.0, rng) for _ in range(200)]
+    sixths = [equal_jitter(6, 1.0, 30.0, rng) for _ in range(200)]
+    assert max(firsts) <= 1.0 < 15.0 <= min(sixths)
+    assert statistics.pstdev(firsts) > 0.05

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from telephonyd.cli import format_status
-from telephonyd.outbox.commands import claim_lines
+from telephonyd.cli.outbox import claim_lines
 
 STATS = {
     "by_state": {"pending": 3, "in_flight": 25, "delivered": 100, "dead": 0},

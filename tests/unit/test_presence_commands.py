@@ -8,7 +8,7 @@ from typing import Any
 import click
 from click.testing import CliRunner
 
-from telephonyd.presence.commands import register
+from telephonyd.cli.presence import register
 
 EXTENSIONS = [
     {"endpoint": "1010", "state": "available", "online": True, "since": "2026-11-21T04:54:15.000Z", "seq": 3,

@@ -66,6 +66,7 @@ class MemoryContacts:
 
     def __init__(self, *contacts: Contact) -> None:
         self.table = ContactTable(None)
+        self.last_resync: dict[str, Any] | None = None
         self.table.replace_scope({c.id: c for c in contacts}, lambda _c: True)
         self.subscribers: list[Any] = []
         self.resyncs = 0

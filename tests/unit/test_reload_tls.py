@@ -32,7 +32,7 @@ class FakeHTTP:
 
 
 def app(config: Config) -> SimpleNamespace:
-    return SimpleNamespace(config=config, http=FakeHTTP(), outbox=None)
+    return SimpleNamespace(config=config, http=FakeHTTP(), reloaders=[])
 
 
 def test_certificate_reread_even_when_nothing_changed() -> None:

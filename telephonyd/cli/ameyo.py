@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from . import requestlog
+from ..ameyo import requestlog
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -44,7 +44,7 @@ def register(cli: click.Group) -> None:
 def requests(obj: Any, request_id: str | None, call_id: str | None, since: str | None, limit: int,
              as_json: bool) -> None:
     """Ameyo callbacks received: decision, TopS.II request and reply, outcome."""
-    from ..cli import echo, echo_json, run_async
+    from .helpers import echo, echo_json, run_async
 
     since_s = parse_since(since) if since else None
 

@@ -42,7 +42,7 @@ def _sqlite_file(obj: Any) -> Path | None:
 @click.pass_obj
 def db_upgrade(obj: Any) -> None:
     """Create missing tables and columns of an existing store (also done automatically at start)."""
-    from ..cli import echo, run_async
+    from .helpers import echo, run_async
 
     async def upgrade() -> None:
         store = await obj.open_store()
@@ -59,8 +59,8 @@ def db_check(obj: Any, as_json: bool) -> None:
     """Check the store: present, a SQLite file, whole (PRAGMA quick_check); MariaDB: reachable.
 
     Exit 0 when it is usable, 1 when not (the reason is printed)."""
-    from ..cli import echo, echo_json, run_async
-    from .integrity import check_whole, preflight, read_marker
+    from .helpers import echo, echo_json, run_async
+    from ..store.integrity import check_whole, preflight, read_marker
 
     file = _sqlite_file(obj)
     result: dict[str, Any] = {"store": str(file) if file else "mysql", "ok": True}
@@ -96,9 +96,9 @@ async def _open_and_close(obj: Any) -> None:
 @click.pass_obj
 def db_recover(obj: Any, output: Path | None, no_shell: bool, as_json: bool) -> None:
     """Recover a damaged SQLite store into a new file, keeping the damaged one (stop the daemon first)."""
-    from ..cli import echo, echo_json
-    from .integrity import marker_path, write_marker
-    from .recover import recover_into, set_aside
+    from .helpers import echo, echo_json
+    from ..store.integrity import marker_path, write_marker
+    from ..store.recover import recover_into, set_aside
 
     file = _sqlite_file(obj)
     if file is None:

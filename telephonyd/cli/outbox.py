@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import click
 
-from ..cli import echo, echo_json, run_async
-from .model import STATES
-from .service import Outbox
+from .helpers import echo, echo_json, run_async
+from ..outbox.model import STATES
+from ..outbox.service import Outbox
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from ..cli import echo_json, run_async
-from .model import Selection
-from .schema import did_selection
+from .helpers import echo_json, run_async
+from ..didselect.model import Selection
+from ..didselect.schema import did_selection
 
 #: The outbox target of the outcome reports (``telephonyd.upstream.did_optimizer``).
 REPORT_TARGET = "did_optimizer"

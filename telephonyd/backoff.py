@@ -1,10 +1,14 @@
-"""Capped exponential backoff with jitter (pure functions; pass your own `random.Random`).
+"""Capped exponential backoff with jitter (pure functions; pass your own `random.Random`): the one
+home of every retry delay in telephonyd.
 
 - `full_jitter`: stateless, from the attempt number alone (used per row: the row stores only its
   attempt count). Uniform in ``[0, min(cap, base * 2**(attempt-1))]``, floored at ``base / 2``
   so a failing peer is never retried in a hot loop.
 - `decorrelated_jitter`: from the previous delay (used by loops that keep their own state, such
   as the dispatcher waiting out a store outage). Uniform in ``[base, min(cap, previous * 3)]``.
+- `equal_jitter`: from the attempt number, half fixed and half random (used by the reconnect and
+  retry loops of long-running components: AMI, MQTT, the store at start, the VICIdial poll, the
+  Ameyo housekeeping, the ps_contacts writes). Uniform in ``[ceiling / 2, ceiling]``.
 - `retry_delay`: the delay of a row's next attempt, honouring a peer's Retry-After as a floor.
 """
 
@@ -29,6 +33,14 @@ def full_jitter(attempt: int, base_s: float, cap_s: float, rng: random.Random) -
     ceiling = exponential_ceiling(attempt, base_s, cap_s)
     floor = min(base_s / 2.0, ceiling)
     return rng.uniform(floor, ceiling)
+
+
+def equal_jitter(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
+    """A random delay for the ``attempt``-th retry (1-based) within ``[ceiling / 2, ceiling]``,
+    ``ceiling = min(cap, base * 2**(attempt-1))``: never a hot loop, never all peers at once.
+    ``rng`` None: the module's shared generator."""
+    ceiling = exponential_ceiling(attempt, base_s, cap_s)
+    return ceiling / 2 + (rng or random).uniform(0.0, ceiling / 2)
 
 
 def decorrelated_jitter(previous_s: float | None, base_s: float, cap_s: float, rng: random.Random) -> float:

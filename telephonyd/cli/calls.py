@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import click
 import sqlalchemy as sa
 
-from ..cli import echo_json, run_async
+from .helpers import echo_json, run_async
 from ..outbox.schema import outbox as outbox_table
-from .records import list_records, show_record
+from ..calls.records import list_records, show_record
 
 T = TypeVar("T")
 

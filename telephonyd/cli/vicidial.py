@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .payload import CLOSER_LOG, LOG
+from ..vicidial.payload import CLOSER_LOG, LOG
 
 
 def format_status(health: dict[str, Any]) -> str:
@@ -34,10 +34,10 @@ def format_status(health: dict[str, Any]) -> str:
 async def direct_status(config: Any) -> dict[str, Any]:
     """The checkpoint from the store and the newest rows from VICIdial (read-only)."""
     from ..app import build_store
-    from . import ledger
-    from .payload import date_text
-    from .reader import VICIdialReader
-    from .source import parse_date
+    from ..vicidial import ledger
+    from ..vicidial.payload import date_text
+    from ..vicidial.reader import VICIdialReader
+    from ..vicidial.source import parse_date
 
     if config.vicidial.url is None:
         raise click.ClickException("vicidial.url is not configured")
@@ -77,7 +77,7 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def status(obj: Any, as_json: bool) -> None:
         """Checkpoint, lag behind VICIdial's newest row, rows read, re-read window, last error."""
-        from ..cli import echo_json, run_async
+        from .helpers import echo_json, run_async
 
         if not obj.config.vicidial.enabled:
             raise click.ClickException("the VICIdial source is not enabled (vicidial.enabled)")

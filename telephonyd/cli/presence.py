@@ -40,7 +40,7 @@ def format_refresh(result: dict[str, Any]) -> str:
 
 
 def _call(obj: Any, method: str, path: str) -> dict[str, Any]:
-    from ..cli import run_async
+    from .helpers import run_async
 
     status, data = run_async(obj.api(method, path))
     if status != 200 or not isinstance(data, dict):
@@ -57,7 +57,7 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def agents(obj: Any, as_json: bool) -> None:
         """List agents: endpoint, state, online, since (GET /api/ami/extensions)."""
-        from ..cli import echo, echo_json
+        from .helpers import echo, echo_json
 
         data = _call(obj, "GET", "/api/ami/extensions")
         extensions = data.get("extensions") or []
@@ -71,7 +71,7 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def refresh(obj: Any, as_json: bool) -> None:
         """Resync contacts and agent presence from Asterisk now (POST /api/ami/refresh)."""
-        from ..cli import echo, echo_json
+        from .helpers import echo, echo_json
 
         data = _call(obj, "POST", "/api/ami/refresh")
         result = {k: v for k, v in data.items() if k != "success"}
