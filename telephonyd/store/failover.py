@@ -121,11 +121,18 @@ class Failover:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disposals: set[asyncio.Task[None]] = set()
+        self._held: dict[Any, set[Any]] = {}  # engine -> pool records checked out of it
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def watch(self, engine: AsyncEngine) -> None:
-        """Run a check at once when ``engine`` loses a connection (called for every engine)."""
-        event.listen(engine.sync_engine, "handle_error", self._on_error)
+        """Run a check at once when ``engine`` loses a connection, and keep track of the connections
+        checked out of it (`_sever`); called for every engine."""
+        sync = engine.sync_engine
+        event.listen(sync, "handle_error", self._on_error)
+        held: set[Any] = set()
+        self._held[sync] = held
+        event.listen(sync, "checkout", lambda _dbapi, record, _proxy: held.add(record))
+        event.listen(sync, "checkin", lambda _dbapi, record: held.discard(record))
 
     def start(self, engine: AsyncEngine, active: int) -> None:
         self._loop = asyncio.get_running_loop()
@@ -176,6 +183,7 @@ class Failover:
             self.switches += 1
             self.last_switch_at = time.time()
             cut = self.cuts.cut_all()
+            self._sever(old)
             log.warning("store switched to another server" if not failback else "store back on an earlier server",
                         extra={"store": redact(self.urls[index]), "was": redact(self.urls[was]),
                                "transactions_cut": cut})
@@ -186,8 +194,20 @@ class Failover:
             log.error("no store server answers", extra={"servers": len(self.urls)})
         return None
 
+    def _sever(self, engine: AsyncEngine | None) -> None:
+        """Close the sockets of the connections still checked out of ``engine`` (the server left):
+        whatever still waits on one, a cut transaction's ROLLBACK included, fails at once instead
+        of waiting on a server that may never answer."""
+        held = self._held.pop(engine.sync_engine, set()) if engine is not None else set()
+        for record in list(held):
+            driver = getattr(record.dbapi_connection, "driver_connection", None)
+            with contextlib.suppress(Exception):
+                if driver is not None:
+                    driver.close()  # aiomysql: closes the transport, no round trip
+
     async def _dispose(self, engine: AsyncEngine) -> None:
         """Close ``engine``'s pool; a server that hangs must not hold the loop, so bounded."""
+        self._held.pop(engine.sync_engine, None)
         with contextlib.suppress(Exception, TimeoutError):
             async with asyncio.timeout(self.check_timeout_s * 2):
                 await engine.dispose()
