@@ -239,12 +239,16 @@ class Store:
         hand-over from the event loop, writers of this process served in turn. MariaDB/MySQL (and
         SQLite in memory): `AsyncConnection.run_sync`, each statement a round trip as usual.
         Raises what ``work`` raises (SQLAlchemy errors for the database's); a cancelled caller's
-        transaction is rolled back. ``work`` may run again if the caller retries: it must touch
+        transaction is rolled back. With several ``urls``, a transaction under way when the
+        failover switches servers is cut: `StoreError` (retryable), whether or not it committed. ``work`` may run again if the caller retries: it must touch
         nothing but ``conn``.
         """
         changed = self.write_state.changed
         if self._writer is not None:
             result = await self._writer.run(work, urgent=urgent)
+        elif self._failover is not None:  # cut short when the failover leaves this server
+            async with self._failover.cuts.guard(), self.engine.begin() as conn:
+                result = await conn.run_sync(work)
         else:
             async with self.engine.begin() as conn:
                 result = await conn.run_sync(work)

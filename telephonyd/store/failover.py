@@ -10,9 +10,12 @@ active one: its engine replaces the old one, which is disposed in the background
 about 2.5 s, without a restart. While a later URL is active, the earlier ones are tried every
 `Failover.failback_s`, and the store goes back to the first one that answers.
 
-A transaction under way on the old server fails (its caller retries, as for any lost connection);
-nothing else changes: claims, leases and gates are rows of the shared database, the same on every
-node.
+A transaction under way on the old server fails (its caller retries, as for any lost connection).
+A server that hangs (a frozen process: the kernel still accepts connections, nothing answers) would
+hold such a transaction until its caller's own timeout (``outbox.store_timeout_s``, 15 s), and with
+it every group commit queued behind it: so `Store.write` transactions run inside `Failover.cuts`,
+and the switch cuts every one still under way on the server left (`StoreError`, retryable). Nothing
+else changes: claims, leases and gates are rows of the shared database, the same on every node.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,39 @@ async def answers(engine: AsyncEngine, timeout_s: float) -> bool:
         return row is not None and str(row[1]).upper() == "ON"
     except Exception:  # noqa: BLE001 - any failure means "not answering"
         return False
+
+
+class TransactionCuts:
+    """The transactions under way on the active server, so a switch can cut them short."""
+
+    def __init__(self) -> None:
+        self._scopes: set[asyncio.Timeout] = set()
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run the block until it ends or `cut_all` is called; a cut block raises `StoreError`
+        (retryable). The block's work is cancelled at its current await (the connection it was
+        waiting on is closed)."""
+        scope = asyncio.timeout(None)
+        try:
+            async with scope:
+                self._scopes.add(scope)
+                try:
+                    yield
+                finally:
+                    self._scopes.discard(scope)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # a timeout of the work itself
+            raise StoreError("transaction cut: the store switched to another server", retryable=True) from None
+
+    def cut_all(self) -> int:
+        """Cut every guarded block under way now; how many there were."""
+        scopes, self._scopes = self._scopes, set()
+        now = asyncio.get_running_loop().time()
+        for scope in scopes:
+            scope.reschedule(now)
+        return len(scopes)
 
 
 class Failover:
@@ -77,15 +115,24 @@ class Failover:
         self.failback_s = failback_s
         self.active = 0
         self.switches = 0
+        #: Transactions on the active server (`Store.write`), cut when it is left.
+        self.cuts = TransactionCuts()
         self.last_switch_at: float | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disposals: set[asyncio.Task[None]] = set()
+        self._held: dict[Any, set[Any]] = {}  # engine -> pool records checked out of it
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def watch(self, engine: AsyncEngine) -> None:
-        """Run a check at once when ``engine`` loses a connection (called for every engine)."""
-        event.listen(engine.sync_engine, "handle_error", self._on_error)
+        """Run a check at once when ``engine`` loses a connection, and keep track of the connections
+        checked out of it (`_sever`); called for every engine."""
+        sync = engine.sync_engine
+        event.listen(sync, "handle_error", self._on_error)
+        held: set[Any] = set()
+        self._held[sync] = held
+        event.listen(sync, "checkout", lambda _dbapi, record, _proxy: held.add(record))
+        event.listen(sync, "checkin", lambda _dbapi, record: held.discard(record))
 
     def start(self, engine: AsyncEngine, active: int) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,8 +182,11 @@ class Failover:
             self.active = index
             self.switches += 1
             self.last_switch_at = time.time()
+            cut = self.cuts.cut_all()
+            self._sever(old)
             log.warning("store switched to another server" if not failback else "store back on an earlier server",
-                        extra={"store": redact(self.urls[index]), "was": redact(self.urls[was])})
+                        extra={"store": redact(self.urls[index]), "was": redact(self.urls[was]),
+                               "transactions_cut": cut})
             if old is not None:
                 self._background(self._dispose(old))
             return candidate
@@ -144,8 +194,20 @@ class Failover:
             log.error("no store server answers", extra={"servers": len(self.urls)})
         return None
 
+    def _sever(self, engine: AsyncEngine | None) -> None:
+        """Close the sockets of the connections still checked out of ``engine`` (the server left):
+        whatever still waits on one, a cut transaction's ROLLBACK included, fails at once instead
+        of waiting on a server that may never answer."""
+        held = self._held.pop(engine.sync_engine, set()) if engine is not None else set()
+        for record in list(held):
+            driver = getattr(record.dbapi_connection, "driver_connection", None)
+            with contextlib.suppress(Exception):
+                if driver is not None:
+                    driver.close()  # aiomysql: closes the transport, no round trip
+
     async def _dispose(self, engine: AsyncEngine) -> None:
         """Close ``engine``'s pool; a server that hangs must not hold the loop, so bounded."""
+        self._held.pop(engine.sync_engine, None)
         with contextlib.suppress(Exception, TimeoutError):
             async with asyncio.timeout(self.check_timeout_s * 2):
                 await engine.dispose()

@@ -3,6 +3,7 @@ loopback forwarders that die or hang like a database node (`tests.fakes.tcp_prox
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -55,6 +56,28 @@ async def test_the_store_moves_to_the_next_server_within_5_s_and_back_later(mari
         else:
             first.frozen = False
         await wait_until(lambda: store.describe()["url_index"] == 0, timeout=10.0, what="back on the first server")
+        assert await _writes(store)
+    finally:
+        await store.close()
+        for proxy in (first, second):
+            await proxy.kill()
+
+
+async def test_a_transaction_hung_on_a_frozen_server_is_cut_when_the_store_switches(mariadb_url) -> None:
+    """A write waiting on a server that stopped answering (no caller timeout here) ends with a
+    retryable `StoreError` at the switch, not when the server comes back; the next write goes
+    through the second server."""
+    first, second = await _proxies(mariadb_url, 2)
+    store = Store(_via(mariadb_url, first.port), schemas=[outbox_metadata], connect_timeout_s=2.0,
+                  urls=[_via(mariadb_url, first.port), _via(mariadb_url, second.port)])
+    await store.start()
+    try:
+        assert await _writes(store)
+        first.freeze()
+        with pytest.raises(StoreError, match="transaction cut") as caught:
+            async with asyncio.timeout(5.0):  # the failover's bound; without the cut: forever
+                await store.write(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+        assert caught.value.retryable and store.describe()["url_index"] == 1
         assert await _writes(store)
     finally:
         await store.close()

@@ -1,11 +1,13 @@
 """telephonyd instances on a real 3-node MariaDB Galera cluster (`tests.system.galera`): each
 instance on its own node; one instance killed with SIGKILL while it holds claims; all instances on
-one node that is then killed with SIGKILL (they fail over to another node within 5 s, without a
-restart). Acknowledged outcomes and callbacks are never lost; the only second sends are of requests
-in flight at a death, each with the same Idempotency-Key as the first.
+one node that is then killed with SIGKILL, and, separately, frozen with SIGSTOP (they fail over to
+another node within 5 s, without a restart). Acknowledged outcomes and callbacks are never lost;
+the only second sends are of requests in flight at a death, each with the same Idempotency-Key as
+the first.
 
 One cluster serves the module (about 15 s to start); each test has its own database. The node kill
-comes last: a cluster left with fewer nodes is not used again.
+comes last: a cluster left with fewer nodes is not used again. The freeze has a cluster of its own
+(`fresh_cluster`), so the two nodes left keep quorum whatever ran before.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.fakes.agi import FakeChannel
 from tests.system.galera import GaleraCluster, missing
 from tests.system.scale_rig import (
     OutboxView,
@@ -43,8 +47,7 @@ pytestmark = [pytest.mark.system, pytest.mark.galera]
 LEASE_S = 4.0
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def _running_cluster() -> Iterator[GaleraCluster]:
     reason = missing()
     if reason is not None:
         if os.environ.get("TELEPHONYD_REQUIRE_SERVICES") == "1":
@@ -52,18 +55,34 @@ def cluster():
         pytest.skip(f"Galera tests cannot run: {reason} (set TELEPHONYD_REQUIRE_SERVICES=1 to make this a failure)")
     with tempfile.TemporaryDirectory(prefix="telephonyd-galera-") as base:
         galera = GaleraCluster(Path(base))
-        try:  # the finalizer: every node is killed whatever the tests did
+        try:  # the finalizer: every node is thawed and killed whatever the tests did
             galera.start()
             yield galera
         finally:
             galera.close()
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[GaleraCluster]:
+    yield from _running_cluster()
+
+
 @pytest.fixture
-def database(cluster):
+def fresh_cluster() -> Iterator[GaleraCluster]:
+    """A cluster of its own, all three nodes up: for a node failure that needs the other two to
+    keep quorum whatever happened to the shared cluster before."""
+    yield from _running_cluster()
+
+
+def _new_database(cluster: GaleraCluster) -> str:
     name = "td_galera_" + uuid.uuid4().hex[:10]
     cluster.sql(cluster.nodes[0], f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     return name
+
+
+@pytest.fixture
+def database(cluster):
+    return _new_database(cluster)
 
 
 def _urls(cluster, database: str, first: int) -> list[str]:
@@ -255,3 +274,118 @@ async def test_all_instances_on_one_node_fail_over_within_5_s_when_it_is_killed(
         assert all(len(k) == 1 for k in keys.values())  # a resend carries the first send's key
         twice = [uid for uid, n in sent.items() if n > 1]
         print(f"sent again after the node death: {len(twice)}")
+
+
+async def _cancelled(*work: asyncio.Future) -> None:
+    for future in work:
+        future.cancel()
+    await asyncio.gather(*work, return_exceptions=True)
+
+
+def _first_sent_and_keys(requests: list[tuple[object, str | None]]) -> tuple[Counter, dict]:
+    """How often each reference was sent and the Idempotency-Keys it carried."""
+    sent: Counter = Counter()
+    keys: dict[object, set[str | None]] = {}
+    for ref, key in requests:
+        sent[ref] += 1
+        keys.setdefault(ref, set()).add(key)
+    return sent, keys
+
+
+async def test_all_instances_on_one_node_fail_over_within_5_s_when_it_is_frozen(fresh_cluster, daemon_factory) -> None:
+    """The node's mariadbd stopped with SIGSTOP (not killed): the kernel still accepts connections
+    to it but nothing answers, and queries under way on it never return. Health checks time out,
+    transactions under way there are cut, and both instances go on through another node."""
+    cluster = fresh_cluster
+    database = _new_database(cluster)
+    names = ("a", "b")
+    victim = cluster.nodes[0]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            dids = {n: await stack.enter_async_context(UpstreamDID(delay_s=0.02)) for n in names}
+            tops = {n: UpstreamTops(delay_s=0.02) for n in names}
+            for fake in tops.values():
+                await fake.start()
+                stack.push_async_callback(fake.close)
+            http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
+            urls = _urls(cluster, database, first=0)
+            nodes = {n: daemon_factory(node_config(n, urls[0], dids[n], tops[n], store={"urls": urls},
+                                                   outbox={"lease_s": LEASE_S}), name=n)
+                     for n in names}
+            await start_all(nodes.values())
+            view = await stack.enter_async_context(OutboxView(cluster.nodes[1].url(database)))
+            before = [hangup_channel(i) for i in range(700, 820)]
+            calls = list(range(8001, 8061))
+            load = asyncio.create_task(play_on([(nodes[names[i % 2]].agi_port, c) for i, c in enumerate(before)],
+                                               concurrency=8))
+            gate = asyncio.Semaphore(4)
+
+            async def one_callback(i: int, call_id: int) -> int:
+                async with gate:
+                    return await callback(http, nodes[names[i % 2]], one_phone(call_id))
+
+            callbacks = asyncio.gather(*(one_callback(i, c) for i, c in enumerate(calls)))
+            stack.push_async_callback(_cancelled, load, callbacks)  # when the test fails midway
+            await until(lambda: len([r for f in dids.values() for r in f.requests]) >= 20
+                        and len([r for f in tops.values() for r in f.received]) >= 5, what="sends under way")
+            victim.freeze()
+            frozen = time.monotonic()
+            probes: list[tuple[FakeChannel, str | None]] = []
+
+            async def queued_after_failover() -> bool:
+                chans = [hangup_channel(900 + len(probes) + k) for k in range(len(names))]
+                out = await play_on([(nodes[n].agi_port, c) for n, c in zip(names, chans)])
+                probes.extend(zip(chans, out))
+                return set(out) == {"QUEUED"}
+
+            try:
+                await until(queued_after_failover, timeout=15, interval=0.1, what="sessions queued after the failover")
+            except AssertionError:
+                for n, d in nodes.items():
+                    print(f"--- {n}: probes {probes[-4:]}\n" + "\n".join(
+                        line[:400] for line in d.logs().splitlines() if '"level": "info"' not in line)[-8000:])
+                raise
+            failover_s = time.monotonic() - frozen
+            # What was sent before the failover was done: the only requests that may go out twice.
+            early_did = {r.json.get("uniqueid") for f in dids.values() for r in f.requests}
+            early_tops = {r.fields["callId"] for f in tops.values() for r in f.received}
+            results, statuses = await asyncio.gather(load, callbacks)  # the sessions under way at the freeze
+            for n in names:
+                status = (await nodes[n].get("/status"))[1]["components"]["store"]
+                assert status["url_index"] != 0 and status["failovers"] == 1, status
+                assert (await nodes[n].get("/readyz"))[0] == 200
+            late_calls = [9001, 9002]
+            assert [await callback(http, nodes[n], one_phone(c)) for n, c in zip(names, late_calls)] == [200, 200]
+            print(f"\nfailover: sessions queued again {failover_s:.2f} s after the node was frozen")
+            assert failover_s <= 5.0
+
+            async def all_delivered() -> bool:
+                rows = await view.rows()
+                return bool(rows) and all(r["state"] == "delivered" for r in rows)
+
+            await until(all_delivered, timeout=LEASE_S + 40, what="everything delivered after the failover")
+            acknowledged = {c.env["uniqueid"] for c, r in [*zip(before, results, strict=True), *probes] if r == "QUEUED"}
+            delivered = {r["key"] for r in await view.rows(state="delivered")}
+            assert acknowledged <= delivered  # nothing acknowledged was lost
+            sent, did_keys = _first_sent_and_keys([(r.json.get("uniqueid"), r.headers.get("Idempotency-Key"))
+                                                   for f in dids.values() for r in f.requests])
+            delivered_upstream = set().union(*(f.deliveries for f in dids.values()))
+            assert acknowledged <= delivered_upstream
+            acknowledged_calls = {c for c, s in zip(calls, statuses, strict=True) if s == 200} | set(late_calls)
+            tops_sent, tops_keys = _first_sent_and_keys([(r.fields["callId"], r.headers.get("Idempotency-Key"))
+                                                         for f in tops.values() for r in f.received])
+            assert acknowledged_calls <= set(accepted(tops.values()))  # no acknowledged callback lost
+            # A second send only of a request in flight at the freeze, with the first one's key.
+            assert all(len(k) == 1 and None not in k for k in (*did_keys.values(), *tops_keys.values()))
+            twice = sorted(str(uid) for uid, n in sent.items() if n > 1)
+            tops_twice = sorted(c for c, n in tops_sent.items() if n > 1)
+            assert set(twice) <= early_did and set(tops_twice) <= early_tops
+            cut = [int(m) for d in nodes.values() for m in re.findall(r'"transactions_cut": (\d+)', d.logs())]
+            print(f"transactions cut at the switch: {cut}; outcomes acknowledged {len(acknowledged)}/"
+                  f"{len(before) + len(probes)}, delivered {len(acknowledged & delivered_upstream)}; "
+                  f"callbacks acknowledged {len(acknowledged_calls)}/{len(calls) + len(late_calls)}, delivered "
+                  f"{len(acknowledged_calls & set(accepted(tops.values())))}; sent twice: outcomes {twice} "
+                  f"(keys {[next(iter(did_keys[u])) for u in twice]}), callbacks {tops_twice} "
+                  f"(keys {[next(iter(tops_keys[c])) for c in tops_twice]})")
+    finally:
+        victim.kill()  # SIGCONT then SIGKILL; the fixture tears the rest of the cluster down
