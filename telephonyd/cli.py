@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "telephonyd.vicidial.commands",
     "telephonyd.calls.commands",
     "telephonyd.didselect.commands",
+    "telephonyd.diagnostics.commands",  # operator's view: test-outcome, outbox why (after outbox)
 )
 
 

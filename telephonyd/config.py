@@ -270,6 +270,11 @@ class HTTPConfig(Section):
     trusted_proxies: Networks = []
     proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     public_listeners: list[PublicListenerConfig] = []
+    # Operator's view (telephonyd.console): ``public_readyz`` answers ``/readyz`` without the admin
+    # token (it reveals only ready / not ready); ``console`` serves the web console at ``GET /``.
+    public_readyz: bool = False
+    console: bool = False
+    console_session_ttl_s: float = Field(12 * 3600.0, gt=0)
 
 
 class DIDOptimizerConfig(Section):

@@ -1,0 +1,105 @@
+"""CLI: ``telephonyd test-outcome`` and ``telephonyd outbox why ID`` (registered from `telephonyd.cli`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from ..cli import echo, run_async
+from . import why
+
+
+def register(cli: click.Group) -> None:
+    """Add ``test-outcome`` to ``cli`` and ``why`` to its ``outbox`` group (when that exists)."""
+    cli.add_command(test_outcome)
+    group = cli.commands.get("outbox")
+    if isinstance(group, click.Group):
+        group.add_command(outbox_why)
+
+
+async def _read_row(store: Any, where: Any) -> dict[str, Any] | None:
+    from ..outbox.schema import outbox as t
+
+    async with store.connect() as conn:
+        record = (await conn.execute(sa.select(t).where(where))).mappings().first()
+        now = await store.now(conn)
+    if record is None:
+        return None
+    row = {k: v for k, v in record.items() if k not in ("log_context", "enqueue_batch")}
+    row["payload"] = json.loads(record["payload"])
+    row["db_now"] = now
+    return row
+
+
+@click.command("why")
+@click.argument("row_id", metavar="ID", type=int)
+@click.pass_obj
+def outbox_why(obj: Any, row_id: int) -> None:
+    """Why row ID is where it is: target disabled, backing off until when, claimed by whom, last error."""
+    from ..outbox.schema import outbox as t
+
+    async def go() -> dict[str, Any] | None:
+        store = await obj.open_store()
+        try:
+            return await _read_row(store, t.c.id == row_id)
+        finally:
+            await store.close()
+
+    row = run_async(go())
+    if row is None:
+        raise click.ClickException(f"no row {row_id}")
+    for line in why.explain(row, row["db_now"], why.enabled_targets(obj.config)):
+        echo(line)
+
+
+@click.command("test-outcome")
+@click.option("--timeout", "timeout_s", type=float, default=15.0, show_default=True,
+              help="Seconds to follow the outcome through the outbox.")
+@click.option("--number", default="15555550100", show_default=True, help="The dialed number of the synthetic call.")
+@click.option("--verbose", is_flag=True, help="Print every AGI command and reply.")
+@click.pass_obj
+def test_outcome(obj: Any, timeout_s: float, number: str, verbose: bool) -> None:
+    """Send one synthetic call (FastAGI call_log start and h stages, ANSWER/16, campaign TESTOUTCOME)
+    to the running daemon and follow its outcome to the outbox and the DID Optimizer's answer."""
+    from ..outbox.schema import outbox as t
+    from ..upstream.did_optimizer import DID_OPTIMIZER_TARGET
+    from .testoutcome import SyntheticChannel, follow, synthetic_uniqueid
+
+    config = obj.config
+    listen = config.fastagi.listen[0]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)
+    channel = SyntheticChannel(synthetic_uniqueid(time.time()), number=number, host=host, port=listen.port)
+    targets = why.enabled_targets(config)
+
+    async def go() -> dict[str, Any] | None:
+        echo(f"call {channel.uniqueid} to agi://{host}:{listen.port}/call_log")
+        for end in (False, True):
+            try:
+                result = await channel.session(end)
+            except (OSError, TimeoutError) as exc:
+                raise click.ClickException(f"FastAGI at {host}:{listen.port} not reachable ({exc}): is the daemon "
+                                           "running? (`telephonyd run`)") from None
+            if verbose:
+                for line in channel.transcript:
+                    echo("  " + line.replace("\n", "\n  "))
+            channel.transcript.clear()
+            echo(f"{'end (h)' if end else 'start'} stage: {result}")
+        if not targets.get(DID_OPTIMIZER_TARGET):
+            echo("did_optimizer.enabled is false: the outcome waits in the outbox (nothing leaves the machine)")
+        store = await obj.open_store()
+        try:
+            where = sa.and_(t.c.target == DID_OPTIMIZER_TARGET, t.c.key == channel.uniqueid)
+            return await follow(lambda: _read_row(store, where),
+                                lambda row: why.explain(row, row["db_now"], targets), echo, timeout_s)
+        finally:
+            await store.close()
+
+    row = run_async(go())
+    if row is None or row["state"] != "delivered":
+        raise click.ClickException("the outcome was not delivered" + ("" if row is None else f" (row {row['id']}, "
+                                   f"`telephonyd outbox why {row['id']}`)"))
+    echo(f"delivered: the DID Optimizer answered {row.get('last_status')}")
