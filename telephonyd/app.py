@@ -170,6 +170,10 @@ class App:
         self._build_ameyo()
         self._build_vicidial()
         await self._build_ami()
+        if self.config.http.console:  # operator's view: the web console at GET / (telephonyd.console)
+            from .console.routes import mount as mount_console
+
+            mount_console(self)
         self._build_metrics()
         for name, component in self.components.items():
             self.notifier.status(f"starting {name}")

@@ -122,6 +122,11 @@ class HTTPServer:
 
     # -- configuration ---------------------------------------------------------------------------
 
+    @property
+    def admin_token(self) -> str | None:
+        """The admin token now in force (None: admin routes are open)."""
+        return self._admin_token
+
     def set_admin_token(self, token: str | None) -> None:
         """Replace the admin token (SIGHUP reload)."""
         self._admin_token = token or None
