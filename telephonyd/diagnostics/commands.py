@@ -16,6 +16,8 @@ from . import why
 def register(cli: click.Group) -> None:
     """Add ``test-outcome`` to ``cli`` and ``why`` to its ``outbox`` group (when that exists)."""
     cli.add_command(test_outcome)
+    cli.add_command(capture)
+    cli.add_command(replay)
     group = cli.commands.get("outbox")
     if isinstance(group, click.Group):
         group.add_command(outbox_why)
@@ -103,3 +105,48 @@ def test_outcome(obj: Any, timeout_s: float, number: str, verbose: bool) -> None
         raise click.ClickException("the outcome was not delivered" + ("" if row is None else f" (row {row['id']}, "
                                    f"`telephonyd outbox why {row['id']}`)"))
     echo(f"delivered: the DID Optimizer answered {row.get('last_status')}")
+
+
+@click.command("capture")
+@click.option("--ami", "kind", flag_value="ami", default="ami", help="Record AMI events (a second AMI login).")
+@click.argument("duration_s", metavar="DURATION", type=click.FloatRange(0.1, 86400))
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False, writable=True))
+@click.pass_obj
+def capture(obj: Any, kind: str, duration_s: float, file: str) -> None:
+    """Record live AMI events for DURATION seconds into FILE (JSON lines), secrets masked."""
+    from pathlib import Path
+
+    from .capture import capture_ami
+
+    config = obj.config
+    if config.ami.secret is None:
+        raise click.ClickException("capture --ami needs ami.secret (the daemon's AMI user) in the configuration")
+    try:
+        count = run_async(capture_ami(config.ami, duration_s, Path(file), echo))
+    except (TimeoutError, OSError) as exc:
+        raise click.ClickException(f"no AMI login at {config.ami.host}:{config.ami.port}: "
+                                   f"{exc or type(exc).__name__}") from None
+    echo(f"{count} events written to {file}")
+
+
+@click.command("replay")
+@click.argument("file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def replay(obj: Any, file: str) -> None:
+    """Play an AMI capture through presence and the call tracker offline; print what would be
+    published and every agent's final state."""
+    from pathlib import Path
+
+    from .capture import read_capture
+    from .replay import replay as play
+
+    try:
+        header, events = read_capture(Path(file))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    echo(f"{len(events)} events from {header.get('host', '?')} captured at {header.get('started_at')}")
+    result = run_async(play(obj.config, events, echo, float(header.get("started_at") or 0.0)))
+    echo(f"{result['published']} agent messages, {result['call_events']} call events")
+    for endpoint, status in sorted(result["agents"].items()):
+        reason = f" ({status['reason']})" if status.get("reason") else ""
+        echo(f"agent {endpoint}: {status['state']}{reason} online={'yes' if status['online'] else 'no'}")
