@@ -174,6 +174,9 @@ class App:
             from .console.routes import mount as mount_console
 
             mount_console(self)
+        from .metrics.looplag import LoopLagMonitor  # operator's view: event-loop lag for /metrics
+
+        self.loop_lag = self.components["loop_lag"] = LoopLagMonitor()
         self._build_metrics()
         for name, component in self.components.items():
             self.notifier.status(f"starting {name}")
@@ -298,6 +301,8 @@ class App:
             http_requests=lambda: self.http.request_counts if self.http is not None else {},
         )
         instruments = [*self.accept_errors.collectors(), *self.http.collectors()]
+        if getattr(self, "loop_lag", None) is not None:  # operator's view (telephonyd.metrics.looplag)
+            instruments += self.loop_lag.collectors()
         if self.fastagi is not None:
             instruments += self.fastagi.collectors()
         if getattr(self, "ameyo_service", None) is not None:
