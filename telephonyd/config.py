@@ -526,6 +526,9 @@ class MQTTConfig(Section):
     queue_size: int = Field(10_000, ge=10)
     connect_timeout_s: float = Field(10.0, gt=0)
     publish_timeout_s: float = Field(10.0, gt=0)
+    # Home Assistant MQTT discovery of agents (telephonyd.mqtt.discovery): off by default.
+    discovery: bool = False
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$")
 
     @field_validator("url")
     @classmethod
