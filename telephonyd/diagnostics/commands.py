@@ -108,17 +108,37 @@ def test_outcome(obj: Any, timeout_s: float, number: str, verbose: bool) -> None
 
 
 @click.command("capture")
-@click.option("--ami", "kind", flag_value="ami", default="ami", help="Record AMI events (a second AMI login).")
+@click.option("--ami", "kind", flag_value="ami", help="Record AMI events (a second AMI login with the ami user).")
+@click.option("--agi", "kind", flag_value="agi", help="Record FastAGI sessions through a proxy on --listen.")
+@click.option("--listen", default="127.0.0.1:4574", show_default=True, metavar="HOST:PORT",
+              help="With --agi: where the recording proxy listens (point the dialplan's AGI() here).")
 @click.argument("duration_s", metavar="DURATION", type=click.FloatRange(0.1, 86400))
 @click.argument("file", metavar="FILE", type=click.Path(dir_okay=False, writable=True))
 @click.pass_obj
-def capture(obj: Any, kind: str, duration_s: float, file: str) -> None:
-    """Record live AMI events for DURATION seconds into FILE (JSON lines), secrets masked."""
+def capture(obj: Any, kind: str | None, listen: str, duration_s: float, file: str) -> None:
+    """Record live AMI events or FastAGI sessions for DURATION seconds into FILE, secrets masked."""
     from pathlib import Path
 
+    config = obj.config
+    if kind is None:
+        raise click.UsageError("give --ami or --agi")
+    if kind == "agi":
+        from .agicapture import capture_agi
+
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.UsageError("--listen must be HOST:PORT")
+        first = config.fastagi.listen[0]
+        upstream = ({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(first.host, first.host), first.port)
+        try:
+            sessions, lines = run_async(capture_agi(upstream, (host.strip("[]"), int(port)), duration_s, Path(file),
+                                                    echo))
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+        echo(f"{sessions} sessions, {lines} lines written to {file}")
+        return
     from .capture import capture_ami
 
-    config = obj.config
     if config.ami.secret is None:
         raise click.ClickException("capture --ami needs ami.secret (the daemon's AMI user) in the configuration")
     try:
