@@ -31,7 +31,7 @@ def explain(row: dict[str, Any], now: float, targets: dict[str, bool]) -> list[s
     state, target = row["state"], row["target"]
     lines = [f"row {row['id']}: target {target}, key {row['key']}, state {state}, {row['attempts']} attempts"]
     if state == DELIVERED:
-        lines.append(f"delivered at {_ago(row.get('delivered_at'), now)} by {row.get('claimed_by') or '?'} "
+        lines.append(f"delivered at {_utc(row.get('delivered_at'), now)} by {row.get('claimed_by') or '?'} "
                      f"(upstream status {row.get('last_status') or '-'}); it is never sent again")
         return lines
     if state == DEAD:
@@ -57,7 +57,7 @@ def explain(row: dict[str, Any], now: float, targets: dict[str, bool]) -> list[s
     elif state == PENDING:
         due = float(row.get("next_attempt_at") or 0)
         if due > now:
-            lines.append(f"backing off until {_ago(due, now)} (in {due - now:.1f} s)")
+            lines.append(f"backing off until {_utc(due, now)} (in {due - now:.1f} s)")
         elif targets.get(target):
             lines.append("due now: the next dispatcher round of a running daemon sends it "
                          "(is the daemon running? `telephonyd status`)")
@@ -66,10 +66,10 @@ def explain(row: dict[str, Any], now: float, targets: dict[str, bool]) -> list[s
     return lines
 
 
-def _ago(when: Any, now: float) -> str:
+def _utc(when: Any, _now: float) -> str:
+    """Epoch seconds as ``YYYY-MM-DD HH:MM:SS UTC`` (``-`` for None)."""
     import datetime as dt
 
     if when is None:
         return "-"
-    stamp = dt.datetime.fromtimestamp(float(when), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return stamp
+    return dt.datetime.fromtimestamp(float(when), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -40,7 +40,9 @@ import aiomqtt
 
 from ..config import MQTTConfig
 from ..errors import ConfigError
+from .. import __version__
 from .buffer import LatestStateBuffer
+from .discovery import config_payload, config_topic
 from .topics import OFFLINE, ONLINE, Topics, agent_payload
 
 log = logging.getLogger(__name__)
@@ -318,17 +320,12 @@ class MQTTPublisher:
     async def _announce(self, client: aiomqtt.Client, endpoint: str) -> None:
         """The Home Assistant discovery config of ``endpoint`` (once per connection), when enabled."""
         if self.config.discovery and endpoint not in self._announced:
-            from .. import __version__
-            from .discovery import config_payload, config_topic
-
             await self._publish(client, config_topic(self.config.discovery_prefix, self.node_id, endpoint),
                                 config_payload(self.topics, self.node_id, endpoint, __version__), retain=True)
             self._announced.add(endpoint)
 
     async def _clear(self, client: aiomqtt.Client, endpoint: str) -> None:
         if self.config.discovery:  # Home Assistant deletes the entity on an empty retained config
-            from .discovery import config_topic
-
             await self._publish(client, config_topic(self.config.discovery_prefix, self.node_id, endpoint), b"",
                                 retain=True)
             self._announced.discard(endpoint)
