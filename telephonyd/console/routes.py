@@ -3,7 +3,8 @@
 Open (``auth='none'``; each does its own checks):
 - ``GET /``: the console page; ``GET /console/static/{name}``: its script and style sheet.
 - ``POST /console/login`` ``{"token": "<http.admin_token>"}``: 200 ``{"csrf": "..."}`` and the
-  session cookie (`sessions`); 401 ``{"success": false, "error": "wrong token"}``. The token travels
+  session cookie (`sessions`); 401 ``{"success": false, "error": "wrong token"}`` (counted in
+  ``telephonyd_http_auth_refused_total{area="console"}``, logged at most once per interval). The token travels
   in the body only, never in a URL.
 - ``GET /console/session``: ``{"success": true, "csrf": "..."}`` for a live session (a reloaded
   page), else ``{"success": false}`` (also 200: a first visit is not an error).
@@ -45,8 +46,10 @@ def _asset(name: str) -> bytes:
     return resources.files("telephonyd.console").joinpath("static", name).read_bytes()
 
 
-def public_routes(sessions: ConsoleSessions) -> list[web.RouteDef]:
-    """The page, its assets, login, session and logout (mount with ``auth='none'``)."""
+def public_routes(sessions: ConsoleSessions,
+                  on_refused: Callable[[web.Request], None] | None = None) -> list[web.RouteDef]:
+    """The page, its assets, login, session and logout (mount with ``auth='none'``);
+    ``on_refused(request)`` is told of each login with a wrong token (counted and logged, throttled)."""
 
     async def page(_request: web.Request) -> web.Response:
         return web.Response(body=_asset("index.html"), content_type="text/html", charset="utf-8",
@@ -70,6 +73,8 @@ def public_routes(sessions: ConsoleSessions) -> list[web.RouteDef]:
             return web.json_response({"success": False, "error": "body must be {\"token\": \"...\"}"}, status=400)
         made = sessions.login(token)
         if made is None:
+            if on_refused is not None:
+                on_refused(request)
             return web.json_response({"success": False, "error": "wrong token"}, status=401)
         session_id, csrf = made
         response = web.json_response({"success": True, "csrf": csrf}, headers={"Cache-Control": "no-store"})
@@ -136,7 +141,8 @@ def mount(app: Any) -> ConsoleSessions:
     http = app.http
     sessions = ConsoleSessions(lambda: http.admin_token, app.config.http.console_session_ttl_s)
     http.session_auth = sessions.accepts
-    http.add_routes(public_routes(sessions), auth="none")
+    http.add_routes(public_routes(sessions, lambda r: http.limits.note_auth_refused("console", r.path, r.remote)),
+                    auth="none")
 
     def features() -> dict[str, bool]:
         return {"agents": getattr(app, "presence_service", None) is not None,

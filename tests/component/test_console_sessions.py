@@ -24,7 +24,8 @@ async def make_server() -> tuple[HTTPServer, str]:
     server = HTTPServer(HTTPConfig(listen="127.0.0.1:0", admin_token=TOKEN), status=status, ready=ready)
     sessions = ConsoleSessions(lambda: server.admin_token, ttl_s=60)
     server.session_auth = sessions.accepts
-    server.add_routes(public_routes(sessions), auth="none")
+    server.add_routes(public_routes(sessions, lambda r: server.limits.note_auth_refused("console", r.path, r.remote)),
+                      auth="none")
     acted: list[str] = []
 
     async def act(_request: web.Request) -> web.Response:
@@ -54,6 +55,7 @@ async def test_login_cookie_opens_gets_and_websockets_but_posts_need_the_csrf_to
                 assert (await resp.json())["success"] is False
             async with http.post(base + "/console/login", json={"token": "wrong"}) as resp:
                 assert resp.status == 401
+            assert server.limits.auth_refused.labels("console")._value.get() == 1
             async with http.post(base + "/console/login", json={"token": TOKEN}) as resp:
                 assert resp.status == 200
                 csrf = (await resp.json())["csrf"]
