@@ -73,6 +73,7 @@ async def test_login_live_agent_dead_letter_retry_logout(daemon_factory) -> None
                 "() => document.querySelector('#agents li[data-endpoint=\"1010\"]').classList.contains('on_call')",
                 timeout=1000)
             shown_ms = await page.evaluate("performance.now() - window.__t0")
+            (artifact_dir() / "agent-change-ms.txt").write_text(f"{shown_ms:.1f}\n")
             assert shown_ms < 1000, shown_ms
             assert "on call" in (await card.inner_text()).lower()
 
@@ -133,6 +134,7 @@ async def test_wallboard_of_200_agents_renders_in_under_a_second(daemon_factory,
             await page.wait_for_function("() => document.querySelectorAll('#agents li').length === 200",
                                          timeout=10000)
             render_ms = await page.evaluate("performance.now() - window.__t0")
+            (artifact_dir() / f"wallboard-200-{width}x{height}-ms.txt").write_text(f"{render_ms:.1f}\n")
             await page.screenshot(path=str(artifact_dir() / f"wallboard-200-{width}x{height}.png"),
                                   full_page=width < 1000)
             assert render_ms < 1000, render_ms
