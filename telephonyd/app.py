@@ -188,6 +188,13 @@ class App:
         self._build_ameyo()
         self._build_vicidial()
         await self._build_ami()
+        if self.config.http.console:  # operator's view: the web console at GET / (telephonyd.console)
+            from .console.routes import mount as mount_console
+
+            mount_console(self)
+        from .metrics.looplag import LoopLagMonitor  # operator's view: event-loop lag for /metrics
+
+        self.loop_lag = self.components["loop_lag"] = LoopLagMonitor()
         self._build_metrics()
         async with contextlib.AsyncExitStack() as started:
             for name, component in self.components.items():
@@ -335,6 +342,8 @@ class App:
             http_requests=lambda: self.http.request_counts if self.http is not None else {},
         )
         instruments = [*self.accept_errors.collectors(), *self.http.collectors()]
+        if getattr(self, "loop_lag", None) is not None:  # operator's view (telephonyd.metrics.looplag)
+            instruments += self.loop_lag.collectors()
         if self.fastagi is not None:
             instruments += self.fastagi.collectors()
         if self.ameyo_service is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from . import ameyo, calls, didselect, outbox, presence, store, vicidial
+from . import ameyo, calls, diagnostics, didselect, outbox, presence, store, vicidial
 from .helpers import DEFAULT_CONFIG, CLIContext, EscapingStream, echo, echo_json, printable, run_async
 from .outbox import claim_lines
 
@@ -26,7 +26,7 @@ __all__ = ["DEFAULT_CONFIG", "CLIContext", "build_cli", "cli", "echo", "echo_jso
            "printable", "run_async"]
 
 #: The edges' command modules: each adds its commands with ``register(group)``.
-COMMAND_MODULES = (store, outbox, presence, ameyo, vicidial, calls, didselect)
+COMMAND_MODULES = (store, outbox, presence, ameyo, vicidial, calls, didselect, diagnostics)  # diagnostics after outbox: it adds `outbox why`
 
 
 def _set_config_path(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

@@ -39,10 +39,18 @@ def format_refresh(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: What ``agents`` / ``refresh`` say when the daemon runs without its AMI side.
+AMI_OFF = ("AMI is off (ami.enabled: false in {path}), so the daemon follows no agents. To enable it, set "
+           "ami.enabled: true with ami.host, ami.port, ami.username and ami.secret (a manager.conf user with "
+           "read: system,call,agent and write: system,reporting), then restart the daemon.")
+
+
 def _call(obj: Any, method: str, path: str) -> dict[str, Any]:
     from .helpers import run_async
 
     status, data = run_async(obj.api(method, path))
+    if status == 404 and not obj.config.ami.enabled:
+        raise click.ClickException(AMI_OFF.format(path=obj.resolved_path or "the built-in defaults"))
     if status != 200 or not isinstance(data, dict):
         error = data.get("error") if isinstance(data, dict) else data
         raise click.ClickException(f"{method} {path} answered {status}: {error}")

@@ -207,7 +207,7 @@ class HTTPConfig(Section):
     RELOAD: ClassVar[dict[str, Reload]] = marks(
         live="admin_token trusted_proxies proxy_header",
         restart="listen max_body_bytes header_timeout_s body_timeout_s max_connections "
-        "max_connections_per_client tls public_listeners",
+        "max_connections_per_client tls public_listeners public_readyz console console_session_ttl_s",
     )
     listen: Address = HostPort(host="127.0.0.1", port=8088)
     admin_token: SecretStr | None = None
@@ -220,6 +220,11 @@ class HTTPConfig(Section):
     trusted_proxies: Networks = []
     proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     public_listeners: list[PublicListenerConfig] = []
+    # Operator's view (telephonyd.console): ``public_readyz`` answers ``/readyz`` without the admin
+    # token (it reveals only ready / not ready); ``console`` serves the web console at ``GET /``.
+    public_readyz: bool = False
+    console: bool = False
+    console_session_ttl_s: float = Field(12 * 3600.0, gt=0)
 
 
 class DIDOptimizerConfig(Section):

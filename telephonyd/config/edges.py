@@ -180,7 +180,7 @@ class MQTTConfig(Section):
     #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
     RELOAD: ClassVar[dict[str, Reload]] = marks(
         restart="enabled url base_topic username password keepalive_s backoff_max_s client_id ca_file qos "
-        "queue_size connect_timeout_s publish_timeout_s",
+        "queue_size connect_timeout_s publish_timeout_s discovery discovery_prefix",
     )
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
@@ -195,6 +195,9 @@ class MQTTConfig(Section):
     queue_size: int = Field(10_000, ge=10)
     connect_timeout_s: float = Field(10.0, gt=0)
     publish_timeout_s: float = Field(10.0, gt=0)
+    # Home Assistant MQTT discovery of agents (telephonyd.mqtt.discovery): off by default.
+    discovery: bool = False
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$")
 
     @field_validator("url")
     @classmethod

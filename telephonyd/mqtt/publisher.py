@@ -16,6 +16,10 @@ Presence pushes through `publish_event` (synchronous, never blocks): a `LatestSt
 ``mqtt.queue_size`` sits in between. Call events come through `publish_call` into their own queue
 (same bound; past it the oldest are dropped and counted), published in order after presence
 changes; on connect, retained ``calls/<linkedid>`` topics of calls no longer live are cleared.
+
+With ``mqtt.discovery`` each agent is also announced to Home Assistant (`discovery`): a retained
+config on ``<discovery_prefix>/sensor/<object_id>/config`` before its first state on a connection,
+cleared (empty retained payload) whenever its agent topic is.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ import aiomqtt
 from ..backoff import equal_jitter
 from ..config import MQTTConfig
 from ..errors import ConfigError
+from .. import __version__
 from .buffer import LatestStateBuffer
+from .discovery import config_payload, config_topic
 from .topics import OFFLINE, ONLINE, Topics, agent_payload
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,7 @@ class MQTTPublisher:
         self._tls_context: ssl.SSLContext | None = None
         self._client: aiomqtt.Client | None = None
         self._retained: set[str] = set()
+        self._announced: set[str] = set()  # endpoints whose discovery config went out on this connection
         self._drain_deadline: float | None = None
         self._running = False
         self.state = "new"
@@ -235,6 +242,7 @@ class MQTTPublisher:
                     await client.__aexit__(None, None, None)
 
     async def _on_connected(self, client: aiomqtt.Client) -> None:
+        self._announced.clear()
         self._retained |= await self._retained_on_broker(client)
         await self._publish(client, self.topics.status, ONLINE, retain=True)
         await self._republish_all(client)
@@ -299,6 +307,7 @@ class MQTTPublisher:
         self._buffer.clear()
         agents = [agent.as_dict() for agent in self.presence.agents()]
         for agent in agents:
+            await self._announce(client, agent["endpoint"])
             await self._publish(client, self.topics.agent(agent["endpoint"]), agent_payload(agent), retain=True)
             self._retained.add(agent["endpoint"])
         if self.presence.seeded:
@@ -308,7 +317,18 @@ class MQTTPublisher:
         for endpoint in sorted(self._retained - known):
             await self._clear(client, endpoint)
 
+    async def _announce(self, client: aiomqtt.Client, endpoint: str) -> None:
+        """The Home Assistant discovery config of ``endpoint`` (once per connection), when enabled."""
+        if self.config.discovery and endpoint not in self._announced:
+            await self._publish(client, config_topic(self.config.discovery_prefix, self.node_id, endpoint),
+                                config_payload(self.topics, self.node_id, endpoint, __version__), retain=True)
+            self._announced.add(endpoint)
+
     async def _clear(self, client: aiomqtt.Client, endpoint: str) -> None:
+        if self.config.discovery:  # Home Assistant deletes the entity on an empty retained config
+            await self._publish(client, config_topic(self.config.discovery_prefix, self.node_id, endpoint), b"",
+                                retain=True)
+            self._announced.discard(endpoint)
         await self._publish(client, self.topics.agent(endpoint), b"", retain=True)
         self._retained.discard(endpoint)
         log.info("MQTT agent topic cleared", extra={"endpoint": endpoint})
@@ -363,6 +383,7 @@ class MQTTPublisher:
         if event.kind == "status":
             agent = event.as_dict()
             payload = agent_payload(agent)
+            await self._announce(client, agent["endpoint"])
             await self._publish(client, self.topics.agent(agent["endpoint"]), payload, retain=True)
             self._retained.add(agent["endpoint"])
             await self._publish(client, self.topics.agent_events, payload, retain=False)

@@ -2,12 +2,14 @@
 
 Built-in routes:
 - ``GET /healthz``: 200 ``{"ok": true}`` while the process runs (no auth, for load balancers).
-- ``GET /readyz``: 200 when every listener is bound and the store answers, else 503 (admin auth).
+- ``GET /readyz``: 200 when every listener is bound and the store answers, else 503 (admin auth,
+  or none with ``http.public_readyz``: the body is only ``{"ready": bool}``).
 - ``GET /status``: JSON status of every component (admin auth).
 
 Edges add routes with `add_routes` before `start`. ``auth='admin'`` routes need
 ``Authorization: Bearer <http.admin_token>`` when a token is configured (compared in constant time;
-401 otherwise); ``auth='none'`` routes do their own access control (the Ameyo callbacks).
+401 otherwise), or a session the ``session_auth`` hook accepts (the web console's cookie,
+`telephonyd.console.sessions`); ``auth='none'`` routes do their own access control (the Ameyo callbacks).
 
 Request sizes are bounded before any handler runs: the request line (method, path and query string)
 to `MAX_LINE_BYTES`, each header to `MAX_FIELD_BYTES`, the header count to `MAX_HEADERS`, the body to
@@ -114,10 +116,18 @@ class HTTPServer:
         self._public_ssl: list[ssl.SSLContext | None] = []
         #: Answered requests: (route pattern, method, status) -> count.
         self.request_counts: dict[tuple[str, str, str], int] = {}
+        #: Second way in for admin routes besides the Bearer token (the console's session cookie).
+        self.session_auth: Callable[[web.Request], bool] | None = None
         self.add_routes([web.get("/healthz", self._healthz)], auth="none")
-        self.add_routes([web.get("/readyz", self._readyz), web.get("/status", self._status_route)], auth="admin")
+        self.add_routes([web.get("/readyz", self._readyz)], auth="none" if config.public_readyz else "admin")
+        self.add_routes([web.get("/status", self._status_route)], auth="admin")
 
     # -- configuration ---------------------------------------------------------------------------
+
+    @property
+    def admin_token(self) -> str | None:
+        """The admin token now in force (None: admin routes are open)."""
+        return self._admin_token
 
     def set_admin_token(self, token: str | None) -> None:
         """Replace the admin token (SIGHUP reload)."""
@@ -239,7 +249,7 @@ class HTTPServer:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer":
-            return False
+            return self.session_auth is not None and self.session_auth(request)
         return hmac.compare_digest(presented.strip().encode(), token.encode())
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -78,3 +78,30 @@ async def test_token_reload_takes_effect() -> None:
                 assert r.status == 200
     finally:
         await server.stop(1)
+
+
+async def test_public_readyz_needs_no_token_and_reveals_only_readiness() -> None:
+    from telephonyd.config import HTTPConfig
+
+    for public, expected in ((True, 200), (False, 401)):
+        config = HTTPConfig(listen="127.0.0.1:0", admin_token="s3cret-token", public_readyz=public)
+
+        async def ready() -> bool:
+            return True
+
+        async def status() -> dict:
+            return {"secret": "internal"}
+
+        server = HTTPServer(config, status=status, ready=ready)
+        await server.start()
+        try:
+            host, port = server.bound_addresses[0]
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://{host}:{port}/readyz") as resp:
+                    assert resp.status == expected
+                    if public:
+                        assert await resp.json() == {"ready": True}
+                async with http.get(f"http://{host}:{port}/status") as resp:
+                    assert resp.status == 401
+        finally:
+            await server.stop()

@@ -60,3 +60,24 @@ def test_refresh_reports_the_resync_and_fails_cleanly_on_503() -> None:
     down = ScriptedAPI({("POST", "/api/ami/refresh"): (503, {"success": False, "error": "AMI is not connected"})})
     failed = invoke(down, "refresh")
     assert failed.exit_code == 1 and "503: AMI is not connected" in failed.output
+
+
+class AMIOffAPI(ScriptedAPI):
+    """The daemon as it runs on the default config: no AMI side, so no /api/ami/* routes."""
+
+    def __init__(self) -> None:
+        super().__init__({("GET", "/api/ami/extensions"): (404, {"success": False, "error": "not found"}),
+                          ("POST", "/api/ami/refresh"): (404, {"success": False, "error": "not found"})})
+        from telephonyd.config import Config
+
+        self.config = Config()
+        self.resolved_path = "/etc/telephonyd/telephonyd.yml"
+
+
+def test_agents_and_refresh_with_ami_off_say_so_and_how_to_enable_it() -> None:
+    for command in ("agents", "refresh"):
+        result = invoke(AMIOffAPI(), command)
+        assert result.exit_code == 1
+        assert "AMI is off (ami.enabled: false in /etc/telephonyd/telephonyd.yml)" in result.output
+        assert "set ami.enabled: true" in result.output
+        assert "404" not in result.output
