@@ -126,6 +126,7 @@ class App:
         self.ameyo_service: Any = None
         self.tops_sender: Any = None
         self.ami_side: AMISide | None = None
+        self.loop_lag: Any = None  # telephonyd.metrics.looplag.LoopLagMonitor, set in run()
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -342,7 +343,7 @@ class App:
             http_requests=lambda: self.http.request_counts if self.http is not None else {},
         )
         instruments = [*self.accept_errors.collectors(), *self.http.collectors()]
-        if getattr(self, "loop_lag", None) is not None:  # operator's view (telephonyd.metrics.looplag)
+        if self.loop_lag is not None:  # operator's view (telephonyd.metrics.looplag)
             instruments += self.loop_lag.collectors()
         if self.fastagi is not None:
             instruments += self.fastagi.collectors()

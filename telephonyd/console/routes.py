@@ -145,8 +145,7 @@ def mount(app: Any) -> ConsoleSessions:
                     auth="none")
 
     def features() -> dict[str, bool]:
-        return {"agents": getattr(app, "presence_service", None) is not None,
-                "calls": getattr(app, "calls_service", None) is not None}
+        return {"agents": app.ami_side is not None, "calls": "calls" in app.components}
 
     http.add_routes(admin_routes(app.status, app.outbox, app.store, features), auth="admin")
     return sessions
