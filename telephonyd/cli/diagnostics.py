@@ -18,6 +18,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(test_outcome)
     cli.add_command(capture)
     cli.add_command(replay)
+    cli.add_command(sink)
     group = cli.commands.get("outbox")
     if isinstance(group, click.Group):
         group.add_command(outbox_why)
@@ -170,3 +171,19 @@ def replay(obj: Any, file: str) -> None:
     for endpoint, status in sorted(result["agents"].items()):
         reason = f" ({status['reason']})" if status.get("reason") else ""
         echo(f"agent {endpoint}: {status['state']}{reason} online={'yes' if status['online'] else 'no'}")
+
+
+@click.command("sink")
+@click.option("--listen", default="127.0.0.1:5000", show_default=True, metavar="HOST:PORT",
+              help="Where to listen (did_optimizer.base_url's default points here).")
+def sink(listen: str) -> None:
+    """A stand-in upstream: answer every POST {"success": true} and print it (until Ctrl-C)."""
+    from aiohttp import web
+
+    from ..diagnostics.sink import sink_app
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.UsageError("--listen must be HOST:PORT")
+    echo(f"telephonyd sink listening on http://{listen}/ (Ctrl-C stops it)")
+    web.run_app(sink_app(echo), host=host.strip("[]"), port=int(port), print=None, access_log=None)

@@ -54,3 +54,35 @@ async def test_agents_with_ami_off_says_how_to_enable_it(daemon_factory) -> None
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{daemon.http_port}/readyz") as resp:
             assert resp.status == 200 and await resp.json() == {"ready": True}
+
+
+async def test_test_outcome_reaches_telephonyd_sink(daemon_factory, tmp_path) -> None:
+    """The README's newcomer path: ``telephonyd sink`` as the upstream, ``test-outcome`` delivered to it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port, wait_until
+
+    port = free_port()
+    log = tmp_path / "sink.out"
+    with log.open("w") as out:
+        sink = subprocess.Popen([sys.executable, "-m", "telephonyd", "sink", "--listen", f"127.0.0.1:{port}"],
+                                stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        await wait_until(lambda: "listening" in log.read_text(), timeout=15)
+        daemon = daemon_factory({"did_optimizer": {"enabled": True, "base_url": f"http://127.0.0.1:{port}",
+                                                   "api_key": "k-sink-secret"},
+                                 "outbox": {"poll_interval_s": 0.2}})
+        daemon.start()
+        done = await asyncio.to_thread(telephonyd, "test-outcome", "-c", str(daemon.config_path))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "delivered: the DID Optimizer answered 200" in done.stdout
+        uniqueid = re.search(r"call (\d+\.\d+) to agi://", done.stdout).group(1)
+        await wait_until(lambda: uniqueid in log.read_text(), timeout=10)
+        printed = log.read_text()
+        assert "POST /api/v1/call-results" in printed and '"campaignId": "TESTOUTCOME"' in printed
+        assert "k-sink-secret" not in printed and "x-api-key: ********" in printed
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
