@@ -207,6 +207,12 @@ async def live(args: argparse.Namespace, ami_port: int, http_port: int) -> dict[
     ami_config = AMIConfig(enabled=True, port=ami_port, secret=SECRET, events="system,call",
                            action_timeout_s=30.0, ping_interval_s=60.0)
 
+    # ``BenchCalls`` is the bench server's own control action (not Asterisk's): the daemon's client
+    # refuses any action outside SENT_ACTIONS, so the bench allows this one for its own process.
+    from telephonyd.ami import actions as ami_actions
+
+    ami_actions.SENT_ACTIONS = ami_actions.SENT_ACTIONS | {"BenchCalls"}
+
     async def stream(client: AMIClient, first: int, seen: dict[str, int]) -> float:
         target = seen["n"] + sum(len(templates.call(k)) for k in range(first, first + count))
         cpu = time.process_time()
