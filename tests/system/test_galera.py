@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -109,15 +109,22 @@ async def _settled(view: OutboxView, rows: int, timeout: float = 40.0) -> None:
     await until(done, timeout=timeout, what=f"{rows} rows delivered")
 
 
+
+async def upstreams(stack: contextlib.AsyncExitStack, names: Iterable[str], *, did_delay_s: float,
+                    tops_delay_s: float) -> tuple[dict[str, UpstreamDID], dict[str, UpstreamTops]]:
+    """A fake DID Optimizer and a fake TopS.II per instance name, closed with ``stack``."""
+    dids = {n: await stack.enter_async_context(UpstreamDID(delay_s=did_delay_s)) for n in names}
+    tops = {n: UpstreamTops(delay_s=tops_delay_s) for n in names}
+    for fake in tops.values():
+        await fake.start()
+        stack.push_async_callback(fake.close)
+    return dids, tops
+
 async def test_three_instances_each_on_its_own_node_send_everything_once(cluster, database, daemon_factory) -> None:
     names = ("a", "b", "c")
     log_sizes = [len(n.error_log()) for n in cluster.nodes]
     async with contextlib.AsyncExitStack() as stack:
-        dids = {n: await stack.enter_async_context(UpstreamDID(delay_s=0.01)) for n in names}
-        tops = {n: UpstreamTops(delay_s=0.01) for n in names}
-        for fake in tops.values():
-            await fake.start()
-            stack.push_async_callback(fake.close)
+        dids, tops = await upstreams(stack, names, did_delay_s=0.01, tops_delay_s=0.01)
         http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
         nodes = {n: daemon_factory(node_config(n, cluster.nodes[i].url(database), dids[n], tops[n]), name=n)
                  for i, n in enumerate(names)}
@@ -158,11 +165,7 @@ async def test_an_instance_killed_holding_claims_its_rows_go_out_once_more_with_
 ) -> None:
     names = ("a", "v")
     async with contextlib.AsyncExitStack() as stack:
-        dids = {n: await stack.enter_async_context(UpstreamDID(delay_s=0.01)) for n in names}
-        tops = {n: UpstreamTops() for n in names}
-        for fake in tops.values():
-            await fake.start()
-            stack.push_async_callback(fake.close)
+        dids, tops = await upstreams(stack, names, did_delay_s=0.01, tops_delay_s=0.0)
         nodes = {n: daemon_factory(node_config(n, cluster.nodes[i].url(database), dids[n], tops[n],
                                                outbox={"lease_s": LEASE_S}), name=n)
                  for i, n in enumerate(names)}
@@ -221,11 +224,7 @@ async def test_all_instances_on_one_node_fail_over_within_5_s_when_it_is_killed(
     names = ("a", "b")
     victim = cluster.nodes[0]
     async with contextlib.AsyncExitStack() as stack:
-        dids = {n: await stack.enter_async_context(UpstreamDID(delay_s=0.02)) for n in names}
-        tops = {n: UpstreamTops() for n in names}
-        for fake in tops.values():
-            await fake.start()
-            stack.push_async_callback(fake.close)
+        dids, tops = await upstreams(stack, names, did_delay_s=0.02, tops_delay_s=0.0)
         urls = _urls(cluster, database, first=0)
         nodes = {n: daemon_factory(node_config(n, urls[0], dids[n], tops[n], store={"urls": urls},
                                                outbox={"lease_s": LEASE_S}), name=n)
@@ -302,11 +301,7 @@ async def test_all_instances_on_one_node_fail_over_within_5_s_when_it_is_frozen(
     victim = cluster.nodes[0]
     try:
         async with contextlib.AsyncExitStack() as stack:
-            dids = {n: await stack.enter_async_context(UpstreamDID(delay_s=0.02)) for n in names}
-            tops = {n: UpstreamTops(delay_s=0.02) for n in names}
-            for fake in tops.values():
-                await fake.start()
-                stack.push_async_callback(fake.close)
+            dids, tops = await upstreams(stack, names, did_delay_s=0.02, tops_delay_s=0.02)
             http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
             urls = _urls(cluster, database, first=0)
             nodes = {n: daemon_factory(node_config(n, urls[0], dids[n], tops[n], store={"urls": urls},
