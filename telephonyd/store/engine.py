@@ -252,14 +252,15 @@ class Store:
         else:
             async with self.engine.begin() as conn:
                 result = await conn.run_sync(work)
-        if self.write_state.reason is not None and self.write_state.changed > changed:
-            self.write_state.accepted()  # a write that changed rows was committed
+        if self.write_state.reason is not None and self.write_state.changed > changed and not self._write_probe:
+            self.write_state.accepted()  # a write that changed rows was committed (no probe to ask)
         return result
 
     async def accepts_writes(self) -> bool:
         """False while the store refuses writes (disk full, read-only; see `refusal`). While it does,
         a probe write is tried at most every `refusal.PROBE_INTERVAL_S` (with ``write_probe``), so
-        this turns True again once space or write access is back, traffic or not."""
+        this turns True again once space or write access is back, traffic or not; with the probe,
+        only the probe's success turns it True (a small write of the traffic may still fit)."""
         state = self.write_state
         if self._write_probe and state.probe_due():
             try:
@@ -267,6 +268,8 @@ class Store:
                     await self.write(state.probe_work)
             except Exception:  # noqa: BLE001 - the failure itself is recorded by `state`
                 log.debug("store write probe failed", exc_info=True)
+            else:
+                state.accepted()
         return state.reason is None
 
     async def ping(self) -> bool:

@@ -4,10 +4,13 @@ A store that answers ``SELECT 1`` may still refuse every write (SQLite: ``databa
 full``, ``attempt to write a readonly database``, ``disk I/O error``; MariaDB/MySQL: errors 1021
 disk full, 1114 table full, 1290/1792 read-only, 1036 table read-only). `WriteState` hears every
 such error of the store's engines (SQLAlchemy's ``handle_error`` event) and keeps the reason until
-a write that changed rows succeeds again. While it holds one, `probe` (a real, tiny write to the
-store's own ``store_probe`` table, at most every `PROBE_INTERVAL_S`) finds out when space or
-write access is back, even when no traffic arrives (a load balancer waiting on ``/readyz`` sends
-none).
+the store is shown to accept writes again. With the probe (the daemon's store), only the probe
+shows it: a real write of `PROBE_PAD_BYTES` to the store's own ``store_probe`` table, at most every
+`PROBE_INTERVAL_S`, which finds out when space or write access is back even when no traffic
+arrives (a load balancer waiting on ``/readyz`` sends none). A small write of the traffic does not:
+on a nearly full disk SQLite still fits a one-page UPDATE into WAL space it reuses while a call's
+record (several pages) is refused, and readiness must not flap on that. Without the probe, a
+write that changed rows clears the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between probe writes while the store refuses writes.
 PROBE_INTERVAL_S = 1.0
+#: Bytes each probe writes: more than the largest routine write (a call record with its outbox
+#: item, a few 4 KiB pages), so a store that takes the probe takes the traffic.
+PROBE_PAD_BYTES = 32768
 #: Probe rows of processes that are gone are deleted after this many seconds.
 _PROBE_ROW_TTL_S = 86400.0
 
@@ -39,6 +45,7 @@ probe_table = sa.Table(
     probe_metadata,
     sa.Column("holder", sa.String(32), primary_key=True),
     sa.Column("at", sa.Double(), nullable=False),
+    sa.Column("pad", sa.LargeBinary(), nullable=True),  # PROBE_PAD_BYTES (added to older stores)
 )
 
 
@@ -98,11 +105,12 @@ class WriteState:
             return True
 
     def probe_work(self, conn: sa.Connection) -> None:
-        """The probe: rewrite this process's row (a real page change), drop rows of old processes."""
+        """The probe: rewrite this process's row with `PROBE_PAD_BYTES` (real pages), drop rows of
+        old processes."""
         now = time.time()
         conn.execute(sa.delete(probe_table).where(sa.or_(probe_table.c.holder == self.holder,
                                                          probe_table.c.at < now - _PROBE_ROW_TTL_S)))
-        conn.execute(sa.insert(probe_table).values(holder=self.holder, at=now))
+        conn.execute(sa.insert(probe_table).values(holder=self.holder, at=now, pad=bytes(PROBE_PAD_BYTES)))
 
     def describe(self) -> dict[str, Any]:
         return {"write_error": self.reason, "refusing_since": self.since}
