@@ -2,9 +2,10 @@
 
 Lifecycle, top to bottom:
 1. start: the store (retried with backoff while the database is down; a permanent store error,
-   such as a damaged or emptied SQLite file or an unwritable state directory, exits 78), the outbox
-   and its senders, the HTTP listener with every edge's routes, the FastAGI listener, the AMI side
-   when enabled;
+   such as a damaged or emptied SQLite file or an unwritable state directory, exits 78); then every
+   edge is built as a `Feature` (`telephonyd.wiring`: the outbox and its senders, the HTTP
+   listener, FastAGI, Ameyo, VICIdial, the AMI side, the console), their routes mounted, their
+   reloaders and metrics registered, and their components started in order;
 2. READY (sd_notify) once every listener accepts; every component's ``run()`` in one TaskGroup;
 3. SIGTERM/SIGINT set a flag; shutdown stops accepting, drains AGI sessions in flight within
    ``fastagi.drain_timeout_s``, stops the AMI side, flushes and stops the outbox, closes the store;
@@ -21,8 +22,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
@@ -32,14 +32,14 @@ from .backoff import equal_jitter
 from .config import Config, load_config
 from .errors import ConfigError, StoreError
 from .descriptors import AcceptErrorReporter, DescriptorBudget, budget_for
-from .reload import Reloader, apply_reload
-from .metrics import EventCounter, MetricsExporter, MetricSources, UpstreamStats
+from .feature import Component, Feature, Listener
+from .reload import Reloader, reload_config
+from .metrics import MetricsExporter, MetricSources
+from .outbox import Outbox
 from .sdnotify import Notifier
 from .store import Store
 from .web import HTTPServer
-
-if TYPE_CHECKING:
-    from .wiring import AMISide
+from . import wiring
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,6 @@ log = logging.getLogger(__name__)
 #: they recorded is flushed); a component not named here stops after these, in start order.
 STOP_ORDER = ("fastagi", "http", "ameyo", "vicidial", "ami", "contacts", "presence", "calls", "calls_sink", "mqtt",
               "outbox")
-
-
-class Component(Protocol):
-    async def start(self) -> None: ...
-    async def run(self) -> None: ...
-    async def stop(self, timeout: float) -> None: ...
-    def health(self) -> dict[str, Any]: ...
 
 
 class ComponentExited(RuntimeError):
@@ -103,30 +96,30 @@ class App:
         self.notifier = notifier or Notifier()
         self.started_at = time.time()
         self.store = build_store(config, check=True)
-        self.stores: list[Store] = [self.store]
-        self.components: dict[str, Any] = {}
-        #: What applies the live fields of a reloaded config (SIGHUP), registered as parts are built.
-        self.reloaders: list[Reloader] = []
+        #: What each edge brings, in start order (built in `_start`).
+        self.features: list[Feature] = []
         self._stopping = asyncio.Event()
         self._reload = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
-        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.http: HTTPServer | None = None
-        self.fastagi: Any = None
-        self.did_select: Any = None
-        self.outbox: Any = None
-        # Metrics: send attempts of every outbox sender, measured where the senders are registered.
-        self.upstream_stats = UpstreamStats()
+        self.outbox: Outbox | None = None
         self.metrics: MetricsExporter | None = None
         self.accept_errors = AcceptErrorReporter()
         self.descriptors: DescriptorBudget | None = None
-        # The parts other parts or the metrics read, set only by the builders below.
-        self.did_sender: Any = None
-        self.calllog_handler: Any = None
-        self.ameyo_service: Any = None
-        self.tops_sender: Any = None
-        self.ami_side: AMISide | None = None
-        self.loop_lag: Any = None  # telephonyd.metrics.looplag.LoopLagMonitor, set in run()
+
+    @property
+    def components(self) -> dict[str, Component]:
+        """Every feature's components by ``/status`` name, in start order."""
+        return {name: c for feature in self.features for name, c in feature.components.items()}
+
+    @property
+    def reloaders(self) -> list[Reloader]:
+        """What applies the live fields of a reloaded config (SIGHUP), in feature order."""
+        return [r for feature in self.features for r in feature.reloaders]
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return [listener for feature in self.features for listener in feature.listeners]
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -179,24 +172,8 @@ class App:
         self.notifier.status("opening the store")
         if not await self.start_store(self.store):
             return False
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None),
-            connector=aiohttp.TCPConnector(limit=max(8, self.config.outbox.concurrency * 2)),
-        )
-        self._build_outbox()
-        self._build_http()
-        self._build_fastagi()
-        self._build_ameyo()
-        self._build_vicidial()
-        await self._build_ami()
-        if self.config.http.console:  # operator's view: the web console at GET / (telephonyd.console)
-            from .console.routes import mount as mount_console
-
-            mount_console(self)
-        from .metrics.looplag import LoopLagMonitor  # operator's view: event-loop lag for /metrics
-
-        self.loop_lag = self.components["loop_lag"] = LoopLagMonitor()
-        self._build_metrics()
+        self.features = await self._build_features()
+        self._mount()
         async with contextlib.AsyncExitStack() as started:
             for name, component in self.components.items():
                 self.notifier.status(f"starting {name}")
@@ -207,11 +184,57 @@ class App:
             started.pop_all()
         return True
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The HTTP client session the upstream senders share (open from the start on)."""
-        assert self._session is not None
-        return self._session
+    async def _build_features(self) -> list[Feature]:
+        """Every edge as a `Feature`, in start order (see `telephonyd.wiring`)."""
+        config = self.config
+        upstream_connections = max(8, config.outbox.concurrency * 2)
+        session = self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None), connector=aiohttp.TCPConnector(limit=upstream_connections))
+        outbox = self.outbox = Outbox(self.store, node_id=config.node_id, config=config.outbox)
+        senders = wiring.Senders(outbox)
+        self.descriptors = budget_for(config, upstream_connections=upstream_connections)
+        http = self.http = HTTPServer(config.http, status=self.status, ready=self.ready,
+                                      max_connections=self.descriptors.http_connections)
+        features = [
+            wiring.outbox_feature(config, senders, session),
+            wiring.http_feature(http),
+            wiring.fastagi_feature(config, self.store, outbox, max_sessions=self.descriptors.fastagi_sessions),
+        ]
+        if config.ameyo.enabled:
+            features.append(wiring.ameyo_feature(config, self.store, senders, session))
+        if config.vicidial.enabled:
+            features.append(wiring.vicidial_feature(config, self.store, outbox))
+        ami: list[Feature] = []
+        if config.ami.enabled:
+            ami = await wiring.ami_features(config, self.store, senders, session, http, self.start_store)
+        elif config.calls.enabled:
+            log.warning("calls.enabled needs ami.enabled: no call is tracked")
+        features += ami
+        if config.http.console:  # operator's view: the web console at GET / (telephonyd.console)
+            features.append(wiring.console_feature(
+                config, http, self.status, outbox, self.store, agents=bool(ami),
+                calls=any("calls" in f.components for f in ami)))
+        from .metrics.looplag import LoopLagMonitor  # operator's view: event-loop lag for /metrics
+
+        loop_lag = LoopLagMonitor()
+        features.append(Feature("loop_lag", components={"loop_lag": loop_lag}, metrics=tuple(loop_lag.collectors())))
+        return features
+
+    def _mount(self) -> None:
+        """Mount every feature's routes and HTTP shutdown hooks, and ``GET /metrics`` (admin
+        token) over every feature's metrics."""
+        http = self.http
+        assert http is not None
+        for feature in self.features:
+            http.add_routes(feature.public_routes, auth="none")  # access control is the routes' own
+            http.add_routes(feature.admin_routes, auth="admin")
+            for hook in feature.http_shutdown:
+                http.on_shutdown(hook)
+        sources = MetricSources(node_id=self.config.node_id, version=__version__, started_at=self.started_at,
+                                components=lambda: self.components)
+        collectors = [*self.accept_errors.collectors(), *(m for feature in self.features for m in feature.metrics)]
+        self.metrics = MetricsExporter(sources, collectors)
+        http.add_routes(self.metrics.routes(), auth="admin")
 
     async def start_store(self, store: Store) -> bool:
         """Start ``store``, retrying with backoff while its error is retryable (a database server
@@ -231,130 +254,6 @@ class App:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         return False
-
-    def _build_outbox(self) -> None:
-        from .outbox import Outbox
-        from .upstream.did_optimizer import DID_OPTIMIZER_TARGET, DIDOptimizerSender
-
-        outbox = Outbox(self.store, node_id=self.config.node_id, config=self.config.outbox)
-        assert self._session is not None
-        self.did_sender = DIDOptimizerSender(self.config.did_optimizer, self._session)
-        self.outbox = outbox
-        self.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=self.config.did_optimizer.enabled)
-        sending = [self.config.did_optimizer.enabled]
-
-        def did_optimizer_enabled(new: Config) -> None:  # ``did_optimizer.enabled`` is live
-            if new.did_optimizer.enabled != sending[0]:
-                sending[0] = new.did_optimizer.enabled
-                self.register_sender(DID_OPTIMIZER_TARGET, self.did_sender, enabled=sending[0])
-
-        self.reloaders += [self.did_sender.reconfigure, did_optimizer_enabled]
-        self.components["outbox"] = outbox
-
-    def _build_http(self) -> None:
-        self.descriptors = budget_for(self.config, upstream_connections=max(8, self.config.outbox.concurrency * 2))
-        self.http = HTTPServer(self.config.http, status=self.status, ready=self.ready,
-                               max_connections=self.descriptors.http_connections)
-        self.components["http"] = self.http
-
-    def _build_fastagi(self) -> None:
-        from .calllog import CallLogHandler
-        from .didselect import DIDSelectService
-        from .fastagi import FastAGIServer
-        from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
-
-        self.did_select = DIDSelectService(
-            self.config.did_select, self.config.did_optimizer, self.store, node_id=self.config.node_id
-        )
-        self.calllog_handler = CallLogHandler(
-            self.config.call_log, self.outbox.enqueue, target=DID_OPTIMIZER_TARGET,
-            selections=self.did_select.selection_for,
-        )  # fmt: skip
-        routes = {"call_log": self.calllog_handler, "did_select": self.did_select.handler}
-        self.fastagi = FastAGIServer(self.config.fastagi, routes,
-                                     max_sessions=self.descriptors.fastagi_sessions if self.descriptors else None)
-        self.components["fastagi"] = self.fastagi
-        self.components["did_select"] = self.did_select
-        self.reloaders += [self.did_select.reconfigure, self.calllog_handler.reconfigure]
-
-    def _build_ameyo(self) -> None:
-        if not self.config.ameyo.enabled:
-            return
-        from .ameyo import AmeyoService
-        from .ameyo.routes import admin_routes, callback_routes
-        from .upstream.tops import TopsSender
-
-        assert self._session is not None and self.http is not None
-        service = AmeyoService(self.config.ameyo, self.config.tops, self.store, self.outbox, node_id=self.config.node_id)
-        self.tops_sender = TopsSender(self.config.tops, self._session, on_result=service.record_upstream)
-        self.register_sender("tops", self.tops_sender, enabled=True)
-        self.http.add_routes(callback_routes(service), auth="none")  # access control is the routes' own
-        self.http.add_routes(admin_routes(service), auth="admin")
-        self.ameyo_service = service
-        self.components["ameyo"] = service
-        self.reloaders += [self.tops_sender.reconfigure, service.reconfigure]
-
-    def _build_vicidial(self) -> None:
-        if not self.config.vicidial.enabled:
-            return
-        from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
-        from .vicidial import VICIdialSource
-
-        self.components["vicidial"] = VICIdialSource(
-            self.config.vicidial, self.store, self.outbox, target=DID_OPTIMIZER_TARGET, node_id=self.config.node_id,
-        )
-
-    async def _build_ami(self) -> None:
-        if not self.config.ami.enabled:
-            if self.config.calls.enabled:
-                log.warning("calls.enabled needs ami.enabled: no call is tracked")
-            return
-        from .wiring import build_ami_side
-
-        self.ami_side = await build_ami_side(self)
-
-    # -- metrics ---------------------------------------------------------------------------------
-
-    def register_sender(self, target: str, sender: Any, *, enabled: bool) -> None:
-        """Register an outbox sender, measured for ``telephonyd_upstream_*`` (also used on reload)."""
-        self.outbox.register_sender(target, self.upstream_stats.wrap(target, sender), enabled=enabled)
-
-    def _build_metrics(self) -> None:
-        """``GET /metrics`` (admin token), read from the components at scrape time."""
-        ami_events = None
-        side = self.ami_side
-        if side is not None:
-            ami_events = EventCounter()
-            side.client.subscribe("*", ami_events.observe)
-        contacts = side.contacts if side is not None else None
-        presence = side.presence if side is not None else None
-        assert self.http is not None
-        sources = MetricSources(
-            node_id=self.config.node_id,
-            version=__version__,
-            started_at=self.started_at,
-            components=lambda: self.components,
-            fastagi_counters=self.fastagi.counters if self.fastagi is not None else None,
-            upstream=self.upstream_stats,
-            ami_events=ami_events,
-            contacts=(lambda: list(contacts.table.values())) if contacts is not None else None,
-            agents=presence.agents if presence is not None else None,
-            outbox_stats=self.outbox.stats if self.outbox is not None else None,
-            http_requests=lambda: self.http.request_counts if self.http is not None else {},
-        )
-        instruments = [*self.accept_errors.collectors(), *self.http.collectors()]
-        if self.loop_lag is not None:  # operator's view (telephonyd.metrics.looplag)
-            instruments += self.loop_lag.collectors()
-        if self.fastagi is not None:
-            instruments += self.fastagi.collectors()
-        if self.ameyo_service is not None:
-            instruments += self.ameyo_service.collectors()
-        instruments.append(self.did_select.metrics)
-        vicidial = self.components.get("vicidial")
-        if vicidial is not None:
-            instruments += vicidial.instruments()
-        self.metrics = MetricsExporter(sources, instruments=instruments)
-        self.http.add_routes(self.metrics.routes(), auth="admin")
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -431,7 +330,7 @@ class App:
             log.error("reload rejected, keeping the running configuration", extra={"error": str(exc)})
             self.notifier.ready(self._status_line())
             return False
-        apply_reload(self, new)
+        self.config = reload_config(self.config, new, http=self.http, reloaders=self.reloaders).config
         self.notifier.ready(self._status_line())
         return True
 
@@ -440,20 +339,22 @@ class App:
     async def _shutdown(self) -> None:
         if not self._stopping.is_set():
             self._stopping.set()
-        for hook in self._shutdown_hooks:
-            with contextlib.suppress(Exception):
-                await hook()
+        for feature in self.features:
+            for hook in feature.shutdown_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("error in a shutdown hook", extra={"feature": feature.name})
         if self._session is not None:
             await self._session.close()
             self._session = None
-        for store in self.stores:
-            await store.close()
+        await self.store.close()
 
     # -- status ----------------------------------------------------------------------------------
 
     async def ready(self) -> bool:
         """Every listener bound, the store answering and accepting writes (not full, not read-only)."""
-        listeners = [c for c in (self.http, self.fastagi) if c is not None]
+        listeners = self.listeners
         if not all(c.health().get("ok") for c in listeners):
             return False
         return await self.store.ping() and await self.store.accepts_writes()
@@ -491,8 +392,7 @@ class App:
 
     def _status_line(self) -> str:
         parts = [f"node {self.config.node_id}"]
-        if self.fastagi is not None:
-            parts.append(f"fastagi {', '.join(self.fastagi.health().get('addresses', []) or [])}")
-        if self.http is not None:
-            parts.append(f"http {', '.join(self.http.health().get('addresses', []))}")
+        for feature in self.features:
+            for listener in feature.listeners:
+                parts.append(f"{feature.name} {', '.join(f'{h}:{p}' for h, p in listener.bound_addresses)}")
         return "; ".join(parts)

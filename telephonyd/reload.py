@@ -3,17 +3,19 @@
 Each config field is marked live or restart on its section (``RELOAD`` in `telephonyd.config`,
 see `telephonyd.reloadmarks`): a reload applies every changed live field and names every changed
 restart field in ``needs_restart``; nothing is reported as applied that is not. Live fields reach
-the running parts through the reloaders the app registered (each a ``reconfigure(config)``); the
-HTTP listener's token, trusted proxies and certificates are applied here. The HTTPS certificate
-files (``http.tls`` and each public listener's) are re-read on every SIGHUP, changed or not, so a
-renewed certificate is picked up.
+the running parts through the reloaders the features declared (each a ``reconfigure(config)``,
+`telephonyd.feature.Feature.reloaders`); the HTTP listener's token, trusted proxies and
+certificates are applied here. The HTTPS certificate files (``http.tls`` and each public
+listener's) are re-read on every SIGHUP, changed or not, so a renewed certificate is picked up.
+`reload_config` returns the config to run with; the app keeps it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .config import Config
 from .logs import update_secrets
@@ -60,28 +62,46 @@ def needs_restart(changes: list[str]) -> list[str]:
     return [k for k in changes if mark_of(Config, k) == "restart"]
 
 
-def apply_reload(app: Any, new: Config) -> list[str]:
-    """Apply live changes to ``app`` (its ``config``, ``http`` listener or None, and ``reloaders``);
-    returns the keys that still need a restart. ``app.config`` becomes ``new`` but for the sections
-    holding a restart key, which keep their running value."""
-    changes = changed_keys(app.config, new)
+class ReloadableHTTP(Protocol):
+    """What a reload applies on the HTTP listener (`telephonyd.web.HTTPServer`)."""
+
+    def set_admin_token(self, token: str | None) -> None: ...
+    def set_trusted_proxies(self, networks: Any, header: str | None = None) -> None: ...
+    def reload_tls(self, config: Any, public: Any = ()) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """The outcome of a reload: ``config`` is the one to run with from now on (``new`` but for the
+    sections holding a restart key, which keep their running value); ``needs_restart`` names the
+    changed keys that were not applied."""
+
+    config: Config
+    needs_restart: list[str]
+
+
+def reload_config(running: Config, new: Config, *, http: ReloadableHTTP | None,
+                  reloaders: Iterable[Reloader]) -> Reloaded:
+    """Apply the live changes from ``running`` to ``new``: on ``http`` (token, trusted proxies,
+    certificates re-read) and through each of ``reloaders``; see `Reloaded`."""
+    changes = changed_keys(running, new)
     need_restart = needs_restart(changes)
     live = [k for k in changes if k not in need_restart]
-    if app.http is not None:
-        app.http.set_admin_token(new.http.admin_token.get_secret_value() if new.http.admin_token else None)
-        app.http.set_trusted_proxies(new.http.trusted_proxies, new.http.proxy_header)
+    if http is not None:
+        http.set_admin_token(new.http.admin_token.get_secret_value() if new.http.admin_token else None)
+        http.set_trusted_proxies(new.http.trusted_proxies, new.http.proxy_header)
         # The listener keeps the TLS mode and client CAs it started with; its certificate is re-read.
-        running_tls = app.config.http.tls if {"http.tls", "http.tls.client_ca_file",
+        running_tls = running.http.tls if {"http.tls", "http.tls.client_ca_file",
                 "http.public_listeners"} & set(changes) else new.http.tls
-        if running_tls is not None or app.config.http.public_listeners:
-            app.http.reload_tls(running_tls, app.config.http.public_listeners)
+        if running_tls is not None or running.http.public_listeners:
+            http.reload_tls(running_tls, running.http.public_listeners)
     logging.getLogger().setLevel(new.logging.level)
-    for reconfigure in app.reloaders:
+    for reconfigure in reloaders:
         reconfigure(new)
-    running = dict(app.config)
-    app.config = new.model_copy(update={k.split(".")[0]: running[k.split(".")[0]] for k in need_restart})
+    kept = dict(running)
+    config = new.model_copy(update={k.split(".")[0]: kept[k.split(".")[0]] for k in need_restart})
     update_secrets(new.secrets())  # the old ones stay scrubbed too: they may still be quoted somewhere
     log.info("configuration reloaded", extra={"changed": live, "needs_restart": need_restart})
     if need_restart:
         log.warning("some changes need a restart", extra={"needs_restart": need_restart})
-    return need_restart
+    return Reloaded(config, need_restart)

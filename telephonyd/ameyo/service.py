@@ -34,6 +34,7 @@ from ..store import STORE_ERRORS, Store
 from . import requestlog
 from .batch import GroupCommitter, Transaction
 from .gate import GateTTLs
+from .metrics import PHONE1_EXPIRED, AmeyoSection
 from .recorder import CallbackRecorder, OutboxLike, Pending, Settings
 from .routing import CallbackRejected, Route, RoutingRules, route_call_end, route_call_start
 from .status import UNMAPPED_STATUS
@@ -114,8 +115,9 @@ class AmeyoService:
         return self.config.token is None and not self.config.allowed_networks
 
     def collectors(self) -> list[Any]:
-        """Prometheus instruments of the callback edge, for ``/metrics``."""
-        return [self.open_gauge]
+        """The callback edge's metrics, for ``/metrics``: its instrument and its `AmeyoSection`."""
+        return [AmeyoSection(counts=self.counts, fallbacks=self.fallbacks, backlog=lambda: self.committer.backlog,
+                             tops_unhealthy=lambda: self.tops_unhealthy), self.open_gauge]
 
     def warn_if_open(self) -> None:
         """The start-up (and reload) warning when the callbacks are open to any client."""
@@ -265,7 +267,7 @@ class AmeyoService:
             return 0
         futures = [self.committer.submit(lambda tx, k=key: self.recorder.expire_one(tx, k)) for key in keys]
         done = sum(bool(r) for r in await asyncio.gather(*futures))
-        self.counts["phone1_expired"] += done
+        self.counts[PHONE1_EXPIRED] += done
         return done
 
     async def prune(self) -> tuple[int, int]:

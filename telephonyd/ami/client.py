@@ -30,6 +30,7 @@ from typing import Any
 from ..backoff import equal_jitter
 from ..config import AMIConfig
 from ..errors import ConfigError, ProtocolError
+from ..metrics.instruments import EventCounter
 from . import actions, tls
 from .connection import AMIConnection
 from .dispatch import EventCallback, Subscriptions
@@ -42,6 +43,7 @@ from .errors import (
 )
 from .framing import check_banner, parse_messages, split_banner
 from .message import AMIMessage
+from .metrics import AMISection
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,13 @@ class AMIClient:
     def connected(self) -> bool:
         """True while a session is logged in."""
         return self._conn is not None and self._conn.logged_in_at is not None
+
+    def collectors(self, events: EventCounter | None = None) -> list[AMISection]:
+        """The client's metrics (``telephonyd_ami_*``), read from its own counters at scrape time;
+        ``events``: an `EventCounter` subscribed to ``*``, exported with them."""
+        return [AMISection(connected=lambda: self.connected, counts=self._counters,
+                           pending_actions=lambda: len(self._conn.pending) if self._conn is not None else 0,
+                           last_event_at=lambda: self.last_event_at, events=events)]
 
     async def action(self, fields: Mapping[str, Any], *, timeout: float | None = None) -> AMIMessage:
         """Send an action and return its reply (``Response: Success`` or ``Error`` alike).

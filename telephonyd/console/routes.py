@@ -1,4 +1,4 @@
-"""HTTP routes of the web console (mounted by `mount` when ``http.console`` is true).
+"""HTTP routes of the web console (declared by `telephonyd.wiring.console_feature` when ``http.console`` is true).
 
 Open (``auth='none'``; each does its own checks):
 - ``GET /``: the console page; ``GET /console/static/{name}``: its script and style sheet.
@@ -134,18 +134,3 @@ def admin_routes(status: Callable[[], Awaitable[dict[str, Any]]], outbox: Any, s
         web.post("/api/console/outbox/{id}/drop", action("drop")),
     ]
 
-
-def mount(app: Any) -> ConsoleSessions:
-    """Mount the console on ``app.http`` (a `telephonyd.app.App` after its edges are built) and
-    make its sessions a second way into admin routes (``/ws/agents``, ``/ws/calls`` included)."""
-    http = app.http
-    sessions = ConsoleSessions(lambda: http.admin_token, app.config.http.console_session_ttl_s)
-    http.session_auth = sessions.accepts
-    http.add_routes(public_routes(sessions, lambda r: http.limits.note_auth_refused("console", r.path, r.remote)),
-                    auth="none")
-
-    def features() -> dict[str, bool]:
-        return {"agents": app.ami_side is not None, "calls": "calls" in app.components}
-
-    http.add_routes(admin_routes(app.status, app.outbox, app.store, features), auth="admin")
-    return sessions

@@ -40,6 +40,7 @@ from ..config import PSContactsConfig
 from ..errors import raise_if_cancelling
 from ..store import Store
 from .listing import AMISource, Listing, list_peers, list_pjsip
+from .metrics import ContactsSection
 from .model import Contact, ContactChange
 from .parse import parse_contact_status, parse_peer_status
 from .pending import PendingWrites
@@ -110,6 +111,11 @@ class ContactsSync(UpkeepMixin):
         self.last_resync: dict[str, Any] | None = None
         self.counters = {"events": 0, "ignored": 0, "superseded": 0, "batches": 0, "rows_written": 0,
                          "write_failures": 0, "resyncs": 0, "overflows": 0}
+
+    def collectors(self) -> list[ContactsSection]:
+        """The sync's metrics (``telephonyd_contacts*``), read from its table and counters."""
+        return [ContactsSection(contacts=lambda: list(self.table.values()), pending_writes=lambda: len(self._pending),
+                                counts=self.counters)]
 
     # -- consumer API ----------------------------------------------------------------------------
 

@@ -10,7 +10,13 @@ inventing script names cannot grow memory without bound: past the cap, new label
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from ..metrics.section import Section, bound
 
 #: Upper bounds of the duration buckets, seconds.
 DURATION_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -72,3 +78,32 @@ class FastAGICounters:
             "refused": dict(self.refused),
             "duration_sum_s": round(self.duration_sum_s, 6),
         }
+
+
+class FastAGISection(Section):
+    """``telephonyd_agi_*`` of one server: its `FastAGICounters` and ``sessions_active()`` (the
+    sessions in progress), both typed; the server builds it (`FastAGIServer.collectors`)."""
+
+    def __init__(self, counters: FastAGICounters, sessions_active: Callable[[], int]) -> None:
+        self.counters = counters
+        self.sessions_active = sessions_active
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.counters
+        sessions = CounterMetricFamily("telephonyd_agi_sessions", "Finished FastAGI sessions by script (route) "
+                                       "and result word", labels=["script", "result"])
+        for (route, result), n in sorted(counters.sessions.items()):
+            sessions.add_metric([route, result], n)
+        yield sessions
+        duration = HistogramMetricFamily("telephonyd_agi_session_duration_seconds",
+                                         "FastAGI session duration, connect to close")
+        duration.add_metric([], [(bound(b), n) for b, n in counters.cumulative_buckets()], counters.duration_sum_s)
+        yield duration
+        refused = CounterMetricFamily("telephonyd_agi_connections_refused", "FastAGI connections closed before "
+                                      "a session (address, overload, stopping)", labels=["reason"])
+        for reason, n in sorted(counters.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        active = GaugeMetricFamily("telephonyd_agi_sessions_active", "FastAGI sessions in progress")
+        active.add_metric([], self.sessions_active())
+        yield active

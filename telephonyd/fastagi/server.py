@@ -42,7 +42,7 @@ from ..descriptors import ACCEPT_BATCH, listen_queue
 from ..errors import ConfigError, LimitExceeded, ProtocolError
 from ..logs import LogThrottle, log_context
 from .admission import Admission
-from .metrics import FastAGICounters
+from .metrics import FastAGICounters, FastAGISection
 from .protocol import AGIBlockParser, AGICommandTimeout, AGIConnectionClosed
 from .session import AGISession
 
@@ -114,8 +114,8 @@ class FastAGIServer:
                                "block to make room for a new connection", registry=None)
 
     def collectors(self) -> list[Any]:
-        """The server's prometheus instruments, for ``/metrics``."""
-        return [self.evicted]
+        """The server's metrics, for ``/metrics``: its instruments and its `FastAGISection`."""
+        return [FastAGISection(self.counters, lambda: len(self._tasks)), self.evicted]
 
     # -- lifecycle -------------------------------------------------------------------------------
 

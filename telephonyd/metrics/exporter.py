@@ -1,19 +1,19 @@
 """`MetricsExporter`: one Prometheus registry per daemon and its ``GET /metrics`` route.
 
 The registry is made per instance (never prometheus_client's global default registry), holding the
-`TelephonydCollector`, the process collector (CPU, memory, open files of this process) and the
-prometheus instruments that components own and count themselves (``instruments``).
+`TelephonydCollector` (the daemon's own families and every metric section and prometheus instrument
+the features declared, see `telephonyd.feature.Feature.metrics`) and the process collector (CPU,
+memory, open files of this process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.registry import Collector
 
 from .collector import MetricSources, TelephonydCollector
 
@@ -24,22 +24,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsExporter:
-    """Renders the metrics of `MetricSources` in the Prometheus text format.
+    """Renders the metrics of `MetricSources` and ``collectors`` in the Prometheus text format.
 
-    ``stats_timeout_s`` bounds the one store query (outbox row counts) made per scrape.
-    ``process``: also export ``process_*`` metrics (Linux ``/proc``). ``clock``: epoch seconds, for
-    ages (``telephonyd_ami_last_event_age_seconds``). ``instruments``: prometheus_client metrics
-    made with ``registry=None`` by the components that count them (HTTP and FastAGI refusals,
-    timeouts, evictions, accept errors), registered here.
+    ``collectors``: what the components own, in order: `Section` objects reading their component's
+    typed attributes and prometheus_client instruments made with ``registry=None`` (HTTP and
+    FastAGI refusals, timeouts, evictions, accept errors). ``stats_timeout_s`` bounds each
+    section's `Section.refresh` (the outbox row counts: one store query per scrape). ``process``:
+    also export ``process_*`` metrics (Linux ``/proc``).
     """
 
-    def __init__(self, sources: MetricSources, *, stats_timeout_s: float = 2.0, process: bool = True,
-                 clock: Callable[[], float] = time.time, instruments: Iterable[Any] = ()) -> None:
+    def __init__(self, sources: MetricSources, collectors: Iterable[Collector] = (), *,
+                 stats_timeout_s: float = 2.0, process: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = TelephonydCollector(sources, clock=clock)
+        self.collector = TelephonydCollector(sources, list(collectors))
         self.registry.register(self.collector)
-        for instrument in instruments:
-            self.registry.register(instrument)
         if process:
             ProcessCollector(namespace="", registry=self.registry)
         self.stats_timeout_s = stats_timeout_s

@@ -41,6 +41,7 @@ from ..backoff import equal_jitter
 from ..config import MQTTConfig
 from ..errors import ConfigError
 from .. import __version__
+from .metrics import MQTTSection
 from .buffer import LatestStateBuffer
 from .discovery import config_payload, config_topic
 from .topics import OFFLINE, ONLINE, Topics, agent_payload
@@ -181,6 +182,11 @@ class MQTTPublisher:
                 await self._stopped.wait()
         except TimeoutError:
             log.warning("MQTT publisher did not stop in time")
+
+    def collectors(self) -> list[MQTTSection]:
+        """The publisher's metrics (``telephonyd_mqtt_*``), read from its own state."""
+        return [MQTTSection(connected=lambda: self.state == "connected", published=lambda: self.published,
+                            dropped=lambda: self._buffer.dropped, queued=lambda: len(self._buffer))]
 
     def health(self) -> dict[str, Any]:
         connected = self.state == "connected"

@@ -21,6 +21,7 @@ from ..errors import StoreError
 from ..logs import current_context
 from . import report
 from .dispatcher import Dispatcher
+from .metrics import OutboxSection
 from .model import (
     DEAD,
     IN_FLIGHT,
@@ -121,6 +122,14 @@ class Outbox:
         await self._writer.close(max(0.1, deadline - loop.time()))
         self._state = "stopped"
         log.info("outbox stopped", extra={"node_id": self.node_id, "sent": dict(self._dispatcher.totals)})
+
+    def collectors(self) -> list[OutboxSection]:
+        """The outbox's metrics (``telephonyd_outbox_*``, ``telephonyd_store_conflicts*``), read from
+        its dispatcher, writer and the store's conflict counter (row counts: `stats`, per scrape)."""
+        writer = self._writer
+        return [OutboxSection(dispatcher=self._dispatcher, written_rows=lambda: writer.rows,
+                              failed_batches=lambda: writer.failed_batches, conflicts=self.store.conflicts,
+                              stats=self.stats)]
 
     def health(self) -> dict[str, Any]:
         """``ok``, ``state`` (created, ready, running, degraded, stopping, stopped), ``counts``

@@ -47,6 +47,7 @@ from ..errors import TelephonydError
 from ..contacts.model import Contact, ContactChange
 from . import dashboard
 from .live import LiveEvents
+from .metrics import AgentsSection
 from .seed import SeedListings
 from .devices import EndpointFilter
 from .state import AgentsResynced, AgentStatus, PresenceEvent, PresenceMachine, iso_utc
@@ -203,6 +204,10 @@ class PresenceService(LiveEvents):
             "seeds": self.seeds,
             "last_seed_error": self.last_seed_error,
         }
+
+    def collectors(self) -> list[AgentsSection]:
+        """The service's metrics (``telephonyd_agents*``), read from the agent statuses."""
+        return [AgentsSection(self.agents)]
 
     # -- queries for the API and the listeners ---------------------------------------------------
 

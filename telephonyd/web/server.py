@@ -52,6 +52,7 @@ from ..config import HTTPConfig
 from ..errors import ConfigError
 from ..descriptors import ACCEPT_BATCH, listen_queue
 from . import proxies, tls
+from .metrics import HTTPRequestsSection
 from .binding import bind_tcp
 from .connections import AppRunner, ConnectionLimits
 
@@ -210,8 +211,8 @@ class HTTPServer:
         return await handler(request)
 
     def collectors(self) -> list[Any]:
-        """The listener's prometheus instruments (connections, refusals, timeouts), for ``/metrics``."""
-        return self.limits.collectors()
+        """The listener's metrics (connections, refusals, timeouts, requests), for ``/metrics``."""
+        return [*self.limits.collectors(), HTTPRequestsSection(self.request_counts)]
 
     def _note_request(self, request: web.Request, status: int) -> None:
         resource = request.match_info.route.resource

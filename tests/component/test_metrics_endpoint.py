@@ -34,9 +34,8 @@ async def test_metrics_scrape_counts_agi_sessions_and_http_requests() -> None:
 
     http = HTTPServer(HTTPConfig(listen="127.0.0.1:0", admin_token=TOKEN), status=status, ready=ready)
     components = {"fastagi": fastagi, "http": http}
-    exporter = MetricsExporter(MetricSources(node_id="c1", version="t", components=lambda: components,
-                                             fastagi_counters=fastagi.counters,
-                                             http_requests=lambda: http.request_counts))
+    exporter = MetricsExporter(MetricSources(node_id="c1", version="t", components=lambda: components),
+                               [*fastagi.collectors(), *http.collectors()])
     http.add_routes(exporter.routes(), auth="admin")
     await fastagi.start()
     await http.start()

@@ -11,14 +11,24 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from telephonyd.fastagi.metrics import FastAGICounters
+from telephonyd.ameyo.metrics import AmeyoSection
+from telephonyd.ami.metrics import AMISection
+from telephonyd.contacts.metrics import ContactsSection
+from telephonyd.fastagi.metrics import FastAGICounters, FastAGISection
 from telephonyd.metrics import (
     EventCounter,
     MetricsExporter,
     MetricSources,
     UpstreamStats,
 )
+from telephonyd.metrics.collector import UpstreamSection
 from telephonyd.metrics.instruments import CANCELLED, ERROR, OTHER, InstrumentedSender
+from telephonyd.mqtt.metrics import MQTTSection
+from telephonyd.outbox.metrics import OutboxSection
+from telephonyd.outbox.targets import TargetState
+from telephonyd.presence.metrics import AgentsSection
+from telephonyd.store.conflicts import ConflictCounter
+from telephonyd.web.metrics import HTTPRequestsSection
 
 
 class Component:
@@ -44,8 +54,8 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-async def render(sources: MetricSources, clock: float | None = None) -> dict:
-    exporter = MetricsExporter(sources, process=False, clock=(lambda: clock) if clock is not None else time.time)
+async def render(sources: MetricSources, *collectors: Any) -> dict:
+    exporter = MetricsExporter(sources, collectors, process=False)
     return parse(await exporter.render())
 
 
@@ -55,8 +65,8 @@ async def test_agi_sessions_by_script_and_result_and_duration_histogram() -> Non
                                     ("call_log", "DUPLICATE", 0.5), ("health", "OK", 3.0)]:
         counters.observe(route, result, duration)
     counters.refuse("address")
-    components = {"fastagi": Component({"ok": True, "state": "listening", "sessions_active": 3})}
-    s = await render(MetricSources(components=lambda: components, fastagi_counters=counters))
+    components = {"fastagi": Component({"ok": True, "state": "listening"})}
+    s = await render(MetricSources(components=lambda: components), FastAGISection(counters, lambda: 3))
 
     assert value(s, "telephonyd_agi_sessions_total", script="call_log", result="QUEUED") == 2
     assert value(s, "telephonyd_agi_sessions_total", script="call_log", result="DUPLICATE") == 1
@@ -75,9 +85,9 @@ async def test_ami_connection_reconnects_events_by_type_and_last_event_age() -> 
     for name in ["ContactStatus", "ContactStatus", "PeerStatus", "contactstatus", "Hangup"]:
         events.observe(SimpleNamespace(event=name))
     events.observe(SimpleNamespace(event=None))  # a reply, not an event: not counted
-    ami = {"ok": True, "state": "connected", "connected": True, "connects": 3, "disconnects": 2,
-           "login_failures": 1, "events": 5, "last_event_at": 1000.0, "pending_actions": 0}
-    s = await render(MetricSources(components=lambda: {"ami": Component(ami)}, ami_events=events), clock=1012.5)
+    ami = AMISection(connected=lambda: True, counts={"connects": 3, "disconnects": 2, "login_failures": 1, "events": 5},
+                     pending_actions=lambda: 0, last_event_at=lambda: 1000.0, events=events, clock=lambda: 1012.5)
+    s = await render(MetricSources(components=lambda: {"ami": Component({"ok": True})}), ami)
 
     assert value(s, "telephonyd_ami_connected") == 1
     assert value(s, "telephonyd_ami_connects_total") == 3
@@ -91,8 +101,9 @@ async def test_ami_connection_reconnects_events_by_type_and_last_event_age() -> 
 
 
 async def test_ami_down_before_any_event() -> None:
-    ami = {"ok": False, "state": "backoff", "connected": False, "connects": 0, "last_event_at": None}
-    s = await render(MetricSources(components=lambda: {"ami": Component(ami)}))
+    ami = AMISection(connected=lambda: False, counts={"connects": 0, "disconnects": 0, "login_failures": 0},
+                     pending_actions=lambda: 0, last_event_at=lambda: None)
+    s = await render(MetricSources(components=lambda: {"ami": Component({"ok": False, "state": "backoff"})}), ami)
     assert value(s, "telephonyd_ami_connected") == 0
     assert value(s, "telephonyd_ami_reconnects_total") == 0
     assert value(s, "telephonyd_ami_last_event_age_seconds") is None  # no event yet: no age at all
@@ -103,9 +114,9 @@ async def test_contacts_and_agents_by_state() -> None:
     contacts = [SimpleNamespace(status=st) for st in ("Reachable", "Reachable", "Unreachable", None)]
     agents = [SimpleNamespace(state="available", online=True), SimpleNamespace(state="in_call", online=True),
               SimpleNamespace(state="offline", online=False), SimpleNamespace(state="available", online=True)]
-    components = {"contacts": Component({"ok": True, "state": "synced", "pending_writes": 4, "rows_written": 9,
-                                         "write_failures": 1, "resyncs": 2})}
-    s = await render(MetricSources(components=lambda: components, contacts=lambda: contacts, agents=lambda: agents))
+    section = ContactsSection(contacts=lambda: contacts, pending_writes=lambda: 4,
+                              counts={"rows_written": 9, "write_failures": 1, "resyncs": 2})
+    s = await render(MetricSources(), section, AgentsSection(lambda: agents))
     assert value(s, "telephonyd_contacts", status="Reachable") == 2
     assert value(s, "telephonyd_contacts", status="Unreachable") == 1
     assert value(s, "telephonyd_contacts", status="none") == 1
@@ -116,19 +127,16 @@ async def test_contacts_and_agents_by_state() -> None:
     assert value(s, "telephonyd_agents_online") == 3
 
 
-def outbox_health(**over: Any) -> dict[str, Any]:
-    health = {
-        "ok": True, "state": "running", "counts": {"pending": 7, "in_flight": 1, "dead": 2}, "sending": 1,
-        "sent": {"delivered": 40, "retry": 5, "dead": 2},
-        "writer": {"rows": 50, "failed_batches": 1},
-        "targets": {
-            "did_optimizer": {"enabled": True, "unhealthy": False, "paused_for_s": 1.5, "consecutive_failures": 3,
-                              "pending": 6},
-            "tops": {"enabled": False, "unhealthy": True, "paused_for_s": 0.0, "consecutive_failures": 0, "pending": 1},
-        },
-    }
-    health.update(over)
-    return health
+def outbox_section(stats: Any, conflicts: ConflictCounter | None = None) -> OutboxSection:
+    """An outbox with two targets: did_optimizer paused 1.5 s after 3 failures (6 pending, 1 in
+    flight, 2 dead), tops disabled and unhealthy (1 pending); 40 delivered, 5 retried, 2 dead."""
+    dispatcher = SimpleNamespace(
+        targets={"did_optimizer": TargetState(enabled=True, consecutive_failures=3, paused_until=101.5),
+                 "tops": TargetState(enabled=False, unhealthy=True)},
+        counts={"did_optimizer": {"pending": 6, "in_flight": 1, "dead": 2}, "tops": {"pending": 1}},
+        totals={"delivered": 40, "retry": 5, "dead": 2}, sending={"task": "row"})
+    return OutboxSection(dispatcher=dispatcher, written_rows=lambda: 50, failed_batches=lambda: 1,
+                         conflicts=conflicts or ConflictCounter(), stats=stats, clock=lambda: 100.0)
 
 
 async def test_outbox_rows_by_target_and_state_from_the_store() -> None:
@@ -137,8 +145,8 @@ async def test_outbox_rows_by_target_and_state_from_the_store() -> None:
                 "oldest_pending_age_s": 93.25,
                 "targets": {"did_optimizer": {"pending": 6, "in_flight": 1, "delivered": 40, "dead": 2}}}
 
-    components = {"outbox": Component(outbox_health())}
-    s = await render(MetricSources(components=lambda: components, outbox_stats=stats))
+    components = {"outbox": Component({"ok": True})}
+    s = await render(MetricSources(components=lambda: components), outbox_section(stats))
     assert value(s, "telephonyd_outbox_rows", target="did_optimizer", state="pending") == 6
     assert value(s, "telephonyd_outbox_rows", target="did_optimizer", state="delivered") == 40
     assert value(s, "telephonyd_outbox_rows", target="tops", state="pending") == 0  # registered, no rows yet
@@ -162,8 +170,8 @@ async def test_outbox_store_down_falls_back_to_health_counts(failure: str) -> No
             await asyncio.Event().wait()
         raise OSError("database is down")
 
-    components = {"outbox": Component(outbox_health(ok=False, state="degraded"))}
-    exporter = MetricsExporter(MetricSources(components=lambda: components, outbox_stats=stats),
+    components = {"outbox": Component({"ok": False, "state": "degraded"})}
+    exporter = MetricsExporter(MetricSources(components=lambda: components), [outbox_section(stats)],
                                process=False, stats_timeout_s=0.05)
     s = parse(await exporter.render())
     assert value(s, "telephonyd_outbox_stats_ok") == 0
@@ -210,7 +218,7 @@ async def test_upstream_requests_by_target_and_outcome_with_latency() -> None:
     with pytest.raises(asyncio.CancelledError):
         await sender.send(None)
 
-    s = await render(MetricSources(upstream=stats))
+    s = await render(MetricSources(), UpstreamSection(stats))
     for outcome in ("delivered", "retry", "dead", ERROR, CANCELLED):
         assert value(s, "telephonyd_upstream_requests_total", target="did_optimizer", outcome=outcome) == 1, outcome
     assert value(s, "telephonyd_upstream_responses_total", target="did_optimizer", status="503") == 1
@@ -223,12 +231,13 @@ async def test_upstream_requests_by_target_and_outcome_with_latency() -> None:
 
 
 async def test_ameyo_callbacks_by_result_and_mqtt_connection() -> None:
-    ameyo = {"ok": True, "state": "running", "backlog": 2, "tops_unhealthy": True,
-             "counts": {"queued": 5, "duplicate": 1, "rejected": 2, "unauthorized": 3, "phone1_expired": 4},
-             "fallbacks": {"unmapped_hangup_code": 6, "time_not_understood": 1}}
-    mqtt = {"ok": True, "state": "connected", "published": 12, "dropped": 0, "queued": 0}
-    components = {"ameyo": Component(ameyo), "mqtt": Component(mqtt)}
-    s = await render(MetricSources(components=lambda: components))
+    ameyo = AmeyoSection(counts={"queued": 5, "duplicate": 1, "rejected": 2, "unauthorized": 3, "phone1_expired": 4},
+                         fallbacks={"unmapped_hangup_code": 6, "time_not_understood": 1}, backlog=lambda: 2,
+                         tops_unhealthy=lambda: True)
+    mqtt = {"state": "connected"}
+    publisher = MQTTSection(connected=lambda: mqtt["state"] == "connected", published=lambda: 12,
+                            dropped=lambda: 0, queued=lambda: 0)
+    s = await render(MetricSources(), ameyo, publisher)
     assert value(s, "telephonyd_ameyo_callbacks_total", result="queued") == 5
     assert value(s, "telephonyd_ameyo_callbacks_total", result="unauthorized") == 3
     assert value(s, "telephonyd_ameyo_callbacks_total", result="phone1_expired") is None  # not a callback
@@ -240,13 +249,13 @@ async def test_ameyo_callbacks_by_result_and_mqtt_connection() -> None:
     assert value(s, "telephonyd_mqtt_connected") == 1
     assert value(s, "telephonyd_mqtt_published_total") == 12
     mqtt["state"] = "backoff"
-    s = await render(MetricSources(components=lambda: components))
+    s = await render(MetricSources(), ameyo, publisher)
     assert value(s, "telephonyd_mqtt_connected") == 0
 
 
 async def test_http_requests_by_route_method_status() -> None:
     counts = {("/index.php", "GET", "200"): 7, ("/index.php", "GET", "401"): 2, ("unmatched", "GET", "404"): 1}
-    s = await render(MetricSources(http_requests=lambda: counts))
+    s = await render(MetricSources(), HTTPRequestsSection(counts))
     assert value(s, "telephonyd_http_requests_total", route="/index.php", method="GET", status="401") == 2
     assert value(s, "telephonyd_http_requests_total", route="unmatched", method="GET", status="404") == 1
 
@@ -256,8 +265,11 @@ async def test_a_failing_component_does_not_blank_the_scrape() -> None:
         raise RuntimeError("table being rebuilt")
 
     components = {"ami": Component(RuntimeError("boom")), "mqtt": Component({"ok": True, "state": "connected"})}
-    exporter = MetricsExporter(MetricSources(node_id="n1", version="9.9", components=lambda: components,
-                                             contacts=contacts), process=False)
+    sections = [ContactsSection(contacts=contacts, pending_writes=lambda: 0,
+                                counts={"rows_written": 0, "write_failures": 0, "resyncs": 0}),
+                MQTTSection(connected=lambda: True, published=lambda: 0, dropped=lambda: 0, queued=lambda: 0)]
+    exporter = MetricsExporter(MetricSources(node_id="n1", version="9.9", components=lambda: components),
+                               sections, process=False)
     s = parse(await exporter.render())
     assert value(s, "telephonyd_component_up", component="ami") == 0  # health() raised: down
     assert value(s, "telephonyd_mqtt_connected") == 1

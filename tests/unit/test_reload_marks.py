@@ -1,5 +1,5 @@
 """Every config field is marked live or restart (`telephonyd.reloadmarks`), and a SIGHUP reload
-(`telephonyd.reload.apply_reload`) keeps the mark's word: a live key reaches the running part
+(`telephonyd.reload.reload_config`) keeps the mark's word: a live key reaches the running part
 that uses it, a restart key is named in ``needs_restart``; none is both or neither."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from telephonyd.calllog import CallLogHandler
 from telephonyd.config import Config
 from telephonyd.didselect import DIDSelectService
 from telephonyd.presence.service import PresenceService
-from telephonyd.reload import apply_reload, changed_keys
+from telephonyd.reload import changed_keys, reload_config
 from telephonyd.reloadmarks import marks, reload_marks, section_of
 from telephonyd.store import Store
 from telephonyd.upstream.did_optimizer import DIDOptimizerSender
@@ -25,6 +25,14 @@ from telephonyd.upstream.tops import TopsSender
 from tests.tls_certs import make_pki
 
 TLS = {"cert_file": "/etc/telephonyd/tls/cert.pem", "key_file": "/etc/telephonyd/tls/key.pem"}
+
+
+def apply_reload(app: Any, new: Config) -> list[str]:
+    """Reload ``app`` (a stand-in with ``config``, ``http``, ``reloaders``) as `App.reload` does:
+    it keeps the returned config and reports ``needs_restart``."""
+    reloaded = reload_config(app.config, new, http=app.http, reloaders=app.reloaders)
+    app.config = reloaded.config
+    return reloaded.needs_restart
 MARKS = reload_marks(Config)
 LIVE = sorted(k for k, m in MARKS.items() if m == "live")
 RESTART = sorted(k for k, m in MARKS.items() if m == "restart")

@@ -1,4 +1,4 @@
-"""SIGHUP reload of the HTTPS and proxy settings (`telephonyd.reload.apply_reload`): certificate files
+"""SIGHUP reload of the HTTPS and proxy settings (`telephonyd.reload.reload_config`): certificate files
 re-read on every reload, trusted proxies applied live, turning TLS on/off or changing the client CAs
 named as needing a restart."""
 
@@ -9,9 +9,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from telephonyd.config import Config
-from telephonyd.reload import apply_reload
+from telephonyd.reload import reload_config
 
 TLS = {"cert_file": "/etc/telephonyd/tls/cert.pem", "key_file": "/etc/telephonyd/tls/key.pem"}
+
+
+def apply_reload(app: Any, new: Config) -> list[str]:
+    """Reload ``app`` (a stand-in with ``config``, ``http``, ``reloaders``) as `App.reload` does:
+    it keeps the returned config and reports ``needs_restart``."""
+    reloaded = reload_config(app.config, new, http=app.http, reloaders=app.reloaders)
+    app.config = reloaded.config
+    return reloaded.needs_restart
 
 
 class FakeHTTP:

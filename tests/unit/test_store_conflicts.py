@@ -12,7 +12,7 @@ from telephonyd.metrics.collector import MetricSources
 from telephonyd.outbox.queries import OutboxQueries
 from telephonyd.store import Store
 from telephonyd.store.conflicts import ConflictCounter, StoreConflict, is_conflict
-from tests.unit.test_metrics import Component, outbox_health, render, value
+from tests.unit.test_metrics import outbox_section, render, value
 
 
 def _error(code: int, text: str) -> sa.exc.OperationalError:
@@ -87,9 +87,14 @@ async def test_other_errors_are_not_restarted(monkeypatch) -> None:
 
 
 async def test_conflicts_are_exported_per_op() -> None:
-    components = {"outbox": Component(outbox_health(conflicts={"by_op": {"claim": 7, "result": 2},
-                                                               "exhausted": {"claim": 1}}))}
-    s = await render(MetricSources(components=lambda: components))
+    conflicts = ConflictCounter()
+    for op, exhausted in [("claim", False)] * 6 + [("claim", True), ("result", False), ("result", False)]:
+        conflicts.record(op, exhausted=exhausted)
+
+    async def stats() -> dict:
+        return {}
+
+    s = await render(MetricSources(), outbox_section(stats, conflicts))
     assert value(s, "telephonyd_store_conflicts_total", op="claim") == 7
     assert value(s, "telephonyd_store_conflicts_total", op="result") == 2
     assert value(s, "telephonyd_store_conflicts_total", op="enqueue") == 0
