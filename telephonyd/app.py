@@ -1,4 +1,4 @@
-"""`App`: the only module that imports every edge and wires them together.
+"""`App`: runs the daemon from the features `telephonyd.wiring` builds (see `telephonyd.feature`).
 
 Lifecycle, top to bottom:
 1. start: the store (retried with backoff while the database is down; a permanent store error,
@@ -27,19 +27,18 @@ from typing import Any
 import aiohttp
 import sqlalchemy as sa
 
-from . import __version__
+from . import __version__, wiring
 from .backoff import equal_jitter
 from .config import Config, load_config
-from .errors import ConfigError, StoreError
 from .descriptors import AcceptErrorReporter, DescriptorBudget, budget_for
+from .errors import ConfigError, StoreError
 from .feature import Component, Feature, Listener
-from .reload import Reloader, reload_config
 from .metrics import MetricsExporter, MetricSources
 from .outbox import Outbox
+from .reload import Reloader, reload_config
 from .sdnotify import Notifier
 from .store import Store
 from .web import HTTPServer
-from . import wiring
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +205,7 @@ class App:
             features.append(wiring.vicidial_feature(config, self.store, outbox))
         ami: list[Feature] = []
         if config.ami.enabled:
-            ami = await wiring.ami_features(config, self.store, senders, session, http, self.start_store)
+            ami = await wiring.ami_features(config, self.store, senders, session, http.authorized, self.start_store)
         elif config.calls.enabled:
             log.warning("calls.enabled needs ami.enabled: no call is tracked")
         features += ami

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from .config import Config
 from .feature import Feature
-from .metrics import EventCounter, UpstreamStats
-from .metrics.collector import UpstreamSection
+from .metrics import EventCounter, UpstreamSection, UpstreamStats
 from .outbox import Outbox
 from .store import Store
 from .upstream.did_optimizer import DID_OPTIMIZER_TARGET
@@ -105,7 +105,7 @@ def vicidial_feature(config: Config, store: Store, outbox: Outbox) -> Feature:
 
 
 async def ami_features(config: Config, store: Store, senders: Senders, session: aiohttp.ClientSession,
-                       http: HTTPServer, start_store: StartStore) -> list[Feature]:
+                       authorized: Callable[[web.Request], bool], start_store: StartStore) -> list[Feature]:
     """The AMI side: presence (ps_contacts sync, presence, WebSocket stream, dashboard), calls
     (when ``calls.enabled``), MQTT (when ``mqtt.enabled``) and the AMI client, in that start order
     (consumers first, so their subscriptions exist before the client's first login). Empty when
@@ -113,13 +113,13 @@ async def ami_features(config: Config, store: Store, senders: Senders, session: 
 
     ``ps_contacts.url`` names another database for the table (the one Asterisk's realtime reads):
     a second `Store` is started for it with only the contacts schema (closed at shutdown).
-    ``http`` is needed by the dashboard contract (`presence.feed.mount_dashboard` mounts
-    ``/socket.io/`` and checks the admin token on its connect).
+    ``authorized`` (`HTTPServer.authorized`) checks the admin token on a Socket.IO connect
+    (`presence.feed.dashboard_feed`, the dashboard contract).
     """
     from .ami import AMIClient
     from .contacts import ContactsSync
     from .presence import AgentStream, PresenceService
-    from .presence.feed import mount_dashboard
+    from .presence.feed import dashboard_feed
     from .presence.routes import routes as presence_routes
 
     client = AMIClient(config.ami)
@@ -141,10 +141,12 @@ async def ami_features(config: Config, store: Store, senders: Senders, session: 
     presence = PresenceService(config.presence, ami=client, contacts=contacts, node_id=config.node_id)
     stream = AgentStream.for_config(config.presence, presence.agents)
     presence.add_listener(stream.publish_event)
-    feed = mount_dashboard(config.presence, presence, contacts, http)  # the dashboard contract
+    feed = dashboard_feed(config.presence, presence, contacts, authorized)  # the dashboard contract
     features = [Feature("presence", components={"contacts": contacts, "presence": presence},
+                        public_routes=tuple(feed.routes()),
                         admin_routes=tuple(presence_routes(presence, stream, feed.stream)),
-                        reloaders=(presence.reconfigure,), http_shutdown=(stream.close,), shutdown_hooks=hooks,
+                        reloaders=(presence.reconfigure,), http_shutdown=(*feed.closers(), stream.close),
+                        shutdown_hooks=hooks,
                         metrics=(*contacts.collectors(), *presence.collectors()))]
     calls = None
     if config.calls.enabled:

@@ -1,8 +1,11 @@
-"""Prometheus metrics of the daemon: `MetricsExporter` (``GET /metrics``) reading the components
-through `MetricSources` at scrape time, plus the few counters components do not keep themselves
-(`UpstreamStats` around the outbox senders, `EventCounter` on the AMI client)."""
+"""Prometheus metrics of the daemon: `MetricsExporter` (``GET /metrics``, one registry per
+instance) over the collectors the features declare. A component owns its metrics: a `Section`
+reading its own typed state at scrape time, or prometheus_client instruments it updates; nothing
+here reads a ``health()`` dict but for its ``ok`` (``telephonyd_component_up``). Also the few
+counters components do not keep themselves (`UpstreamStats` around the outbox senders,
+`EventCounter` on the AMI client)."""
 
-from .collector import MetricSources, TelephonydCollector
+from .collector import MetricSources, TelephonydCollector, UpstreamSection
 from .exporter import METRICS_PATH, MetricsExporter
 from .instruments import (
     BucketHistogram,
@@ -10,6 +13,7 @@ from .instruments import (
     InstrumentedSender,
     UpstreamStats,
 )
+from .section import Section
 
 __all__ = [
     "METRICS_PATH",
@@ -18,6 +22,8 @@ __all__ = [
     "InstrumentedSender",
     "MetricSources",
     "MetricsExporter",
+    "Section",
     "TelephonydCollector",
+    "UpstreamSection",
     "UpstreamStats",
 ]

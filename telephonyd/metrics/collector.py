@@ -12,7 +12,6 @@ Nothing one component does can blank the scrape: a ``health()`` that raises show
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence

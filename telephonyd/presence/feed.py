@@ -6,8 +6,11 @@ stream, MQTT or the API's native payloads."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import web
 
 from ..config import PresenceConfig
 from ..contacts.model import ContactChange
@@ -35,16 +38,27 @@ class DashboardFeed:
         for name, data in self.translator.contacts(changes):
             self._send(name, data)
 
+    def routes(self) -> list[web.RouteDef]:
+        """``/socket.io/`` when the hub is on (mount with ``auth='none'``: it checks the token)."""
+        return list(self.hub.routes()) if self.hub is not None else []
+
+    def closers(self) -> list[Callable[[], Awaitable[None]]]:
+        """What to close when the HTTP listener shuts down (the stream, the hub)."""
+        return [self.stream.close, *([self.hub.close] if self.hub is not None else [])]
+
     def _send(self, name: str, data: dict[str, Any]) -> None:
         self.stream.publish_message({"type": name, **data})
         if self.hub is not None:
             self.hub.publish(name, data)
 
 
-def mount_dashboard(config: PresenceConfig, presence: Any, contacts: Any, http: Any) -> DashboardFeed:
-    """Build the feed, subscribe it, mount ``/socket.io/`` (when ``presence.socketio`` and
-    python-socketio is installed) and register the shutdown of both. Returns the feed; pass
-    ``feed.stream`` to `presence.routes` as the dashboard-shaped ``/ws/agents``."""
+def dashboard_feed(config: PresenceConfig, presence: Any, contacts: Any,
+                   authorized: Callable[[web.Request], bool]) -> DashboardFeed:
+    """Build the feed and subscribe it to ``presence`` and ``contacts``, with its Socket.IO hub
+    (when ``presence.socketio`` and python-socketio is installed; ``authorized`` checks the admin
+    token on its connect). Mount ``feed.routes()`` with ``auth='none'`` and run ``feed.closers()``
+    when the HTTP listener shuts down; pass ``feed.stream`` to `presence.routes` as the
+    dashboard-shaped ``/ws/agents``."""
     translator = dashboard.DashboardTranslator()
 
     def snapshot() -> dict[str, Any]:
@@ -56,14 +70,19 @@ def mount_dashboard(config: PresenceConfig, presence: Any, contacts: Any, http: 
         try:
             from .socketio_hub import SocketIOHub
 
-            hub = SocketIOHub(snapshot, http.authorized, cors_origins=config.socketio_cors_origins)
+            hub = SocketIOHub(snapshot, authorized, cors_origins=config.socketio_cors_origins)
         except ImportError:
             log.warning("presence.socketio is on but python-socketio is not installed; /socket.io/ not served")
     feed = DashboardFeed(translator, stream, hub)
     presence.add_listener(feed.publish_event)
     contacts.subscribe_batch(feed.publish_contacts)
-    http.on_shutdown(stream.close)
-    if hub is not None:
-        http.add_routes(hub.routes(), auth="none")  # the admin token is checked on the Socket.IO connect
-        http.on_shutdown(hub.close)
+    return feed
+
+
+def mount_dashboard(config: PresenceConfig, presence: Any, contacts: Any, http: Any) -> DashboardFeed:
+    """`dashboard_feed` mounted on ``http`` (an `HTTPServer`): its routes and its shutdown."""
+    feed = dashboard_feed(config, presence, contacts, http.authorized)
+    for close in feed.closers():
+        http.on_shutdown(close)
+    http.add_routes(feed.routes(), auth="none")  # the admin token is checked on the Socket.IO connect
     return feed
