@@ -9,17 +9,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from telephonyd.config import Config
-from telephonyd.reload import reload_config
+from tests.unit.test_reload_marks import apply_reload
 
 TLS = {"cert_file": "/etc/telephonyd/tls/cert.pem", "key_file": "/etc/telephonyd/tls/key.pem"}
-
-
-def apply_reload(app: Any, new: Config) -> list[str]:
-    """Reload ``app`` (a stand-in with ``config``, ``http``, ``reloaders``) as `App.reload` does:
-    it keeps the returned config and reports ``needs_restart``."""
-    reloaded = reload_config(app.config, new, http=app.http, reloaders=app.reloaders)
-    app.config = reloaded.config
-    return reloaded.needs_restart
 
 
 class FakeHTTP:
