@@ -171,7 +171,7 @@ class App:
         self.notifier.status("opening the store")
         if not await self.start_store(self.store):
             return False
-        self.features = await self._build_features()
+        await self._build_features()
         self._mount()
         async with contextlib.AsyncExitStack() as started:
             for name, component in self.components.items():
@@ -183,8 +183,8 @@ class App:
             started.pop_all()
         return True
 
-    async def _build_features(self) -> list[Feature]:
-        """Every edge as a `Feature`, in start order (see `telephonyd.wiring`)."""
+    async def _build_features(self) -> None:
+        """Every edge as a `Feature` into ``features``, in start order (see `telephonyd.wiring`)."""
         config = self.config
         upstream_connections = max(8, config.outbox.concurrency * 2)
         session = self._session = aiohttp.ClientSession(
@@ -194,7 +194,9 @@ class App:
         self.descriptors = budget_for(config, upstream_connections=upstream_connections)
         http = self.http = HTTPServer(config.http, status=self.status, ready=self.ready,
                                       max_connections=self.descriptors.http_connections)
-        features = [
+        # Kept on the app as they are built, so a builder failing half-way still leaves the
+        # shutdown hooks of those built (a started ps_contacts store) to `_shutdown`.
+        features = self.features = [
             wiring.outbox_feature(config, senders, session),
             wiring.http_feature(http),
             wiring.fastagi_feature(config, self.store, outbox, max_sessions=self.descriptors.fastagi_sessions),
@@ -210,14 +212,12 @@ class App:
             log.warning("calls.enabled needs ami.enabled: no call is tracked")
         features += ami
         if config.http.console:  # operator's view: the web console at GET / (telephonyd.console)
-            features.append(wiring.console_feature(
-                config, http, self.status, outbox, self.store, agents=bool(ami),
-                calls=any("calls" in f.components for f in ami)))
+            features.append(wiring.console_feature(config, http, self.status, outbox, self.store, agents=bool(ami),
+                                                   calls=bool(ami) and config.calls.enabled))
         from .metrics.looplag import LoopLagMonitor  # operator's view: event-loop lag for /metrics
 
         loop_lag = LoopLagMonitor()
         features.append(Feature("loop_lag", components={"loop_lag": loop_lag}, metrics=tuple(loop_lag.collectors())))
-        return features
 
     def _mount(self) -> None:
         """Mount every feature's routes and HTTP shutdown hooks, and ``GET /metrics`` (admin

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from .config import Config
-from .feature import Feature
+from .feature import Feature, Hook
 from .metrics import EventCounter, UpstreamSection, UpstreamStats
 from .outbox import Outbox
 from .store import Store
@@ -124,7 +124,7 @@ async def ami_features(config: Config, store: Store, senders: Senders, session: 
 
     client = AMIClient(config.ami)
     contacts_store = store
-    hooks = ()
+    hooks: tuple[Hook, ...] = ()
     if config.ps_contacts.url is not None:
         from .contacts.schema import metadata_for
 
