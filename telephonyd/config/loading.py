@@ -128,10 +128,6 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return deep_merge(aliased, generic)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    return read_yaml(path)
-
-
 def config_files(path: Path) -> list[Path]:
     """The main file and the ``conf.d/*.yml`` files beside it, in merge order."""
     conf_d = path.parent / "conf.d"
@@ -181,7 +177,7 @@ def load_config(
         check_readable(main)
         files = config_files(main)
         for file in files:
-            data = deep_merge(data, _read_yaml(file))
+            data = deep_merge(data, read_yaml(file))
     data = deep_merge(data, env_overrides(environ))
     if path is not None:
         default_store = StoreConfig.model_fields["url"].default.get_secret_value()
@@ -200,7 +196,7 @@ def _refuse_world_readable_secrets(file: Path) -> None:
     mode = file.stat().st_mode
     if not mode & stat.S_IROTH:
         return
-    raw = _read_yaml(file)
+    raw = read_yaml(file)
     if _holds_secret(raw) or _holds_url_password(raw):
         raise ConfigError(
             f"{file} holds secrets and is readable by others; chmod o-r it "
