@@ -109,31 +109,26 @@ class ConnectionLimits:
                           {"path": path[:200], "peer": peer})
 
 
-def _head_progress(handler: RequestHandler) -> tuple[int, bool]:
-    """``(request heads parsed so far, whether the connection is busy or closing)`` of ``handler``.
-
-    The one read of aiohttp's private per-connection state (``_request_count``, ``_current_request``,
-    ``_force_close``): aiohttp has no public "a request head arrived" signal, and a head that never
-    completes reaches no middleware. Checked against aiohttp 3.9.0 and 3.14.5 (the bounds
-    ``setup.cfg`` allows, ``>=3.9,<4``); ``tests/component/test_http_aiohttp_seam.py`` fails if a
-    release moves them.
-    """
-    busy = handler._current_request is not None or handler._force_close
-    return handler._request_count, busy
-
-
 class _RequestHandler(RequestHandler):
     """aiohttp's per-connection protocol with the connection caps, the request-head timeout and
     parser refusals that quote nothing (see the module docstring).
 
     Built by `protocol_factory` exactly as ``web.Server.__call__`` builds aiohttp's own (the server
-    as manager, the handler keyword arguments), plus ``limits``. Overrides only public methods:
-    ``connection_made``/``connection_lost`` (asyncio's protocol), ``handle_error`` (the answer to a
-    parser refusal) and ``log_exception`` (its log line).
+    as manager, the handler keyword arguments), plus ``limits``. Reads none of aiohttp's private
+    state and overrides only public methods: ``connection_made``/``connection_lost`` (asyncio's
+    protocol: the caps, the head timer), ``log_access`` (a response finished: counted even with the
+    access log off), ``handle_error`` (the answer to a parser refusal) and ``log_exception`` (its
+    log line). Request heads are counted by the server's ``request_factory`` (`protocol_factory`).
+    These methods are not in aiohttp's documentation: their signatures and when aiohttp calls them
+    were checked against aiohttp 3.9.0 and 3.14.5 (the bounds of ``aiohttp>=3.9,<4`` in
+    ``setup.cfg``), and ``tests/component/test_http_aiohttp_seam.py`` fails if a release moves them.
     """
 
     _limits_host: str | None = None
     _head_timer: asyncio.TimerHandle | None = None
+    #: Request heads taken (parsed ones and parser refusals alike), and answers finished.
+    _heads = 0
+    _answered = 0
     _head_seen = 0
 
     def __init__(self, manager: web.Server, limits: ConnectionLimits, **kwargs: Any) -> None:
@@ -150,7 +145,7 @@ class _RequestHandler(RequestHandler):
             return
         self._limits_host = host
         super().connection_made(transport)
-        self._head_seen = _head_progress(self)[0]
+        self._head_seen = self._heads
         self._head_timer = asyncio.get_running_loop().call_later(self.limits.header_timeout_s, self._check_head)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -170,13 +165,21 @@ class _RequestHandler(RequestHandler):
         self._head_timer = None
         if self._limits_host is None or self.transport is None:
             return
-        heads, busy = _head_progress(self)
-        if heads == self._head_seen and not busy:
+        heads = self._heads
+        if heads == self._head_seen and self._answered == heads:  # no new head, none being handled
             self.limits.note_timeout("header", self._limits_host, self.limits.header_timeout_s)
             self.force_close()
             return
         self._head_seen = heads
         self._head_timer = asyncio.get_running_loop().call_later(self.limits.header_timeout_s, self._check_head)
+
+    def head_taken(self) -> None:
+        """A request head (or a parser refusal) is about to be handled (`protocol_factory`)."""
+        self._heads += 1
+
+    def log_access(self, request: Any, response: Any, time: float | None) -> None:
+        self._answered += 1
+        super().log_access(request, response, time)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -205,8 +208,19 @@ def protocol_factory(server: web.Server, limits: ConnectionLimits, **handler_kwa
 
     This replaces ``web.SockSite``, whose only work is the same ``create_server`` call with the
     runner's ``Server`` itself as the factory; the caller closes the ``asyncio.Server`` it gets
-    before ``runner.cleanup()``, as ``SockSite.stop`` would.
+    before ``runner.cleanup()``, as ``SockSite.stop`` would. ``server.request_factory`` (public:
+    aiohttp calls it once per request head, the handler that took it as ``protocol``) is wrapped
+    once so each `_RequestHandler` counts its heads for the head timeout.
     """
+    build_request = server.request_factory
+
+    def counting_request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        if isinstance(protocol, _RequestHandler):
+            protocol.head_taken()
+        return build_request(message, payload, protocol, writer, task)
+
+    server.request_factory = counting_request_factory
+
     def make() -> RequestHandler:
         return _RequestHandler(server, limits, loop=asyncio.get_running_loop(), **handler_kwargs)
 

@@ -11,6 +11,7 @@ import logging
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from telephonyd.config import HTTPConfig
 from telephonyd.web import HTTPServer
@@ -18,7 +19,8 @@ from telephonyd.web import HTTPServer
 TOKEN = "tok-5e4f1b9c2a7d"
 
 
-async def make_server(max_connections: int | None = None, **http: object) -> HTTPServer:
+async def make_server(max_connections: int | None = None, routes: list[web.RouteDef] | None = None,
+                      **http: object) -> HTTPServer:
     async def status() -> dict:
         return {"ok": True}
 
@@ -27,6 +29,7 @@ async def make_server(max_connections: int | None = None, **http: object) -> HTT
 
     server = HTTPServer(HTTPConfig(listen="127.0.0.1:0", **http), status=status, ready=ready,
                         max_connections=max_connections)
+    server.add_routes(routes or [], auth="none")
     await server.start()
     return server
 
@@ -111,5 +114,33 @@ async def test_head_timeout_closes_the_silent_connection_and_spares_the_served_o
         assert served.startswith(b"HTTP/1.1 200 OK")  # answered, then closed when it sent nothing more
         assert server.limits.timeouts.labels("header")._value.get() == 2
         assert server.limits.open == 0
+    finally:
+        await server.stop(1)
+
+
+async def test_head_timeout_spares_a_request_being_handled() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.Response(text="done")
+
+    server = await make_server(header_timeout_s=0.3, routes=[web.get("/slow", slow)])
+    host, port = server.bound_addresses[0]
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await entered.wait()
+        # Two silent connections opened one after the other are closed by their head timers: the
+        # slow request's connection, opened before both, has been checked at least twice meanwhile.
+        assert await exchange(host, port, b"") == b""
+        assert await exchange(host, port, b"") == b""
+        assert server.limits.timeouts.labels("header")._value.get() == 2
+        release.set()
+        answer = await reader.read()
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"done")
+        writer.close()
+        assert server.limits.timeouts.labels("header")._value.get() == 2
     finally:
         await server.stop(1)
