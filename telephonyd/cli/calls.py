@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 import sqlalchemy as sa
 
-from .helpers import echo_json, run_async
+from .helpers import echo_json, run_async, utc_time
 from ..outbox.schema import outbox as outbox_table
 from ..calls.records import list_records, show_record
 
@@ -50,10 +50,6 @@ def _with_store(obj: Any, action: Callable[[Any], Awaitable[T]]) -> T:
     return run_async(go())
 
 
-def _utc(epoch: float | None) -> str:
-    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
-
-
 # -- calls ---------------------------------------------------------------------------------------
 
 
@@ -80,7 +76,7 @@ def list_calls(obj: Any, since: str, limit: int, as_json: bool) -> None:
     click.echo(f"{'ended (UTC)':<19} {'linkedid':<22} {'dir':<8} {'caller':<14} {'dialed':<16} "
                f"{'agent':<10} {'status':<11} {'cause':>5} by")
     for r in rows:
-        click.echo(f"{_utc(r['ended_at']):<19} {r['linkedid']:<22.22} {r['direction']:<8} {r['caller']:<14.14} "
+        click.echo(f"{utc_time(r['ended_at']):<19} {r['linkedid']:<22.22} {r['direction']:<8} {r['caller']:<14.14} "
                    f"{r['dialed_number']:<16.16} {r['agent_endpoint']:<10.10} {r['dial_status'] or '-':<11} "
                    f"{'-' if r['hangup_cause'] is None else r['hangup_cause']:>5} {r['hung_up_by'] or '-'}")
 
@@ -168,7 +164,7 @@ def deliveries(obj: Any, name: str | None, state: str | None, limit: int, as_jso
         return
     for r in rows:
         click.echo(f"{r['id']:>8} {r['target'][8:]:<12.12} {r['key']:<44.44} {r['state']:<9} {r['attempts']:>3} "
-                   f"{r['last_status'] or '-':>4} {_utc(r['delivered_at'] or r['next_attempt_at'])} "
+                   f"{r['last_status'] or '-':>4} {utc_time(r['delivered_at'] or r['next_attempt_at'])} "
                    f"{(r['last_error'] or '')[:60]}")
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,18 +24,6 @@ from ..errors import ConfigError, TelephonydError
 T = TypeVar("T")
 
 DEFAULT_CONFIG = Path("/etc/telephonyd/telephonyd.yml")
-
-#: Edge modules that add commands with ``register(cli)``; missing ones are skipped.
-COMMAND_MODULES = (
-    "telephonyd.cli.store",
-    "telephonyd.cli.outbox",
-    "telephonyd.cli.presence",
-    "telephonyd.cli.ameyo",
-    "telephonyd.cli.vicidial",
-    "telephonyd.cli.calls",
-    "telephonyd.cli.didselect",
-)
-
 
 class CLIContext:
     """What every command gets as ``ctx.obj``: the config (loaded lazily), store and API access."""
@@ -149,6 +138,11 @@ def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:
     """Write one piece of CLI output (stdout, or stderr with ``err``) through `printable`: every
     command prints with this, never with ``click.echo`` directly."""
     click.echo(printable(str(text)), err=err, nl=nl)
+
+
+def utc_time(epoch: float | None) -> str:
+    """Epoch seconds as ``YYYY-MM-DD HH:MM:SS`` (UTC); ``-`` for None."""
+    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
 def echo_json(data: Any) -> None:

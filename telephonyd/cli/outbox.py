@@ -6,13 +6,12 @@ its next poll (``outbox.poll_interval_s``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 
-from .helpers import echo, echo_json, run_async
+from .helpers import echo, echo_json, run_async, utc_time
 from ..outbox.model import STATES
 from ..outbox.service import Outbox
 
@@ -151,11 +150,7 @@ def _fail(as_json: bool, message: str) -> None:
 def _when(row: dict[str, Any]) -> str:
     """A pending row's next attempt, or an in-flight row's lease end (both database clock)."""
     if row["state"] == "pending":
-        return _utc(row["next_attempt_at"])
+        return utc_time(row["next_attempt_at"])
     if row["state"] == "in_flight" and row["lease_until"] is not None:
-        return "lease until " + _utc(row["lease_until"])[11:]
+        return "lease until " + utc_time(row["lease_until"])[11:]
     return "-"
-
-
-def _utc(epoch: float | None) -> str:
-    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))

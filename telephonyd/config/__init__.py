@@ -3,8 +3,9 @@
 Load order (later wins): the file given by ``--config`` / ``TELEPHONYD_CONFIG``; every
 ``conf.d/*.yml`` next to it in lexical order (deep-merged: mappings merge key by key, anything else
 replaces); environment variables (see `ENV_ALIASES` and the generic ``TELEPHONYD__SECTION__KEY``
-form). The result is validated by pydantic; an unknown key or a bad value raises `ConfigError`
-naming the dotted path (``fastagi.listen.0``), which the CLI turns into exit code 78.
+form, split along the sections' field tree by pydantic-settings). The result is validated by
+pydantic; an unknown key or a bad value raises `ConfigError` naming the dotted path
+(``fastagi.listen.0``), which the CLI turns into exit code 78.
 
 The package: `values` (addresses, networks, the section base), `backbone` and `edges` (the sections,
 each marking its fields live or restart for SIGHUP), `model` (`Config`), `loading` (files and

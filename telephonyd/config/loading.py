@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError, create_model
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from ..configfiles import anchor_paths, check_readable, read_yaml
 from ..errors import ConfigError
@@ -66,21 +67,65 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
-    """The part of the configuration set by environment variables, as nested data."""
-    data: dict[str, Any] = {}
+#: The settings class `_GenericEnvironment` walks: `Config`'s fields, so a variable's name is split
+#: along the sections' own field tree (``DID_OPTIMIZER__API_KEY`` is ``did_optimizer.api_key``).
+_ConfigFields = create_model(  # type: ignore[call-overload]
+    "_ConfigFields",
+    __base__=BaseSettings,
+    **{name: (field.annotation, None) for name, field in Config.model_fields.items()},
+)
+
+
+class _GenericEnvironment(EnvSettingsSource):
+    """``TELEPHONYD__SECTION__KEY=value`` as nested raw data, every value read as YAML.
+
+    pydantic-settings splits the names (prefix ``TELEPHONYD__``, ``__`` between levels, any case
+    after the prefix); nothing is validated here, `validate` does it once over the merged data.
+    Every field counts as "complex", so each value, a scalar included, goes through
+    `decode_complex_value` and is read as YAML (a superset of JSON): ``true``, ``120``, ``null``,
+    ``[127.0.0.1:1, 127.0.0.1:2]`` mean what they mean in the file. An empty value stays ``""``.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__(
+            _ConfigFields, case_sensitive=False, env_prefix=_GENERIC_PREFIX, env_nested_delimiter="__"
+        )
+        # The prefix itself is matched in capitals only, as it always was; the rest in any case.
+        self.env_vars = {name.lower(): value for name, value in environ.items() if name.startswith(_GENERIC_PREFIX)}
+
+    def field_is_complex(self, field: FieldInfo) -> bool:
+        return True
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        return yaml.safe_load(value) if value else value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The part of the configuration set by environment variables, as nested data.
+
+    `ENV_ALIASES` first (raw strings; an empty one is ignored), then ``TELEPHONYD__SECTION__KEY``
+    (read as YAML), which wins over an alias naming the same key. Raises `ConfigError` naming the
+    dotted path when a ``TELEPHONYD__`` value is not valid YAML.
+    """
+    aliased: dict[str, Any] = {}
     for name, dotted in ENV_ALIASES.items():
         if environ.get(name, "") != "":
-            _set_dotted(data, dotted, environ[name])
+            _set_dotted(aliased, dotted, environ[name])
+    generic: dict[str, Any] = {}
     for name, value in environ.items():
-        if name.startswith(_GENERIC_PREFIX) and len(name) > len(_GENERIC_PREFIX):
-            dotted = ".".join(p.lower() for p in name[len(_GENERIC_PREFIX):].split("__"))
-            _set_dotted(data, dotted, yaml.safe_load(value) if value else value)
-    return data
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    return read_yaml(path)
+        if not name.startswith(_GENERIC_PREFIX) or len(name) == len(_GENERIC_PREFIX):
+            continue
+        dotted = ".".join(p.lower() for p in name[len(_GENERIC_PREFIX):].split("__"))
+        try:
+            yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{name} is not valid YAML", dotted) from None
+        if dotted.split(".")[0] not in Config.model_fields:
+            # pydantic-settings reads only the variables that name a field; an unknown section
+            # still reaches `validate`, which calls it an unknown key as it does in a file.
+            _set_dotted(generic, dotted, yaml.safe_load(value) if value else value)
+    generic = deep_merge(generic, _GenericEnvironment(environ)())
+    return deep_merge(aliased, generic)
 
 
 def config_files(path: Path) -> list[Path]:
@@ -111,7 +156,7 @@ def validate(data: dict[str, Any]) -> Config:
 
 def load_config(
     path: str | os.PathLike[str] | None = None,
-    environ: dict[str, str] | os._Environ[str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Load, merge and validate the configuration.
 
@@ -132,7 +177,7 @@ def load_config(
         check_readable(main)
         files = config_files(main)
         for file in files:
-            data = deep_merge(data, _read_yaml(file))
+            data = deep_merge(data, read_yaml(file))
     data = deep_merge(data, env_overrides(environ))
     if path is not None:
         default_store = StoreConfig.model_fields["url"].default.get_secret_value()
@@ -151,7 +196,7 @@ def _refuse_world_readable_secrets(file: Path) -> None:
     mode = file.stat().st_mode
     if not mode & stat.S_IROTH:
         return
-    raw = _read_yaml(file)
+    raw = read_yaml(file)
     if _holds_secret(raw) or _holds_url_password(raw):
         raise ConfigError(
             f"{file} holds secrets and is readable by others; chmod o-r it "

@@ -46,9 +46,6 @@ class ConsoleSessions:
         self._clock = clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     def login(self, presented: str) -> tuple[str, str] | None:
         """A new (session id, CSRF token) when ``presented`` is the admin token, else None."""
         token = self._admin_token()

@@ -21,7 +21,7 @@ def enabled_targets(config: Any) -> dict[str, bool]:
     targets = {DID_OPTIMIZER_TARGET: bool(config.did_optimizer.enabled)}
     if config.ameyo.enabled:
         targets["tops"] = True
-    for webhook in getattr(config.calls, "webhooks", []) or []:
+    for webhook in config.calls.webhooks:
         targets[webhook.target] = bool(webhook.enabled)
     return targets
 
@@ -31,7 +31,7 @@ def explain(row: dict[str, Any], now: float, targets: dict[str, bool]) -> list[s
     state, target = row["state"], row["target"]
     lines = [f"row {row['id']}: target {target}, key {row['key']}, state {state}, {row['attempts']} attempts"]
     if state == DELIVERED:
-        lines.append(f"delivered at {_utc(row.get('delivered_at'), now)} by {row.get('claimed_by') or '?'} "
+        lines.append(f"delivered at {_utc(row.get('delivered_at'))} by {row.get('claimed_by') or '?'} "
                      f"(upstream status {row.get('last_status') or '-'}); it is never sent again")
         return lines
     if state == DEAD:
@@ -57,7 +57,7 @@ def explain(row: dict[str, Any], now: float, targets: dict[str, bool]) -> list[s
     elif state == PENDING:
         due = float(row.get("next_attempt_at") or 0)
         if due > now:
-            lines.append(f"backing off until {_utc(due, now)} (in {due - now:.1f} s)")
+            lines.append(f"backing off until {_utc(due)} (in {due - now:.1f} s)")
         elif targets.get(target):
             lines.append("due now: the next dispatcher round of a running daemon sends it "
                          "(is the daemon running? `telephonyd status`)")
@@ -66,7 +66,7 @@ def explain(row: dict[str, Any], now: float, targets: dict[str, bool]) -> list[s
     return lines
 
 
-def _utc(when: Any, _now: float) -> str:
+def _utc(when: Any) -> str:
     """Epoch seconds as ``YYYY-MM-DD HH:MM:SS UTC`` (``-`` for None)."""
     import datetime as dt
 

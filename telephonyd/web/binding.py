@@ -1,5 +1,6 @@
-"""Listening sockets for the HTTP listener, bound here so the listener holds them (aiohttp's
-`web.SockSite` serves a socket it is given; `web.TCPSite` keeps the ones it binds private).
+"""Listening sockets for the HTTP listener, bound here so the listener holds them (they are served
+with ``loop.create_server(sock=...)`` and `connections.protocol_factory`; `web.TCPSite` would keep
+the ones it binds private).
 
 Binding follows `asyncio.loop.create_server`: every address ``host`` resolves to (passive), with
 ``SO_REUSEADDR`` and ``IPV6_V6ONLY`` on IPv6, so ``0.0.0.0``, ``::``, ``localhost`` and a literal

@@ -2,7 +2,7 @@
 parser refusals that quote nothing of the request.
 
 `ConnectionLimits` holds the state and the prometheus instruments; `_RequestHandler` (aiohttp's
-per-connection protocol) applies them:
+per-connection protocol, built by `protocol_factory`) applies them:
 
 - A connection beyond ``max_connections`` open at once, or beyond ``max_connections_per_client``
   from one address, is reset as soon as it is accepted, before aiohttp allocates anything for it
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -110,25 +111,42 @@ class ConnectionLimits:
 
 class _RequestHandler(RequestHandler):
     """aiohttp's per-connection protocol with the connection caps, the request-head timeout and
-    parser refusals that quote nothing (see the module docstring)."""
+    parser refusals that quote nothing (see the module docstring).
+
+    Built by `protocol_factory` exactly as ``web.Server.__call__`` builds aiohttp's own (the server
+    as manager, the handler keyword arguments), plus ``limits``. Reads none of aiohttp's private
+    state and overrides only public methods: ``connection_made``/``connection_lost`` (asyncio's
+    protocol: the caps, the head timer), ``log_access`` (a response finished: counted even with the
+    access log off), ``handle_error`` (the answer to a parser refusal) and ``log_exception`` (its
+    log line). Request heads are counted by the server's ``request_factory`` (`protocol_factory`).
+    These methods are not in aiohttp's documentation: their signatures and when aiohttp calls them
+    were checked against aiohttp 3.9.0 and 3.14.5 (the bounds of ``aiohttp>=3.9,<4`` in
+    ``setup.cfg``), and ``tests/component/test_http_aiohttp_seam.py`` fails if a release moves them.
+    """
 
     _limits_host: str | None = None
     _head_timer: asyncio.TimerHandle | None = None
+    #: Request heads taken (parsed ones and parser refusals alike), and answers finished.
+    _heads = 0
+    _answered = 0
     _head_seen = 0
 
+    def __init__(self, manager: web.Server, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.limits = limits
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        limits: ConnectionLimits = self._manager.limits  # type: ignore[union-attr]
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        refusal = limits.admit(host)
+        refusal = self.limits.admit(host)
         if refusal is not None:
             transport.abort()  # a reset at once: nothing parsed, nothing answered
-            limits.note_refused(refusal, host)
+            self.limits.note_refused(refusal, host)
             return
         self._limits_host = host
         super().connection_made(transport)
-        self._head_seen = self._request_count
-        self._head_timer = self._loop.call_later(limits.header_timeout_s, self._check_head)
+        self._head_seen = self._heads
+        self._head_timer = asyncio.get_running_loop().call_later(self.limits.header_timeout_s, self._check_head)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         host = self._limits_host
@@ -138,25 +156,30 @@ class _RequestHandler(RequestHandler):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        manager = self._manager
-        if manager is not None:
-            manager.limits.release(host)  # type: ignore[attr-defined]
+        self.limits.release(host)
         super().connection_lost(exc)
 
     def _check_head(self) -> None:
         """Close a connection that completed no request head since the last check and is not
         handling one; otherwise check again one timeout later."""
         self._head_timer = None
-        manager = self._manager
-        if manager is None or self._force_close or self.transport is None:
+        if self._limits_host is None or self.transport is None:
             return
-        limits: ConnectionLimits = manager.limits  # type: ignore[attr-defined]
-        if self._request_count == self._head_seen and self._current_request is None:
-            limits.note_timeout("header", self._limits_host, limits.header_timeout_s)
+        heads = self._heads
+        if heads == self._head_seen and self._answered == heads:  # no new head, none being handled
+            self.limits.note_timeout("header", self._limits_host, self.limits.header_timeout_s)
             self.force_close()
             return
-        self._head_seen = self._request_count
-        self._head_timer = self._loop.call_later(limits.header_timeout_s, self._check_head)
+        self._head_seen = heads
+        self._head_timer = asyncio.get_running_loop().call_later(self.limits.header_timeout_s, self._check_head)
+
+    def head_taken(self) -> None:
+        """A request head (or a parser refusal) is about to be handled (`protocol_factory`)."""
+        self._heads += 1
+
+    def log_access(self, request: Any, response: Any, time: float | None) -> None:
+        self._answered += 1
+        super().log_access(request, response, time)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -171,31 +194,34 @@ class _RequestHandler(RequestHandler):
         exc = kw.get("exc_info")
         if isinstance(exc, HttpProcessingError):
             peer = args[1] if len(args) > 1 else None
-            manager = self._manager
-            if manager is not None:
-                manager.limits.throttle.log(  # type: ignore[attr-defined]
-                    logging.WARNING, "http_parser_refused", "HTTP request refused by the parser",
-                    {"status": exc.code, "error": type(exc).__name__, "peer": peer})
+            self.limits.throttle.log(
+                logging.WARNING, "http_parser_refused", "HTTP request refused by the parser",
+                {"status": exc.code, "error": type(exc).__name__, "peer": peer})
             return
         super().log_exception(*args, **kw)
 
 
-class _Server(web.Server):
-    limits: ConnectionLimits
+def protocol_factory(server: web.Server, limits: ConnectionLimits, **handler_kwargs: Any) -> Callable[[], RequestHandler]:
+    """The protocol factory to give ``loop.create_server`` for ``server`` (``AppRunner.server``
+    after ``setup()``): `_RequestHandler` under ``limits``, with ``handler_kwargs``
+    (``max_line_size``, ``lingering_time``, ... : aiohttp's ``RequestHandler`` keyword arguments).
 
-    def __call__(self) -> RequestHandler:
-        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+    This replaces ``web.SockSite``, whose only work is the same ``create_server`` call with the
+    runner's ``Server`` itself as the factory; the caller closes the ``asyncio.Server`` it gets
+    before ``runner.cleanup()``, as ``SockSite.stop`` would. ``server.request_factory`` (public:
+    aiohttp calls it once per request head, the handler that took it as ``protocol``) is wrapped
+    once so each `_RequestHandler` counts its heads for the head timeout.
+    """
+    build_request = server.request_factory
 
+    def counting_request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        if isinstance(protocol, _RequestHandler):
+            protocol.head_taken()
+        return build_request(message, payload, protocol, writer, task)
 
-class AppRunner(web.AppRunner):
-    """An AppRunner whose connections use `_RequestHandler` under ``limits``."""
+    server.request_factory = counting_request_factory
 
-    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.limits = limits
+    def make() -> RequestHandler:
+        return _RequestHandler(server, limits, loop=asyncio.get_running_loop(), **handler_kwargs)
 
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _Server  # same object and state, only the protocol it creates differs
-        server.limits = self.limits  # type: ignore[attr-defined]
-        return server
+    return make

@@ -54,7 +54,7 @@ from ..descriptors import ACCEPT_BATCH, listen_queue
 from . import proxies, tls
 from .metrics import HTTPRequestsSection
 from .binding import bind_tcp
-from .connections import AppRunner, ConnectionLimits
+from .connections import ConnectionLimits, protocol_factory
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,10 @@ class HTTPServer:
         self._ssl: ssl.SSLContext | None = None
         self._app = web.Application(client_max_size=config.max_body_bytes,
                                     middlewares=[self._client_address, self._count, self._read_body])
-        self._runner: AppRunner | None = None
+        self._runner: web.AppRunner | None = None
+        #: The listening servers (`_serve`), closed before the runner's cleanup.
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._protocol: Callable[[], asyncio.BaseProtocol] | None = None
         self._stopped = asyncio.Event()
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.bound_addresses: list[tuple[str, int]] = []
@@ -265,12 +268,14 @@ class HTTPServer:
                 raise ConfigError(f"http.tls: cannot load the certificate, key or client CAs "
                                   f"({type(exc).__name__}: {exc})", "http.tls") from None
         self._app.on_shutdown.append(self._run_shutdown_callbacks)
-        self._runner = AppRunner(
-            self._app, self.limits, access_log=None, handle_signals=False, shutdown_timeout=5.0,
+        self._runner = web.AppRunner(self._app, handle_signals=False, shutdown_timeout=5.0)
+        await self._runner.setup()
+        assert self._runner.server is not None
+        self._protocol = protocol_factory(
+            self._runner.server, self.limits, access_log=None,
             max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
             lingering_time=LINGER_S,
         )
-        await self._runner.setup()
         sockets = await self._serve(self.config.listen.host, self.config.listen.port, self._ssl)
         self.bound_addresses = [s.getsockname()[:2] for s in sockets]
         for public in self.config.public_listeners:
@@ -295,11 +300,13 @@ class HTTPServer:
 
     async def _serve(self, host: str, port: int, context: ssl.SSLContext | None) -> list[socket.socket]:
         """Bind ``host``:``port`` and serve it on the runner; returns the listening sockets."""
-        assert self._runner is not None
+        assert self._protocol is not None
+        loop = asyncio.get_running_loop()
         sockets = bind_tcp(host, port)
         try:
             for sock in sockets:
-                await web.SockSite(self._runner, sock, backlog=ACCEPT_BATCH, ssl_context=context).start()
+                self._listeners.append(await loop.create_server(
+                    self._protocol, sock=sock, backlog=ACCEPT_BATCH, ssl=context))
         except BaseException:
             for sock in sockets:
                 sock.close()
@@ -315,6 +322,9 @@ class HTTPServer:
         self._stopped.set()
         self.bound_addresses = []
         self.public_addresses = []
+        for listener in self._listeners:
+            listener.close()  # no new connections; the runner's cleanup then drains the open ones
+        self._listeners = []
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:
