@@ -23,8 +23,10 @@ presence/baseline are printed. Per scenario:
 3. (``--flood N``) unpaced throughput and (``--latency-seconds``) the event -> row commit latency
    at ``--latency-rate`` ContactStatus/s, as before.
 RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario. Per phase also the number of
-full (generation-2) collections and the longest one in CPU ms; ``--gc-freeze`` freezes the heap after
-the resync.
+full (generation-2) collections and the longest one in CPU ms, and after the resync the objects the
+collector still walks (``gc_tracked``) and those frozen (``gc_frozen``). The heap is handled as in
+the daemon: ``gc.collect(); gc.freeze()`` once the components started (`telephonyd.app`), then what
+the resync and the seed build is frozen by themselves (`telephonyd.contacts.heap`).
 
   .venv/bin/python bench/ami_flood.py
   .venv/bin/python bench/ami_flood.py --sizes 10000 --rate 20000 --seconds 10 --flood 100000 --latency-seconds 10
@@ -134,6 +136,7 @@ class LagMonitor:
         self.samples: list[tuple[float, float]] = []  # (monotonic time, lag)
         self.turns: list[tuple[float, float]] = []  # (monotonic time, CPU s of one callback > 1 ms)
         self.collections: list[tuple[float, float]] = []  # (monotonic time, CPU s of a full collection)
+        self.long_steps: list[tuple[float, float, str]] = []  # (monotonic time, CPU s, what) over 50 ms
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -152,6 +155,11 @@ class LagMonitor:
             spent = time.thread_time() - began
             if spent > 0.001:
                 turns.append((time.monotonic(), spent))
+                if spent > 0.05:  # which step: the callback or the task's coroutine
+                    callback = handle._callback  # type: ignore[attr-defined]
+                    owner = getattr(callback, "__self__", None)
+                    name = owner.get_coro().__qualname__ if isinstance(owner, asyncio.Task) else callback.__qualname__
+                    self.long_steps.append((time.monotonic(), spent, name))
 
         asyncio.events.Handle._run = timed  # type: ignore[method-assign]
         collections = self.collections = []  # type: list[tuple[float, float]]
@@ -172,12 +180,14 @@ class LagMonitor:
             now = time.monotonic()
             self.samples.append((now, max(0.0, now - before - self.period)))
 
-    def summary(self, start: float, end: float) -> dict[str, float]:
+    def summary(self, start: float, end: float) -> dict[str, Any]:
         lags = sorted(lag for at, lag in self.samples if start <= at <= end + 1.0)
         longest = max((spent for at, spent in self.turns if start <= at <= end + 1.0), default=0.0)
         gcs = [spent for at, spent in self.collections if start <= at <= end + 1.0]
         steps = {"longest_step_cpu_ms": round(longest * 1000, 1), "full_gc": len(gcs),
-                 "longest_full_gc_cpu_ms": round(max(gcs, default=0.0) * 1000, 1)}
+                 "longest_full_gc_cpu_ms": round(max(gcs, default=0.0) * 1000, 1),
+                 "steps_over_50ms": [f"{name} {spent * 1000:.0f}" for at, spent, name in self.long_steps
+                                     if start <= at <= end + 1.0][:8]}
         if not lags:
             return {"p99_ms": 0.0, "max_ms": 0.0, **steps}
         return {"p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
@@ -297,6 +307,8 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
     await client.start()
     for component in components:
         await component.start()
+    gc.collect()  # as App.run does once every component started, before their run loops
+    gc.freeze()
     tasks = [asyncio.create_task(client.run())] + [asyncio.create_task(c.run()) for c in components]
     try:
         ok = await _until(lambda: sync.last_resync is not None and presence_holds_all(), args.timeout,
@@ -306,11 +318,10 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
                             "timed_out_after_s": None if ok else args.timeout,
                             "ps_contacts_s": (sync.last_resync or {}).get("duration_s"),
                             "rows": len(sync.table), "presence_online": sum(online.values()) if presence else None,
-                            "lag": lag.summary(started, resynced), "goal_s": 2.0}
+                            "lag": lag.summary(started, resynced), "goal_s": 2.0,
+                            "gc_tracked": len(gc.get_objects()), "gc_frozen": gc.get_freeze_count()}
         if not ok:
             return report
-        if args.gc_freeze:  # what the daemon would do once the first resync and seed hold everything
-            gc.freeze()
 
         async def flood(count: int, rate: float) -> tuple[float, float, bool]:
             target = sync.counters["events"] + count
@@ -398,8 +409,6 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=5000.0, help="ContactStatus/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=0.0)
     parser.add_argument("--coalesce", type=float, default=0.05, help="ps_contacts.coalesce_s")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() once the resync is done (the 50,000 contacts leave full collections)")
     parser.add_argument("--trace-stalls", type=float, default=0.0, metavar="MS",
                         help="print (stderr) the stacks the event loop was in when it stalled longer than MS")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for one phase (s)")

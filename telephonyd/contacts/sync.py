@@ -40,6 +40,7 @@ from ..config import PSContactsConfig
 from ..errors import raise_if_cancelling
 from ..store import Store
 from .listing import AMISource, Listing, list_peers, list_pjsip
+from .heap import keep_long_lived
 from .model import Contact, ContactChange
 from .parse import parse_contact_status, parse_peer_status
 from .pending import PendingWrites
@@ -427,6 +428,7 @@ class ContactsSync(UpkeepMixin):
         for start in range(0, len(items), self.resync_slice):
             await asyncio.sleep(0)
             self.table.put_many(items[start:start + self.resync_slice])
+            keep_long_lived()  # the table lives until the next resync: out of the full collections
         for start in range(0, len(removed), self.resync_slice):
             await asyncio.sleep(0)
             for cid in removed[start:start + self.resync_slice]:
@@ -434,6 +436,7 @@ class ContactsSync(UpkeepMixin):
         for start in range(0, len(changes), self.resync_slice):
             await asyncio.sleep(0)
             self._notify(changes[start:start + self.resync_slice])
+            keep_long_lived()  # and what the subscribers built from them (presence agents)
 
     async def _resync_now(self) -> dict[str, Any]:
         started = time.monotonic()
