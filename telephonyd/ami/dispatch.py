@@ -14,12 +14,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..heap import keep_long_lived
 from .actions import ends_list, starts_list
 from .message import AMIMessage
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[AMIMessage], None]
+
+#: A list reply's items are moved out of the collector's full passes every this many items (see
+#: `telephonyd.heap`): a 50,000-item PJSIPShowContacts otherwise waits whole in the young heap.
+LIST_FREEZE_EVERY = 2000
 
 
 class Subscriptions:
@@ -123,6 +128,8 @@ class PendingActions:
         else:
             pending.items.append(message)
             pending.progress += 1
+            if not pending.progress % LIST_FREEZE_EVERY:
+                keep_long_lived()
         return True
 
     def _finish(self, pending: PendingAction) -> None:

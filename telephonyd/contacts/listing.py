@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import TelephonydError
-from .heap import keep_long_lived, take_slices
+from ..heap import keep_long_lived, take_slices
 from .model import Contact
 from .parse import (
     MessageLike,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..config import PresenceConfig
-from ..contacts.heap import take_slices
+from ..heap import take_slices
 from . import availability, listings
 from .devices import EndpointFilter
 

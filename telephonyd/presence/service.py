@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
-from ..contacts.heap import keep_long_lived
+from ..heap import keep_long_lived
 from ..contacts.model import Contact, ContactChange
 from . import dashboard
 from .live import LiveEvents

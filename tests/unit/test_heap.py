@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from telephonyd.contacts.heap import keep_long_lived, take_slices
+from telephonyd.heap import keep_long_lived, take_slices
 
 
 class Item:

@@ -8,7 +8,7 @@ Asterisk waits on an AMI session it cannot write to (100 ms). The daemon freezes
 after start (`telephonyd.app`), but the first resync and presence seed come after that.
 
 So the code that builds such state calls `keep_long_lived` between the slices of a resync or a
-seed: objects tracked then move to the permanent generation (``gc.freeze``, O(1)), and later
+seed, and the AMI client every few thousand items of a list reply: objects tracked then move to the permanent generation (``gc.freeze``, O(1)), and later
 full passes only walk what was allocated since. What is frozen is still freed by reference
 counting when dropped (contacts replaced by events, listing replies); only a reference cycle
 among frozen objects would stay until exit, and the young generations are collected first so
