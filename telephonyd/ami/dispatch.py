@@ -60,9 +60,15 @@ class Subscriptions:
     def dispatch(self, message: AMIMessage) -> None:
         """Call every matching callback; a failing callback is logged and does not stop the others."""
         event = message.event
-        if event is None:
-            return
-        for callback in self.callbacks_for(event):
+        if event is not None:
+            self.dispatch_event(event, message)
+
+    def dispatch_event(self, event: str, message: AMIMessage) -> None:
+        """`dispatch` for a message whose event name (``message.event``) the caller already read."""
+        found = self._cache.get(event)  # the name as sent first: no lower() for the usual spelling
+        if found is None:
+            found = self._cache[event] = self.callbacks_for(event)
+        for callback in found:
             try:
                 callback(message)
             except Exception:
