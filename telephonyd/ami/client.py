@@ -366,7 +366,8 @@ class AMIClient:
         """Route one read's messages: replies to their actions, events to the subscribers. One
         clock reading per read (the messages arrived together), one lookup per event name."""
         now = time.monotonic()
-        pending = conn.pending
+        # Actions are only added between reads, so none waiting now means none for this read.
+        pending = conn.pending if conn.pending else None
         dispatch = self._subscriptions.dispatch_event
         system = self._system_names
         events = 0
@@ -375,7 +376,7 @@ class AMIClient:
                 self._seq += 1
                 message.seq = self._seq
                 message.received_at = now
-                if pending and pending.route(message):
+                if pending is not None and pending.route(message):
                     continue
                 event = message.event
                 if event is None:
