@@ -466,10 +466,12 @@ class ContactsSync(UpkeepMixin):
 
         async with asyncio.timeout(self.config.store_timeout_s):
             plan, listed = await self.writer.reconcile(listing.contacts, scope=in_scope)
+        keep_long_lived()  # the stamped listing becomes the table
         # Only this worker changes the table, so the diff of a copy (one C-level dict copy) made
         # off the loop still holds when it is applied, slice by slice, below. Events queued
         # meanwhile wait in ``_queue`` and are applied after it, in order.
         changes = await asyncio.to_thread(scope_diff, dict(self.table.by_id), listed, in_scope)
+        keep_long_lived()
         await self._apply_resync(listed, changes)
         self._pending.drop(lambda cid: cid in listed or Contact(cid).tech in scopes)
         if "PJSIP" in scopes:
