@@ -137,8 +137,9 @@ class PresenceService(LiveEvents):
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _emit(self, events: Iterable[PresenceEvent]) -> None:
+        debug = log.isEnabledFor(logging.DEBUG)  # as_dict per event only when it is logged
         for event in events:
-            if event.kind == "status":
+            if debug and event.kind == "status":
                 log.debug("agent status", extra=event.as_dict())
             for listener in list(self._listeners):
                 try:
