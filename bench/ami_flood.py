@@ -585,7 +585,8 @@ def main() -> None:
                         help="parse + dispatch only: N ContactStatus events to each reader (see 4. above)")
     parser.add_argument("--parse-reps", type=int, default=3, help="interleaved repetitions of the parse phase")
     parser.add_argument("--parse-reader", choices=("telephonyd", "asyncio_minimal", "node"), help=argparse.SUPPRESS)
-    parser.add_argument("--node-modules", default=os.environ.get("TELEPHONYD_BENCH_NODE_MODULES", "/tmp/ami-node/node_modules"),
+    parser.add_argument("--node-modules",
+                        default=os.environ.get("TELEPHONYD_BENCH_NODE_MODULES", "/tmp/ami-node/node_modules"),
                         help="node_modules holding asterisk-manager 0.2.0 for the Node baseline")
     parser.add_argument("--mysql", default=os.environ.get("TELEPHONYD_BENCH_MYSQL", "mysql+aiomysql://root@127.0.0.1:3306"))
     args = parser.parse_args()

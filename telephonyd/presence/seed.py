@@ -67,8 +67,9 @@ class SeedListings:
     async def device_states(self) -> tuple[dict[str, str] | None, dict[str, dict[str, bool]] | None, str | None]:
         items = await self.list("DeviceStateList")
         if items is not None:
+            mapping = self.config.custom_device_states
             custom = await parse_sliced(  # a copy: the second pass below consumes the list
-                list(items), lambda part: availability.custom_from_list(part, self.config.custom_device_states, self.filter))
+                list(items), lambda part: availability.custom_from_list(part, mapping, self.filter))
             states = await parse_sliced(items, lambda part: listings.device_states_from_list(part, self.filter))
             return states, custom, "DeviceStateList"
         items = await self.list("PJSIPShowEndpoints")
