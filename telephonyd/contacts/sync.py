@@ -102,7 +102,6 @@ class ContactsSync(UpkeepMixin):
         self._pending = PendingWrites(owned=self.owned)
         self._verifier = EndpointVerifier(reg_server=self.reg_server, max_endpoints=config.verify_max_endpoints)
         self._snapshot_seq: dict[str, int] = {}
-        self._call_ids: dict[str, str] | None = None  # Call-ID -> endpoint, rebuilt after changes
         self._subscribers: list[ChangeCallback] = []
         self._changes_since_freeze = 0
         self._batch_subscribers: list[BatchCallback] = []
@@ -331,9 +330,7 @@ class ContactsSync(UpkeepMixin):
         was refreshed and its new expiration is read with PJSIPShowEndpoint (owned mode)."""
         if not self.owned or (message.get("Service") or "") != "PJSIP":
             return
-        if self._call_ids is None:
-            self._call_ids = {c.call_id: c.endpoint for c in self.table.values() if c.call_id and c.endpoint}
-        endpoint = self._call_ids.get(message.get("SessionID") or "")
+        endpoint = self.table.endpoint_of_call(message.get("SessionID") or "")
         if endpoint is not None:
             self._verifier.want((endpoint,))
 
@@ -355,7 +352,6 @@ class ContactsSync(UpkeepMixin):
     def _notify(self, changes: list[ContactChange]) -> None:
         if not changes:
             return
-        self._call_ids = None
         for batch_callback in list(self._batch_subscribers):
             try:
                 batch_callback(changes)
