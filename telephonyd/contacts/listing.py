@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import TelephonydError
+from ..heap import keep_long_lived, take_slices
 from .model import Contact
 from .parse import (
     MessageLike,
@@ -102,12 +103,14 @@ async def list_pjsip(ami: AMISource, listing: Listing, *, reg_server: str | None
             return
     if _is_error(reply) and not found_nothing(reply):
         raise ListingFailed(f"{source}: {reply.get('Message') or 'error'}")
-    for index, item in enumerate(items):
-        if index and not index % PARSE_SLICE:
+    for index, part in enumerate(take_slices(items, PARSE_SLICE)):  # each slice freed after use
+        if index:
+            keep_long_lived()  # the listed contacts become the table (see `heap`)
             await asyncio.sleep(0)  # 50,000 items take about a second: let the event loop run between slices
-        contact = parse(item, reg_server=reg_server)
-        if contact is not None:
-            listing.contacts[contact.id] = contact
+        for item in part:
+            contact = parse(item, reg_server=reg_server)
+            if contact is not None:
+                listing.contacts[contact.id] = contact
     listing.seqs["PJSIP"] = reply.seq
     listing.sources.append(source)
 

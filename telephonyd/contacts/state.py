@@ -28,30 +28,55 @@ def everything(_contact: Contact) -> bool:
 class ContactTable:
     """Contacts of this instance by id, kept by events and resyncs.
 
-    A per-endpoint index is kept in step with every change (``contacts_of`` is O(contacts of that
-    endpoint), never O(all contacts)). ``by_id`` is read-only for callers: change it through the
-    methods below, which keep the index.
+    A per-endpoint index and a Call-ID index are kept in step with every change (``contacts_of``
+    is O(contacts of that endpoint) and ``endpoint_of_call`` O(1), never O(all contacts)). ``by_id``
+    is read-only for callers: change it through the methods below, which keep the indexes.
     """
 
     def __init__(self, reg_server: str | None) -> None:
         self.reg_server = reg_server
         self.by_id: dict[str, Contact] = {}
         self._by_endpoint: dict[str, dict[str, Contact]] = {}
+        self._by_call_id: dict[str, dict[str, None]] = {}  # Call-ID -> ids of the contacts holding it
 
     def _put(self, contact: Contact, cid: str | None = None) -> None:
         cid = contact.id if cid is None else cid
         before = self.by_id.get(cid)
-        if before is not None and before.endpoint != contact.endpoint:
-            self._unindex(cid, before)
+        if before is not None:
+            if before.endpoint != contact.endpoint:
+                self._unindex(cid, before)
+            if before.call_id != contact.call_id:
+                self._uncall(cid, before)
         self.by_id[cid] = contact
         if contact.endpoint:
             self._by_endpoint.setdefault(contact.endpoint, {})[cid] = contact
+        if contact.call_id:
+            self._by_call_id.setdefault(contact.call_id, {})[cid] = None
 
     def _pop(self, cid: str) -> Contact | None:
         contact = self.by_id.pop(cid, None)
         if contact is not None:
             self._unindex(cid, contact)
+            self._uncall(cid, contact)
         return contact
+
+    def _uncall(self, cid: str, contact: Contact) -> None:
+        if not contact.call_id:
+            return
+        holders = self._by_call_id.get(contact.call_id)
+        if holders is not None:
+            holders.pop(cid, None)
+            if not holders:
+                del self._by_call_id[contact.call_id]
+
+    def endpoint_of_call(self, call_id: str) -> str | None:
+        """The endpoint of the contact registered with this SIP Call-ID (the latest stored one
+        having an endpoint when several share it), or None."""
+        for cid in reversed(self._by_call_id.get(call_id, {})):
+            contact = self.by_id.get(cid)
+            if contact is not None and contact.endpoint:
+                return contact.endpoint
+        return None
 
     def _unindex(self, cid: str, contact: Contact) -> None:
         if not contact.endpoint:
@@ -153,6 +178,7 @@ class ContactTable:
         if endpoint is None and len(old) == len(self.by_id):
             self.by_id = {}
             self._by_endpoint = {}
+            self._by_call_id = {}
         else:
             for cid in old:
                 self._pop(cid)

@@ -38,6 +38,7 @@ from typing import Any
 from ..backoff import equal_jitter
 from ..config import PSContactsConfig
 from ..errors import raise_if_cancelling
+from ..heap import keep_long_lived
 from ..store import Store
 from .listing import AMISource, Listing, list_peers, list_pjsip
 from .metrics import ContactsSection
@@ -76,6 +77,10 @@ class ContactsSync(UpkeepMixin):
     #: Contacts put into the table (then changes notified) per event-loop turn by a resync; as
     #: many as presence re-reads per turn (its sync_slice), so a notified slice is one turn there too.
     resync_slice = 500
+    #: After this many applied changes the objects built for them (contacts, presence agents) are
+    #: moved out of the collector's full passes (`telephonyd.heap`): a flood that changes every one of
+    #: 50,000 contacts otherwise leaves them for a 70 ms full collection.
+    freeze_every = 10_000
 
     def __init__(self, store: Store, ami: AMISource, config: PSContactsConfig, *, node_id: str) -> None:
         self.store = store
@@ -98,8 +103,8 @@ class ContactsSync(UpkeepMixin):
         self._pending = PendingWrites(owned=self.owned)
         self._verifier = EndpointVerifier(reg_server=self.reg_server, max_endpoints=config.verify_max_endpoints)
         self._snapshot_seq: dict[str, int] = {}
-        self._call_ids: dict[str, str] | None = None  # Call-ID -> endpoint, rebuilt after changes
         self._subscribers: list[ChangeCallback] = []
+        self._changes_since_freeze = 0
         self._batch_subscribers: list[BatchCallback] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._worker: asyncio.Task[None] | None = None
@@ -331,9 +336,7 @@ class ContactsSync(UpkeepMixin):
         was refreshed and its new expiration is read with PJSIPShowEndpoint (owned mode)."""
         if not self.owned or (message.get("Service") or "") != "PJSIP":
             return
-        if self._call_ids is None:
-            self._call_ids = {c.call_id: c.endpoint for c in self.table.values() if c.call_id and c.endpoint}
-        endpoint = self._call_ids.get(message.get("SessionID") or "")
+        endpoint = self.table.endpoint_of_call(message.get("SessionID") or "")
         if endpoint is not None:
             self._verifier.want((endpoint,))
 
@@ -355,7 +358,6 @@ class ContactsSync(UpkeepMixin):
     def _notify(self, changes: list[ContactChange]) -> None:
         if not changes:
             return
-        self._call_ids = None
         for batch_callback in list(self._batch_subscribers):
             try:
                 batch_callback(changes)
@@ -367,6 +369,10 @@ class ContactsSync(UpkeepMixin):
                     callback(change)
                 except Exception:
                     log.exception("contact change subscriber failed")
+        self._changes_since_freeze += len(changes)
+        if self._changes_since_freeze >= self.freeze_every:
+            self._changes_since_freeze = 0
+            keep_long_lived()
 
     async def _flush(self) -> None:
         batch = self._pending.take()
@@ -433,6 +439,7 @@ class ContactsSync(UpkeepMixin):
         for start in range(0, len(items), self.resync_slice):
             await asyncio.sleep(0)
             self.table.put_many(items[start:start + self.resync_slice])
+            keep_long_lived()  # the table lives until the next resync: out of the full collections
         for start in range(0, len(removed), self.resync_slice):
             await asyncio.sleep(0)
             for cid in removed[start:start + self.resync_slice]:
@@ -440,6 +447,8 @@ class ContactsSync(UpkeepMixin):
         for start in range(0, len(changes), self.resync_slice):
             await asyncio.sleep(0)
             self._notify(changes[start:start + self.resync_slice])
+            keep_long_lived()  # and what the subscribers built from them (presence agents)
+            self._changes_since_freeze = 0
 
     async def _resync_now(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -459,10 +468,12 @@ class ContactsSync(UpkeepMixin):
 
         async with asyncio.timeout(self.config.store_timeout_s):
             plan, listed = await self.writer.reconcile(listing.contacts, scope=in_scope)
+        keep_long_lived()  # the stamped listing becomes the table
         # Only this worker changes the table, so the diff of a copy (one C-level dict copy) made
         # off the loop still holds when it is applied, slice by slice, below. Events queued
         # meanwhile wait in ``_queue`` and are applied after it, in order.
         changes = await asyncio.to_thread(scope_diff, dict(self.table.by_id), listed, in_scope)
+        keep_long_lived()
         await self._apply_resync(listed, changes)
         self._pending.drop(lambda cid: cid in listed or Contact(cid).tech in scopes)
         if "PJSIP" in scopes:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..config import PresenceConfig
+from ..heap import take_slices
 from . import availability, listings
 from .devices import EndpointFilter
 
@@ -21,12 +22,13 @@ PARSE_SLICE = 500
 
 async def parse_sliced(items: list[Any], parse: Callable[[list[Any]], dict[str, T]]) -> dict[str, T]:
     """``parse(items)`` done `PARSE_SLICE` items per event-loop turn, the parts merged in order:
-    a later item wins; per-endpoint dicts are merged and lists extended, as one pass would."""
+    a later item wins; per-endpoint dicts are merged and lists extended, as one pass would.
+    ``items`` is emptied (see `take_slices`)."""
     out: dict[str, Any] = {}
-    for start in range(0, len(items), PARSE_SLICE):
-        if start:
+    for index, part in enumerate(take_slices(items, PARSE_SLICE)):  # ``items`` emptied, each slice freed after use
+        if index:
             await asyncio.sleep(0)
-        for key, value in parse(items[start:start + PARSE_SLICE]).items():
+        for key, value in parse(part).items():
             before = out.get(key)
             if isinstance(before, dict) and isinstance(value, dict):
                 before.update(value)
@@ -65,8 +67,9 @@ class SeedListings:
     async def device_states(self) -> tuple[dict[str, str] | None, dict[str, dict[str, bool]] | None, str | None]:
         items = await self.list("DeviceStateList")
         if items is not None:
-            custom = await parse_sliced(
-                items, lambda part: availability.custom_from_list(part, self.config.custom_device_states, self.filter))
+            mapping = self.config.custom_device_states
+            custom = await parse_sliced(  # a copy: the second pass below consumes the list
+                list(items), lambda part: availability.custom_from_list(part, mapping, self.filter))
             states = await parse_sliced(items, lambda part: listings.device_states_from_list(part, self.filter))
             return states, custom, "DeviceStateList"
         items = await self.list("PJSIPShowEndpoints")

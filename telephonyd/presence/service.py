@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from ..config import Config, PresenceConfig
 from ..errors import TelephonydError
+from ..heap import keep_long_lived
 from ..contacts.model import Contact, ContactChange
 from . import dashboard
 from .live import LiveEvents
@@ -137,8 +138,9 @@ class PresenceService(LiveEvents):
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _emit(self, events: Iterable[PresenceEvent]) -> None:
+        debug = log.isEnabledFor(logging.DEBUG)  # as_dict per event only when it is logged
         for event in events:
-            if event.kind == "status":
+            if debug and event.kind == "status":
                 log.debug("agent status", extra=event.as_dict())
             for listener in list(self._listeners):
                 try:
@@ -320,6 +322,7 @@ class PresenceService(LiveEvents):
                 queues=queues, custom=custom, presence=presence, slice=self.sync_slice)
             try:
                 for _ in steps:  # 50,000 agents: one slice per event-loop turn
+                    keep_long_lived()  # the agents live until retired: out of the full collections
                     await asyncio.sleep(0)
             except BaseException:
                 self.machine.abort_seed()
@@ -378,6 +381,7 @@ class PresenceService(LiveEvents):
         self._to_sync.difference_update(names)
         self._sync_contacts(names)
         if self._sync_order and not self._stopped.is_set():
+            keep_long_lived()  # a resync-sized batch: its agents out of the full collections
             self._sync_scheduled = True
             asyncio.get_running_loop().call_soon(self._sync_pending)
 

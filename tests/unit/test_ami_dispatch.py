@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
-from telephonyd.ami.dispatch import PendingActions, Subscriptions
+from telephonyd.ami.dispatch import LIST_FREEZE_EVERY, PendingActions, Subscriptions
 from telephonyd.ami.errors import AMIConnectionLost
 from telephonyd.ami.framing import parse_messages, split_banner
 from telephonyd.ami.message import AMIMessage
@@ -115,3 +116,20 @@ async def test_fail_all_wakes_every_waiter() -> None:
     with pytest.raises(AMIConnectionLost):
         await asyncio.shield(listed.done)  # type: ignore[arg-type]
     assert len(pending) == 0
+
+
+async def test_a_long_list_reply_is_kept_out_of_the_full_collections_while_it_arrives() -> None:
+    _, data = split_banner(received_stream(AMI_RECORDINGS / "03_PJSIPShowContacts_registered.txt"))
+    messages, _ = parse_messages(data)
+    reply = next(m for m in messages if m.action_id == "act-1" and m.event is None)
+    item = next(m for m in messages if m.event == "ContactList")
+    pending = PendingActions()
+    action = pending.add("act-1", is_list=True)
+    try:
+        assert pending.route(reply)
+        items = [AMIMessage(list(item.pairs)) for _ in range(LIST_FREEZE_EVERY)]
+        assert all(pending.route(m) for m in items)
+        assert not any(o is items[0] for o in gc.get_objects())  # frozen: full passes skip it
+        assert action.done is not None and not action.done.done()  # still collecting
+    finally:
+        gc.unfreeze()

@@ -175,3 +175,17 @@ def test_endpoint_index_follows_every_change() -> None:
     assert indexed() == regrouped() == {"1010": {next(iter(regrouped()["1010"]))}, "1012": {"1011;@x"}}
     table.replace_scope({}, lambda _c: True)
     assert indexed() == regrouped() == {} and table.contacts_of("1010") == []
+
+
+def test_call_id_index_follows_every_change() -> None:
+    table = ContactTable("ast1")
+    first = Contact("1010;@a", endpoint="1010", uri="sip:1010@10.0.0.1", call_id="c-1@x")
+    other = Contact("1011;@b", endpoint="1011", uri="sip:1011@10.0.0.2", call_id="c-2@x")
+    table.put_many([(first.id, first), (other.id, other)])
+    assert table.endpoint_of_call("c-1@x") == "1010" and table.endpoint_of_call("c-2@x") == "1011"
+    table.put_many([(first.id, first.replace(call_id="c-3@x"))])  # a new registration dialog
+    assert table.endpoint_of_call("c-1@x") is None and table.endpoint_of_call("c-3@x") == "1010"
+    table.remove(other.id)
+    assert table.endpoint_of_call("c-2@x") is None
+    table.replace_scope({}, lambda _c: True)  # a resync listing nothing
+    assert table.endpoint_of_call("c-3@x") is None and table.endpoint_of_call("") is None
