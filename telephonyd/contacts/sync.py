@@ -52,6 +52,10 @@ from .writer import ContactsWriter
 
 log = logging.getLogger(__name__)
 
+#: The AMI events the sync takes in (PJSIP ContactStatus, chan_sip/IAX2 PeerStatus, and
+#: SuccessfulAuth, the only event Asterisk 22 sends on a re-REGISTER).
+EVENTS = ("ContactStatus", "PeerStatus", "SuccessfulAuth")
+
 ChangeCallback = Callable[[ContactChange], None]
 BatchCallback = Callable[[list[ContactChange]], None]
 
@@ -175,12 +179,7 @@ class ContactsSync(UpkeepMixin):
         """
         async with asyncio.timeout(self.config.store_timeout_s):
             await self.writer.prepare()
-        self._unsubscribe = [
-            self.ami.subscribe("ContactStatus", self._on_event),
-            self.ami.subscribe("PeerStatus", self._on_event),
-            self.ami.subscribe("SuccessfulAuth", self._on_event),
-            self.ami.on_connect(self._on_ami_connect),
-        ]
+        self._unsubscribe = [*self.listen(), self.ami.on_connect(self._on_ami_connect)]
         self._state = "waiting_for_ami"
 
     async def run(self) -> None:
@@ -242,6 +241,11 @@ class ContactsSync(UpkeepMixin):
 
     # -- AMI side (runs in the read loop: enqueue only) -------------------------------------------
 
+    def listen(self) -> list[Callable[[], None]]:
+        """Subscribe the event intake to the AMI client's `EVENTS`; returns the unsubscribers.
+        `start` does it; an offline replay (``telephonyd replay``) does it alone, with no store."""
+        return [self.ami.subscribe(name, self._on_event) for name in EVENTS]
+
     def _on_event(self, message: Any) -> None:
         self._queue.append(message)
         if len(self._queue) > self.config.max_queue:
@@ -275,7 +279,7 @@ class ContactsSync(UpkeepMixin):
                 if delay > 0 and not self._interrupt.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._interrupt.wait(), delay)
-                self._apply_queue(self.apply_slice)
+                self.apply_queued(self.apply_slice)
             if self._expiry_due:
                 self._expiry_due = False
                 await self._expire()
@@ -297,8 +301,9 @@ class ContactsSync(UpkeepMixin):
         self._retry_timer = None
         self._wake.set()
 
-    def _apply_queue(self, limit: int | None = None) -> None:
-        """Apply queued events (at most ``limit``, oldest first) and notify once for the batch."""
+    def apply_queued(self, limit: int | None = None) -> None:
+        """Apply queued events (at most ``limit``, oldest first) and notify once for the batch.
+        The worker calls it after ``coalesce_s``; an offline replay calls it after each event."""
         if limit is None or len(self._queue) <= limit:
             batch: Any = self._queue
             self._queue = deque()
@@ -452,7 +457,7 @@ class ContactsSync(UpkeepMixin):
 
     async def _resync_now(self) -> dict[str, Any]:
         started = time.monotonic()
-        self._apply_queue()
+        self.apply_queued()
         if self._pending:
             await self._flush()
         listing = Listing()

@@ -48,8 +48,7 @@ def offline_contacts(config: Any, ami: OfflineAMI) -> Any:
     from ..contacts.sync import ContactsSync
 
     sync = ContactsSync(None, ami, config.ps_contacts, node_id=config.node_id)  # type: ignore[arg-type]
-    for event in ("ContactStatus", "PeerStatus", "SuccessfulAuth"):
-        ami.subscribe(event, sync._on_event)  # noqa: SLF001 - the event intake of start(), without the store
+    sync.listen()  # the event intake of start(), without the store
     return sync
 
 
@@ -89,7 +88,7 @@ async def replay(config: Any, events: list[tuple[float, list[tuple[str, str]]]],
             if message.get("Event") is None:
                 continue
             ami.dispatcher.dispatch(message)
-            contacts._apply_queue()  # noqa: SLF001 - what the worker does after coalesce_s, at once
+            contacts.apply_queued()  # what the worker does after coalesce_s, at once
             for event in tracker.feed(message, clock_now[0], seq) if tracker is not None else []:
                 counts["call_events"] += 1
                 doc = document(event, config.node_id)
