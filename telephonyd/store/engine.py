@@ -51,8 +51,12 @@ class Store:
     place. Use `write` for a write transaction of several statements (one hand-over on SQLite),
     `begin` for an async transaction and `connect` for reads.
 
-    SQLite runs in WAL mode with ``synchronous=FULL`` (a committed row survives power loss) and a
-    busy timeout, so several connections and processes can share one file. Its pool returns
+    SQLite runs in WAL mode with a busy timeout, so several connections and processes can share one
+    file; ``durability`` (`DURABILITY`, config ``store.durability``) sets its ``synchronous``:
+    ``full`` (default): a committed row survives kill -9 and power loss (an fsync of the WAL per
+    commit); ``normal``: it survives a crash of the process, the last commits may be lost on power
+    loss (the WAL is fsynced at checkpoints only). On MariaDB/MySQL the server decides (see
+    ``docs/operations.md``); ``durability`` changes nothing there. Its pool returns
     connections without the usual extra ROLLBACK: `begin` and `connect` blocks end their own
     transactions, so whoever uses a driver connection directly must do the same.
     """
@@ -68,7 +72,12 @@ class Store:
         check: bool = False,
         write_probe: bool = False,
         urls: Sequence[str] = (),
+        durability: str = "full",
     ) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {sorted(DURABILITY)}, not {durability!r}")
+        self.durability = durability
+        self._pragmas = _sqlite_pragmas if durability == "full" else _sqlite_pragmas_normal
         self.url = url
         #: MariaDB/MySQL servers of one database tried in order (``url`` first), with failover
         #: between them while running (`failover.Failover`); empty or one: no failover.
@@ -123,7 +132,7 @@ class Store:
                 self._engine = None
                 raise StoreError(f"cannot write the store marker beside {file}: {exc.strerror}",
                                  retryable=False) from None
-            self._writer = SQLiteWriter(url, _sqlite_pragmas)
+            self._writer = SQLiteWriter(url, self._pragmas)
             self.write_state.install(self._writer.engine)
         log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
 
@@ -148,7 +157,7 @@ class Store:
             )
         engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", self._pragmas)
         self.write_state.install(engine.sync_engine)
         return engine
 
@@ -346,12 +355,20 @@ def check_server_version(version: str) -> None:
         )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+#: ``store.durability`` -> SQLite's ``PRAGMA synchronous`` (WAL mode either way; sqlite.org/pragma.html#pragma_synchronous).
+DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, synchronous: str = "FULL") -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_pragmas_normal(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_conn, record, DURABILITY["normal"])
 
 
 def _short(exc: BaseException) -> str:
