@@ -47,6 +47,18 @@ async def test_default_is_fully_durable(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_the_daemon_store_takes_the_configured_durability(tmp_path: Path) -> None:
+    from telephonyd.app import build_store
+
+    config = Config.model_validate({"store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db", "durability": "normal"}})
+    store = build_store(config)
+    await store.start()
+    try:
+        assert await store.write(_pragmas) == (SYNCHRONOUS["normal"], "wal")
+    finally:
+        await store.close()
+
+
 def test_unknown_durability_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match="durability"):
         Config.model_validate({"store": {"durability": "off"}})
