@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -151,7 +152,8 @@ class Store:
                 pool_size=self.pool_size,
                 max_overflow=self.pool_size,
                 pool_recycle=1800,
-                pool_pre_ping=True,
+                # `_mysql_checkout` pings only a connection that rested (`PING_AFTER_REST_S`).
+                pool_pre_ping=False,
                 # `_mysql_reset` instead: no ROLLBACK round trip after a COMMIT.
                 pool_reset_on_return=None,
                 isolation_level="READ COMMITTED",
@@ -161,7 +163,10 @@ class Store:
         if self.dialect == "sqlite":
             event.listen(engine.sync_engine, "connect", self._pragmas)
         else:
+            event.listen(engine.sync_engine, "commit", _mysql_committed)
             event.listen(engine.sync_engine, "reset", _mysql_reset)
+            event.listen(engine.sync_engine, "checkin", _mysql_checkin)
+            event.listen(engine.sync_engine, "checkout", _mysql_checkout)
         self.write_state.install(engine.sync_engine)
         return engine
 
@@ -375,20 +380,54 @@ def _sqlite_pragmas_normal(dbapi_conn: Any, record: Any) -> None:
     _sqlite_pragmas(dbapi_conn, record, DURABILITY["normal"])
 
 
+def _mysql_committed(conn: Any) -> None:
+    conn.info["committed"] = True  # the driver connection's info: seen by `_mysql_reset`
+
+
 def _mysql_reset(dbapi_conn: Any, record: Any, reset_state: Any) -> None:
-    """A connection going back to the pool is rolled back only when a transaction is open on it.
+    """A connection going back to the pool is rolled back unless SQLAlchemy just ended its
+    transaction and the server agrees.
 
     The pool's usual reset is a ROLLBACK on every return: after `Store.write`'s COMMIT that is one
-    more round trip per transaction for nothing. SQLAlchemy ends its own transactions (commit, or
-    rollback with ``transaction_was_reset``); the server's status flag ``SERVER_STATUS_IN_TRANS``,
-    carried by every OK packet of the MySQL protocol, catches anything else. (SQLAlchemy's
-    documented custom reset: ``pool_reset_on_return=None`` plus this ``reset`` event.)
+    more round trip per transaction for nothing. Skipped only when SQLAlchemy rolled back itself
+    (``transaction_was_reset``) or committed (`_mysql_committed`) and the server's status flag
+    ``SERVER_STATUS_IN_TRANS`` in that COMMIT's OK packet says no transaction is open; anything
+    else (a failed COMMIT, a query on the driver connection) is rolled back as before.
+    (SQLAlchemy's documented custom reset: ``pool_reset_on_return=None`` plus this ``reset`` event.)
     """
+    committed = record.info.pop("committed", False) if record is not None else False
     if reset_state.transaction_was_reset or not reset_state.asyncio_safe:
         return
     driver = record.driver_connection if record is not None else None
-    if driver is None or driver.get_transaction_status():
-        dbapi_conn.rollback()
+    if committed and driver is not None and not driver.get_transaction_status():
+        return
+    dbapi_conn.rollback()
+
+
+#: A pooled MariaDB/MySQL connection idle in the pool longer than this (seconds) is pinged before use.
+PING_AFTER_REST_S = 1.0
+
+
+def _mysql_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["rested_since"] = time.monotonic()
+
+
+def _mysql_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Ping a connection that rested in the pool longer than `PING_AFTER_REST_S` before handing it
+    out; a failed ping invalidates the pool and SQLAlchemy checks out a fresh connection (as
+    ``pool_pre_ping`` does, but without a round trip for every transaction under load).
+
+    A connection handed back within the last second was working a second ago; a server restart or
+    a dropped link since then takes longer than that, so a connection that crossed one has rested
+    longer and is pinged. A fresh connection (no ``rested_since``) was just opened: no ping.
+    """
+    rested_since = record.info.get("rested_since")
+    if rested_since is None or time.monotonic() - rested_since < PING_AFTER_REST_S:
+        return
+    try:
+        dbapi_conn.ping(False)
+    except Exception as exc:  # noqa: BLE001 - any failure: not usable, SQLAlchemy reconnects
+        raise sa.exc.InvalidatePoolError(f"ping before use failed: {_short(exc)}") from exc
 
 
 def _short(exc: BaseException) -> str:
