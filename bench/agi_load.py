@@ -1,28 +1,40 @@
 #!/usr/bin/env python3
-"""Load test of the ``call_log`` end stage: FastAGI server + handler + outbox on SQLite.
+"""Load test of the ``call_log`` end stage: telephonyd against VICIdial's FastAGI_log.pl and a bare responder.
 
-The server runs in this process, wired like the daemon (FastAGIServer -> CallLogHandler ->
-Outbox.enqueue with group commit -> Store on SQLite in a temporary directory). Fake Asterisk
-clients run in separate processes (so their CPU is not the server's) and replay the recorded
-end-stage session of a busy call (``02_BUSY_agi3_h-modern_4573``: the argument-form ``h`` line of
-Asterisk 22.10.1) with a distinct uniqueid per session, answering every command by Asterisk's rules
-(tests/fakes/agi.py). A session's time runs from the client's connect to the server closing the
+telephonyd runs in this process, wired like the daemon (FastAGIServer -> CallLogHandler ->
+Outbox.enqueue with group commit -> Store), once per store under test: SQLite in a temporary
+directory with each ``store.durability`` asked for (``full``: WAL + ``synchronous=FULL``, the
+default; ``normal``: WAL + ``synchronous=NORMAL``) and, with ``--mariadb-url``, MariaDB (a fresh
+database created on that server and dropped at the end). Fake Asterisk clients run in separate
+processes (so their CPU is not the server's) and replay one recorded end-stage session with a
+distinct uniqueid per session, answering every command by Asterisk's rules (tests/fakes/agi.py). By
+default the session is VICIdial's own ``h`` line as its dialplan sends it
+(``02_BUSY_agi2_h-vicidial_4577``: ``call_log--HVcauses--PRI-----NODEBUG-----17-----BUSY...``,
+Asterisk 22.10.1). A session's time runs from the client's connect to the server closing the
 socket, i.e. what the call's thread in Asterisk waits.
 
-The same clients then run against a bare asyncio responder on the same event loop that sends the
-same command lines and closes, doing no other work: the ceiling of this machine and Python.
+Baselines, measured in the same run, rep by rep interleaved with telephonyd:
+
+* VICIdial's ``FastAGI_log.pl`` (``--vicidial-agi HOST:PORT``): the server VICIdial ships for this
+  very line (Net::Server prefork as shipped, MyISAM tables on MariaDB), already running; it is not
+  started here. Without the option that baseline is skipped and said so.
+* a bare asyncio responder in this process that sends the same command lines telephonyd sends and
+  closes, doing no other work: the ceiling of this machine and Python.
+
+Goals (printed with the ratios): concurrency 1: >= 2x FastAGI_log.pl; concurrency 50: >= 4x
+FastAGI_log.pl, >= 0.6x bare and p99 <= 1/5 of FastAGI_log.pl's; MariaDB store >= 1x SQLite.
 
 Modes:
-  closed loop (default): ``--concurrency`` sessions in flight, as fast as they complete.
-  fixed rate (``--rate R``): sessions start every 1/R s whatever happens (open loop); the time of a
-  session is counted from its scheduled start, so a server falling behind shows in p99.
+  comparison (default): for each ``--concurrency`` (default ``1,50``), ``--reps`` reps; in each rep
+  every server gets ``--sessions`` closed-loop sessions, one after the other.
+  fixed rate (``--rate R``): telephonyd on SQLite and the bare responder only; sessions start every
+  1/R s whatever happens (open loop), a session's time counted from its scheduled start.
 
-Goals: >= 2,000 sessions/s closed loop, >= half the ceiling, p99 < 20 ms at 500 sessions/s.
+The server's CPU time per session (event loop thread, and all threads) is printed for the servers in
+this process too: on a machine shared with other work it is the steadier figure.
 
-The server's CPU time per session (event loop thread, and all threads) is printed for both servers
-too: on a machine shared with other work it is the steadier figure of the two.
-
-  .venv/bin/python bench/agi_load.py --sessions 20000 --concurrency 64
+  .venv/bin/python bench/agi_load.py --vicidial-agi 127.0.0.1:4577 \\
+      --mariadb-url mysql+aiomysql://root@127.0.0.1:3306/ --durability full,normal
   .venv/bin/python bench/agi_load.py --rate 500 --seconds 10
 """
 
@@ -43,7 +55,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-RECORDING = REPO / "tests/fixtures/asterisk-22.10.1/vicidial/02_BUSY_agi3_h-modern_4573.txt"
+VICIDIAL_FIXTURES = REPO / "tests/fixtures/asterisk-22.10.1/vicidial"
+#: VICIdial's ``h,1`` line as its dialplan sends it to port 4577 (the HVcauses script name).
+RECORDING = VICIDIAL_FIXTURES / "02_BUSY_agi2_h-vicidial_4577.txt"
 RECORDED_UNIQUEID = b"agi_uniqueid: 1795237857.3\n"
 
 
@@ -54,13 +68,13 @@ RECORDED_UNIQUEID = b"agi_uniqueid: 1795237857.3\n"
 class Replayer:
     """Answers commands like the recorded channel; answers are computed once per distinct line."""
 
-    def __init__(self) -> None:
+    def __init__(self, recording: Path = RECORDING) -> None:
         from tests.fakes.agi import FakeChannel
 
-        self.channel = FakeChannel.from_recording(RECORDING)
+        self.channel = FakeChannel.from_recording(recording)
         self.block = self.channel.env_block
         if RECORDED_UNIQUEID not in self.block:
-            raise SystemExit(f"{RECORDING.name}: uniqueid line not found")
+            raise SystemExit(f"{recording.name}: uniqueid line not found")
         self._answers: dict[bytes, bytes] = {}
 
     def block_for(self, uniqueid: str) -> bytes:
@@ -93,7 +107,7 @@ async def one_session(host: str, port: int, block: bytes, replayer: Replayer, ti
 async def client_load(spec: dict[str, Any]) -> dict[str, Any]:
     host, port, count = spec["host"], spec["port"], spec["sessions"]
     rate, concurrency, prefix = spec["rate"], spec["concurrency"], spec["uniqueid_prefix"]
-    replayer = Replayer()
+    replayer = Replayer(Path(spec["recording"]))
     latencies: list[float] = []
     errors: dict[str, int] = {}
     first_commands: list[str] = []
@@ -155,16 +169,18 @@ async def run_clients(args: argparse.Namespace, host: str, port: int, prefix: st
     other work, CPU per session moves far less than sessions per second.
     """
     cpu_main, cpu_process = time.thread_time(), time.process_time()
-    per = [count // args.clients + (1 if i < count % args.clients else 0) for i in range(args.clients)]
+    clients = args.clients if args.rate else max(1, min(args.clients, args.concurrency))
+    per = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
     procs = []
     for i, n in enumerate(per):
         spec = {
             "host": host,
             "port": port,
             "sessions": n,
-            "concurrency": max(1, args.concurrency // args.clients),
-            "rate": (args.rate / args.clients) if args.rate else 0,
+            "concurrency": max(1, args.concurrency // clients),
+            "rate": (args.rate / clients) if args.rate else 0,
             "uniqueid_prefix": f"{prefix}{i}",
+            "recording": str(args.recording),
         }
         procs.append(
             await asyncio.create_subprocess_exec(
@@ -218,7 +234,9 @@ def summary(name: str, run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def start_telephonyd(tmp: Path, args: argparse.Namespace) -> tuple[Any, ...]:
+async def start_telephonyd(store_url: str, args: argparse.Namespace, durability: str = "full") -> tuple[Any, ...]:
+    """telephonyd's call_log path on ``store_url`` wired as the daemon wires it (pool size and
+    durability from the config, as `telephonyd.app.build_store` passes them)."""
     from telephonyd.calllog import CallLogHandler
     from telephonyd.config import Config
     from telephonyd.fastagi import FastAGIServer
@@ -227,11 +245,12 @@ async def start_telephonyd(tmp: Path, args: argparse.Namespace) -> tuple[Any, ..
 
     config = Config.model_validate(
         {
-            "store": {"url": f"sqlite+aiosqlite:///{tmp}/bench.db"},
+            "store": {"url": store_url, "durability": durability},
             "fastagi": {"listen": "127.0.0.1:0", "max_sessions": max(2000, args.concurrency * 4)},
         }
     )
-    store = Store(config.store.url.get_secret_value(), schemas=[Outbox.metadata])
+    store = Store(config.store.url.get_secret_value(), schemas=[Outbox.metadata], pool_size=config.store.pool_size,
+                  durability=config.store.durability)
     await store.start()
     outbox = Outbox(store, node_id=config.node_id, config=config.outbox)
     await outbox.start()
@@ -258,14 +277,18 @@ async def start_telephonyd(tmp: Path, args: argparse.Namespace) -> tuple[Any, ..
 
     server = FastAGIServer(config.fastagi, {"call_log": timed_handler if args.server_timings else handler})
     await server.start()
+    freeze(args)
+    tasks = [asyncio.create_task(server.run())]
+    timings = {"handler": handler_times, "enqueue": enqueue_times} if args.server_timings else {}
+    return store, outbox, handler, server, tasks, timings
+
+
+def freeze(args: argparse.Namespace) -> None:
     if not args.no_gc_freeze:
         # As the daemon does once READY (telephonyd.app): what start-up built lives as long as
         # the process, so the cyclic collector's full passes leave it alone.
         gc.collect()
         gc.freeze()
-    tasks = [asyncio.create_task(server.run())]
-    timings = {"handler": handler_times, "enqueue": enqueue_times} if args.server_timings else {}
-    return store, outbox, handler, server, tasks, timings
 
 
 async def bare_responder(command_lines: list[str]) -> tuple[asyncio.Server, int]:
@@ -286,13 +309,214 @@ async def bare_responder(command_lines: list[str]) -> tuple[asyncio.Server, int]
     return server, server.sockets[0].getsockname()[1]
 
 
+# ---------------------------------------------------------------------------------------------
+# Comparison mode: every server, rep by rep interleaved, at each concurrency
+
+
+class Contender:
+    """One server under test: ``name``, where it listens, and what to close at the end."""
+
+    def __init__(self, name: str, host: str, port: int, *, in_process: bool, parts: tuple[Any, ...] = ()) -> None:
+        self.name, self.host, self.port, self.in_process, self.parts = name, host, port, in_process, parts
+        self.runs: dict[int, list[dict[str, Any]]] = {}
+
+    async def close(self) -> None:
+        if not self.parts:
+            return
+        store, outbox, _handler, server, tasks, _timings = self.parts
+        await server.stop(5.0)
+        await outbox.stop(5.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()
+
+    def results(self) -> dict[str, int]:
+        return dict(self.parts[2].health()["results"]) if self.parts else {}
+
+
+async def reachable(host: str, port: int) -> str | None:
+    """None when something accepts connections at host:port, else why not."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 3.0)
+    except (OSError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    writer.close()
+    return None
+
+
+async def create_mariadb(url_text: str) -> tuple[str, str]:
+    """A fresh database on the server of ``url_text``: (its URL, its name)."""
+    import secrets
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"td_agi_bench_{secrets.token_hex(4)}"
+    engine = create_async_engine(make_url(url_text).set(database=""))
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    await engine.dispose()
+    return make_url(url_text).set(database=name).render_as_string(hide_password=False), name
+
+
+async def drop_mariadb(url_text: str, name: str) -> None:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(make_url(url_text).set(database=""))
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+    await engine.dispose()
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    """median [min-max] of ``values``."""
+    if not values:
+        return "n/a"
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+async def compare(args: argparse.Namespace) -> int:
+    """Run every server rep by rep at each concurrency and print figures, ratios and goals."""
+    if args.switch_interval_ms:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
+    concurrencies = [int(c) for c in args.concurrencies.split(",")]
+    durabilities = args.durability.split(",")
+    contenders: list[Contender] = []
+    notes: list[str] = []
+    mariadb: tuple[str, str] | None = None
+    load_before = loadavg()
+    with tempfile.TemporaryDirectory(prefix="agi_load_", dir=args.db_dir) as tmp:
+        try:
+            for durability in durabilities:
+                parts = await start_telephonyd(f"sqlite+aiosqlite:///{tmp}/bench_{durability}.db", args, durability)
+                host, port = parts[3].bound_addresses[0][:2]
+                contenders.append(Contender(f"telephonyd sqlite {durability}", host, port, in_process=True, parts=parts))
+            if args.mariadb_url:
+                mariadb = await create_mariadb(args.mariadb_url)
+                parts = await start_telephonyd(mariadb[0], args, "full")
+                host, port = parts[3].bound_addresses[0][:2]
+                contenders.append(Contender("telephonyd mariadb", host, port, in_process=True, parts=parts))
+            else:
+                notes.append("MariaDB store skipped: no --mariadb-url")
+            if args.vicidial_agi:
+                vhost, _, vport = args.vicidial_agi.rpartition(":")
+                why = await reachable(vhost, int(vport))
+                if why is None:
+                    contenders.append(Contender("FastAGI_log.pl", vhost, int(vport), in_process=False))
+                else:
+                    notes.append(f"FastAGI_log.pl baseline skipped: nothing answers at {args.vicidial_agi} ({why})")
+            else:
+                notes.append("FastAGI_log.pl baseline skipped: no --vicidial-agi HOST:PORT "
+                             "(start VICIdial's bin/FastAGI_log.pl on MariaDB with VICIdial's schema and give its address)")
+            # The command lines telephonyd sends for this session, for the bare responder.
+            first = contenders[0]
+            probe = await run_clients(argparse.Namespace(**{**vars(args), "concurrency": 1, "clients": 1}),
+                                      first.host, first.port, "p", 1)
+            bare, bare_port = await bare_responder(probe["commands"])
+            contenders.append(Contender("bare responder", "127.0.0.1", bare_port, in_process=True))
+            freeze(args)
+            print(f"session: {args.recording.name}; {len(probe['commands'])} AGI commands from telephonyd; "
+                  f"{args.sessions} sessions per server per rep, {args.reps} reps, {args.clients} client process(es); "
+                  f"cpus={os.cpu_count()}; load average before: {load_before}")
+            for note in notes:
+                print(f"note: {note}")
+            for concurrency in concurrencies:
+                ns = argparse.Namespace(**{**vars(args), "concurrency": concurrency})
+                for i, c in enumerate(contenders):
+                    if args.warmup:
+                        await run_clients(ns, c.host, c.port, f"w{concurrency}x{i}x", min(args.warmup, args.sessions))
+                for rep in range(args.reps):
+                    order = contenders[rep % len(contenders):] + contenders[:rep % len(contenders)]
+                    for c in order:
+                        tag = f"{concurrency}x{rep}x{contenders.index(c)}x"
+                        run = await run_clients(ns, c.host, c.port, tag, args.sessions)
+                        c.runs.setdefault(concurrency, []).append(summary(c.name, run))
+                    if args.verbose:
+                        print(f"  c={concurrency} rep {rep + 1}: " + ", ".join(
+                            f"{c.name} {c.runs[concurrency][-1]['sessions_per_s']:.0f}/s" for c in contenders))
+            bare.close()
+            await bare.wait_closed()
+            report(args, contenders, concurrencies)
+            print(f"load average after: {loadavg()}")
+            for c in contenders:
+                if c.parts:
+                    print(f"{c.name:>26}: handler results {c.results()}")
+        finally:
+            for c in contenders:
+                await c.close()
+            if mariadb is not None:
+                await drop_mariadb(args.mariadb_url, mariadb[1])
+    return 0
+
+
+def report(args: argparse.Namespace, contenders: list[Contender], concurrencies: list[int]) -> None:
+    by_name = {c.name: c for c in contenders}
+    vici, bare = by_name.get("FastAGI_log.pl"), by_name["bare responder"]
+    sqlite_full = next((c for c in contenders if c.name.startswith("telephonyd sqlite")), None)
+    ours = [c for c in contenders if c.name.startswith("telephonyd")]
+    out: dict[str, Any] = {}
+    for conc in concurrencies:
+        print(f"\n== concurrency {conc} (median [min-max] over {args.reps} reps) ==")
+        for c in contenders:
+            runs = c.runs[conc]
+            errors = sum(sum(r["errors"].values()) for r in runs)
+            cpu = (f"  CPU {spread([r['cpu_main_us'] for r in runs])} us/session loop, "
+                   f"{spread([r['cpu_process_us'] for r in runs])} all threads") if c.in_process else ""
+            print(f"{c.name:>26}: {spread([r['sessions_per_s'] for r in runs]):>18} sessions/s  "
+                  f"p50 {spread([r['p50_ms'] for r in runs], '{:.2f}'):>20} ms  "
+                  f"p99 {spread([r['p99_ms'] for r in runs], '{:.2f}'):>20} ms  errors {errors}{cpu}")
+            out.setdefault(c.name, {})[conc] = runs
+
+        def ratio(a: Contender, b: Contender, key: str = "sessions_per_s") -> list[float]:
+            return [x[key] / y[key] for x, y in zip(a.runs[conc], b.runs[conc]) if y[key]]
+
+        for c in ours:
+            lines = []
+            if vici is not None:
+                r = ratio(c, vici)
+                goal = 2.0 if conc == 1 else 4.0
+                lines.append(f"{spread(r, '{:.2f}')}x FastAGI_log.pl (goal >= {goal:g}x: "
+                             f"{'met' if statistics.median(r) >= goal else 'NOT met'})")
+                if conc > 1:
+                    p = ratio(c, vici, "p99_ms")
+                    lines.append(f"p99 {spread(p, '{:.2f}')}x FastAGI_log.pl's (goal <= 0.2x: "
+                                 f"{'met' if statistics.median(p) <= 0.2 else 'NOT met'})")
+            r = ratio(c, bare)
+            lines.append(f"{spread(r, '{:.2f}')}x bare" + (
+                f" (goal >= 0.6x: {'met' if statistics.median(r) >= 0.6 else 'NOT met'})" if conc > 1 else ""))
+            if c.name == "telephonyd mariadb" and sqlite_full is not None:
+                r = ratio(c, sqlite_full)
+                lines.append(f"{spread(r, '{:.2f}')}x {sqlite_full.name} (goal >= 1x: "
+                             f"{'met' if statistics.median(r) >= 1 else 'NOT met'})")
+            elif c is not sqlite_full and sqlite_full is not None:
+                lines.append(f"{spread(ratio(c, sqlite_full), '{:.2f}')}x {sqlite_full.name}")
+            print(f"{c.name:>26}: " + "; ".join(lines))
+    if args.json:
+        print(json.dumps({"load_average": loadavg(), "runs": out}))
+
+
+
 async def main(args: argparse.Namespace) -> int:
+    if not args.rate:
+        return await compare(args)
     if args.switch_interval_ms:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
     count = args.sessions if not args.rate else int(args.rate * args.seconds)
     reports = []
     with tempfile.TemporaryDirectory(prefix="agi_load_", dir=args.db_dir) as tmp:
-        store, outbox, handler, server, tasks, timings = await start_telephonyd(Path(tmp), args)
+        store, outbox, handler, server, tasks, timings = await start_telephonyd(
+            f"sqlite+aiosqlite:///{tmp}/bench.db", args, args.durability.split(",")[0])
         try:
             host, port = server.bound_addresses[0][:2]
             if args.warmup:
@@ -344,12 +568,25 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=10000, help="sessions in closed-loop mode (default 10000)")
-    parser.add_argument("--concurrency", type=int, default=64, help="sessions in flight, closed loop (default 64)")
+    parser.add_argument("--sessions", type=int, default=1500, help="sessions per server per rep (default 1500)")
+    parser.add_argument("--concurrencies", default="1,50", help="sessions in flight, closed loop (default 1,50)")
+    parser.add_argument("--concurrency", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, default=3, help="reps per concurrency, servers interleaved (default 3)")
+    parser.add_argument("--vicidial-agi", metavar="HOST:PORT",
+                        help="an already running VICIdial FastAGI_log.pl to compare with (skipped when absent)")
+    parser.add_argument("--mariadb-url", metavar="URL",
+                        help="a MariaDB server (mysql+aiomysql://user:pass@host:port/) for the MariaDB store run; "
+                             "a fresh database is created there and dropped at the end")
+    parser.add_argument("--durability", default="full",
+                        help="store.durability values for the SQLite runs, comma separated (default full)")
+    parser.add_argument("--recording", type=Path, default=RECORDING,
+                        help="the recorded session replayed (default: VICIdial's h line, 02_BUSY_agi2_h-vicidial_4577)")
+    parser.add_argument("--verbose", action="store_true", help="print each rep's figures")
     parser.add_argument("--rate", type=float, default=0.0, help="fixed-rate mode: sessions started per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="fixed-rate mode: how long (default 10)")
     parser.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
-    parser.add_argument("--warmup", type=int, default=500, help="sessions before measuring (default 500, 0: none)")
+    parser.add_argument("--warmup", type=int, default=200,
+                        help="sessions before measuring, per server and concurrency (default 200, 0: none)")
     parser.add_argument("--db-dir", help="where the temporary SQLite database goes (default: the system temp dir)")
     parser.add_argument("--switch-interval-ms", type=float, default=0.0,
                         help="sys.setswitchinterval for the server process (default: Python's 5 ms)")
@@ -361,7 +598,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--client", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.sessions < 1 or args.concurrency < 1 or args.clients < 1 or args.rate < 0 or args.seconds <= 0:
+    if args.sessions < 1 or args.reps < 1 or args.clients < 1 or args.rate < 0 or args.seconds <= 0:
         parser.error("counts must be positive")
     return args
 

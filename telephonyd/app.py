@@ -83,6 +83,7 @@ def build_store(config: Config, *, create: bool = True, check: bool = False) -> 
         check=check,
         write_probe=True,
         urls=config.store.all_urls(),
+        durability=config.store.durability,
     )
 
 

@@ -25,12 +25,19 @@ class StoreConfig(Section):
     ``urls`` (or ``url`` given as a list): several servers of one MariaDB database (Galera nodes),
     tried in order at start and switched between while running when the one in use stops answering
     (`telephonyd.store.failover`); ``url`` is then the first of them.
+
+    ``durability`` (SQLite): ``full`` (default) commits with ``synchronous=FULL``, so an acknowledged
+    AGI outcome or callback survives kill -9 and a power cut; ``normal`` commits with
+    ``synchronous=NORMAL`` (WAL): it survives a crash of the process, but a power cut or kernel
+    crash may lose the last transactions, already acknowledged. MariaDB/MySQL: the server's own
+    ``innodb_flush_log_at_trx_commit`` / ``sync_binlog`` decide, whatever this says.
     """
 
     #: SIGHUP: which fields apply live, which need a restart (see telephonyd/reload.py).
-    RELOAD: ClassVar[dict[str, Reload]] = marks(restart="url urls pool_size connect_timeout_s")
+    RELOAD: ClassVar[dict[str, Reload]] = marks(restart="url urls pool_size connect_timeout_s durability")
     url: SecretStr = SecretStr("sqlite+aiosqlite:///state/telephonyd.db")
     urls: list[SecretStr] = []
+    durability: Literal["full", "normal"] = "full"
     pool_size: int = Field(10, ge=1, le=100)
     connect_timeout_s: float = Field(5.0, gt=0)
 

@@ -15,6 +15,7 @@ Facts (res_agi.c, checked against a real Asterisk 22.10.1, see tests/fixtures/as
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -309,6 +310,15 @@ def check_sendable(command: str) -> None:
     words = command.upper().split()
     if not any(words[: len(known.split())] == known.split() for known in SENT_COMMANDS):
         raise ValueError(f"AGI command {' '.join(words[:3])!r} is not in fastagi.protocol.SENT_COMMANDS")
+
+
+@functools.lru_cache(maxsize=1024)
+def command_bytes(command: str) -> bytes:
+    """`check_sendable` then `format_command`, remembered per line: a handler sends the same few
+    lines in every session (its fetch plan, the result word). Raises what those raise (a refused
+    line is never remembered)."""
+    check_sendable(command)
+    return format_command(command)
 
 
 def format_command(command: str) -> bytes:

@@ -18,8 +18,7 @@ from .protocol import (
     AGIReplyError,
     ReplyParser,
     agi_args,
-    check_sendable,
-    format_command,
+    command_bytes,
     get_full_variable_command,
     get_variable_command,
     parse_script,
@@ -102,8 +101,7 @@ class AGISession:
         when Asterisk closes the socket, `LimitExceeded` for an oversized reply line,
         `ProtocolError` for a line that is no AGI reply or when the session is already unusable.
         """
-        check_sendable(line)
-        data = format_command(line)
+        data = command_bytes(line)
         async with self._lock:
             if self._unusable is not None:
                 raise ProtocolError(f"AGI session unusable ({self._unusable}); command not sent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -51,8 +52,12 @@ class Store:
     place. Use `write` for a write transaction of several statements (one hand-over on SQLite),
     `begin` for an async transaction and `connect` for reads.
 
-    SQLite runs in WAL mode with ``synchronous=FULL`` (a committed row survives power loss) and a
-    busy timeout, so several connections and processes can share one file. Its pool returns
+    SQLite runs in WAL mode with a busy timeout, so several connections and processes can share one
+    file; ``durability`` (`DURABILITY`, config ``store.durability``) sets its ``synchronous``:
+    ``full`` (default): a committed row survives kill -9 and power loss (an fsync of the WAL per
+    commit); ``normal``: it survives a crash of the process, the last commits may be lost on power
+    loss (the WAL is fsynced at checkpoints only). On MariaDB/MySQL the server decides (see
+    ``docs/operations.md``); ``durability`` changes nothing there. Its pool returns
     connections without the usual extra ROLLBACK: `begin` and `connect` blocks end their own
     transactions, so whoever uses a driver connection directly must do the same.
     """
@@ -68,7 +73,12 @@ class Store:
         check: bool = False,
         write_probe: bool = False,
         urls: Sequence[str] = (),
+        durability: str = "full",
     ) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {sorted(DURABILITY)}, not {durability!r}")
+        self.durability = durability
+        self._pragmas = _sqlite_pragmas if durability == "full" else _sqlite_pragmas_normal
         self.url = url
         #: MariaDB/MySQL servers of one database tried in order (``url`` first), with failover
         #: between them while running (`failover.Failover`); empty or one: no failover.
@@ -123,7 +133,7 @@ class Store:
                 self._engine = None
                 raise StoreError(f"cannot write the store marker beside {file}: {exc.strerror}",
                                  retryable=False) from None
-            self._writer = SQLiteWriter(url, _sqlite_pragmas)
+            self._writer = SQLiteWriter(url, self._pragmas)
             self.write_state.install(self._writer.engine)
         log.info("store ready", extra={"store": redact_url(self.url), "dialect": self.dialect})
 
@@ -142,13 +152,21 @@ class Store:
                 pool_size=self.pool_size,
                 max_overflow=self.pool_size,
                 pool_recycle=1800,
-                pool_pre_ping=True,
+                # `_mysql_checkout` pings only a connection that rested (`PING_AFTER_REST_S`).
+                pool_pre_ping=False,
+                # `_mysql_reset` instead: no ROLLBACK round trip after a COMMIT.
+                pool_reset_on_return=None,
                 isolation_level="READ COMMITTED",
                 connect_args={"connect_timeout": int(max(1, self.connect_timeout_s)), "autocommit": False},
             )
         engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", self._pragmas)
+        else:
+            event.listen(engine.sync_engine, "commit", _mysql_committed)
+            event.listen(engine.sync_engine, "reset", _mysql_reset)
+            event.listen(engine.sync_engine, "checkin", _mysql_checkin)
+            event.listen(engine.sync_engine, "checkout", _mysql_checkout)
         self.write_state.install(engine.sync_engine)
         return engine
 
@@ -346,12 +364,70 @@ def check_server_version(version: str) -> None:
         )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+#: ``store.durability`` -> SQLite's ``PRAGMA synchronous`` (WAL mode either way; sqlite.org/pragma.html#pragma_synchronous).
+DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, synchronous: str = "FULL") -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_pragmas_normal(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_conn, record, DURABILITY["normal"])
+
+
+def _mysql_committed(conn: Any) -> None:
+    conn.info["committed"] = True  # the driver connection's info: seen by `_mysql_reset`
+
+
+def _mysql_reset(dbapi_conn: Any, record: Any, reset_state: Any) -> None:
+    """A connection going back to the pool is rolled back unless SQLAlchemy just ended its
+    transaction and the server agrees.
+
+    The pool's usual reset is a ROLLBACK on every return: after `Store.write`'s COMMIT that is one
+    more round trip per transaction for nothing. Skipped only when SQLAlchemy rolled back itself
+    (``transaction_was_reset``) or committed (`_mysql_committed`) and the server's status flag
+    ``SERVER_STATUS_IN_TRANS`` in that COMMIT's OK packet says no transaction is open; anything
+    else (a failed COMMIT, a query on the driver connection) is rolled back as before.
+    (SQLAlchemy's documented custom reset: ``pool_reset_on_return=None`` plus this ``reset`` event.)
+    """
+    committed = record.info.pop("committed", False) if record is not None else False
+    if reset_state.transaction_was_reset or not reset_state.asyncio_safe:
+        return
+    driver = record.driver_connection if record is not None else None
+    if committed and driver is not None and not driver.get_transaction_status():
+        return
+    dbapi_conn.rollback()
+
+
+#: A pooled MariaDB/MySQL connection idle in the pool longer than this (seconds) is pinged before use.
+PING_AFTER_REST_S = 1.0
+
+
+def _mysql_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["rested_since"] = time.monotonic()
+
+
+def _mysql_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Ping a connection that rested in the pool longer than `PING_AFTER_REST_S` before handing it
+    out; a failed ping invalidates the pool and SQLAlchemy checks out a fresh connection (as
+    ``pool_pre_ping`` does, but without a round trip for every transaction under load).
+
+    A connection handed back within the last second was working a second ago; a server restart or
+    a dropped link since then takes longer than that, so a connection that crossed one has rested
+    longer and is pinged. A fresh connection (no ``rested_since``) was just opened: no ping.
+    """
+    rested_since = record.info.get("rested_since")
+    if rested_since is None or time.monotonic() - rested_since < PING_AFTER_REST_S:
+        return
+    try:
+        dbapi_conn.ping(False)
+    except Exception as exc:  # noqa: BLE001 - any failure: not usable, SQLAlchemy reconnects
+        raise sa.exc.InvalidatePoolError(f"ping before use failed: {_short(exc)}") from exc
 
 
 def _short(exc: BaseException) -> str:

@@ -82,7 +82,7 @@ def candidates(value: Any) -> list[Any]:
         return [value * 2 if value else 1.0, value / 2]
     if isinstance(value, str):
         return ["DEBUG", "json", "forwarded", "md5", "asterisk", "dashboard", "PROD", "Asia/Seoul",
-                "off", "node-b", "mysql+aiomysql://u@127.0.0.1/db", "mqtt://127.0.0.1:1884", value + "x", "https://example.test/"]
+                "off", "normal", "node-b", "mysql+aiomysql://u@127.0.0.1/db", "mqtt://127.0.0.1:1884", value + "x", "https://example.test/"]
     if isinstance(value, dict):
         return [{"DND": "away", "X": "paused"}, {"CAMP": "+15551230000"}, {"campaign": ["CAMP"]}]
     if isinstance(value, list):
