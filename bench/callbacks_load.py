@@ -162,6 +162,7 @@ async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | 
     import aiohttp
 
     from telephonyd.ameyo import AmeyoService
+    from telephonyd.ameyo.routes import callback_routes
     from telephonyd.ameyo.schema import metadata
     from telephonyd.config import (
         AmeyoConfig,
@@ -191,7 +192,7 @@ async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | 
         return True
 
     http = HTTPServer(HTTPConfig(**{"listen": "127.0.0.1:0", **(http_config or {})}), status=status, ready=ready)
-    http.add_routes(service.routes(), auth="none")
+    http.add_routes(callback_routes(service), auth="none")  # as the daemon mounts them (app.py)
     await http.start()
     await outbox.start()
     await service.start()
@@ -262,7 +263,17 @@ async def drained(outbox: Any, timeout_s: float) -> bool:
     return False
 
 
+def loadavg() -> str:
+    """The first three fields of /proc/loadavg (the machine's load during the run)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 async def main(args: argparse.Namespace) -> None:
+    """Relay and bare handler both up for the whole run, measured rep by rep in alternating order
+    (relay first on even reps, bare first on odd ones) so both see the same machine load."""
     import sqlalchemy as sa
 
     from telephonyd.ameyo.schema import request_log
@@ -271,35 +282,63 @@ async def main(args: argparse.Namespace) -> None:
                                                 stdout=asyncio.subprocess.PIPE)
     tops_url = (await fake.stdout.readline()).decode().strip()
     results: dict[str, Any] = {"mode": f"fixed rate {args.rate}/s" if args.rate else f"closed loop, {args.concurrency} in flight",
-                               "cpus": os.cpu_count(), "gc_freeze": args.gc_freeze}
+                               "cpus": os.cpu_count(), "gc_freeze": args.gc_freeze, "reps": args.reps,
+                               "loadavg_before": loadavg()}
+    per_rep = args.calls - args.calls % args.clients
+    reps: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as db_dir:
         base_url, *relay = await start_relay(db_dir, tops_url)
         store, outbox = relay[0], relay[1]
+        ceiling_url, runner = await start_ceiling()
         try:
             warm_up = argparse.Namespace(**{**vars(args), "calls": WARM_UP_CALLS, "rate": 0, "clients": 1})
             await run_clients(base_url, warm_up, 9_000_000)
+            await run_clients(ceiling_url, warm_up, 9_000_000)
+            await drained(outbox, timeout_s=120)
             if args.gc_freeze:
                 gc.collect()
                 gc.freeze()
-            results["relay"] = await run_clients(base_url, args, 0)
-            results["relay"]["drained"] = await drained(outbox, timeout_s=120)
+            for rep in range(args.reps):
+                row: dict[str, Any] = {}
+                order = ["relay", "bare"] if rep % 2 == 0 else ["bare", "relay"]
+                for side in order:
+                    if side == "relay":
+                        row["relay"] = await run_clients(base_url, args, rep * per_rep)
+                        t0 = time.perf_counter()
+                        row["relay"]["drained"] = await drained(outbox, timeout_s=120)
+                        row["relay"]["drain_s"] = round(time.perf_counter() - t0, 2)
+                    else:
+                        row["bare"] = await run_clients(ceiling_url, args, rep * per_rep)
+                row["ratio"] = round(row["relay"]["per_s"] / row["bare"]["per_s"], 3)
+                row["loadavg"] = loadavg()
+                reps.append(row)
+                print(f"rep {rep}: relay {row['relay']['per_s']}/s (p99 {row['relay']['p99_ms']} ms, "
+                      f"errors {row['relay']['errors']}), bare {row['bare']['per_s']}/s "
+                      f"(p99 {row['bare']['p99_ms']} ms), ratio {row['ratio']}, loadavg {row['loadavg']}",
+                      file=sys.stderr, flush=True)
             async with store.connect() as conn:
                 logged = (await conn.execute(sa.select(sa.func.count()).select_from(request_log))).scalar_one()
-            results["relay"]["request_log_rows"] = logged
-            results["relay"]["batches"] = relay[2].committer.batches
+            results["request_log_rows"] = logged
+            results["expected_request_log_rows"] = args.reps * sum(len(callbacks_for(c)) for c in range(per_rep)) \
+                + sum(len(callbacks_for(9_000_000 + c)) for c in range(WARM_UP_CALLS))
+            results["batches"] = relay[2].committer.batches
         finally:
+            await runner.cleanup()
             await stop_relay(*relay)
     fake.stdin.write(b"count\n")
     counts = json.loads(await fake.stdout.readline())
     fake.stdin.write(b"quit\n")
     await asyncio.wait_for(fake.wait(), 10)
-    calls = args.calls - args.calls % args.clients
-    results["tops"] = {**counts, "expected_sends": calls + WARM_UP_CALLS}  # one TopS.II request per call
-    ceiling_url, runner = await start_ceiling()
-    try:
-        results["ceiling"] = await run_clients(ceiling_url, args, 0)
-    finally:
-        await runner.cleanup()
+    results["tops"] = {**counts, "expected_sends": args.reps * per_rep + WARM_UP_CALLS}  # one request per call
+    results["runs"] = reps
+    ratios = sorted(r["ratio"] for r in reps)
+    results["summary"] = {
+        "relay_per_s": [r["relay"]["per_s"] for r in reps],
+        "bare_per_s": [r["bare"]["per_s"] for r in reps],
+        "ratios": [r["ratio"] for r in reps],
+        "median_ratio": statistics.median(ratios),
+        "loadavg_after": loadavg(),
+    }
     print(json.dumps(results, indent=2))
 
 
@@ -311,6 +350,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=0, help="callbacks per second (open loop); 0 = closed loop")
     parser.add_argument("--seconds", type=float, default=0, help="with --rate: run this long")
     parser.add_argument("--clients", type=int, default=1, help="client processes")
+    parser.add_argument("--reps", type=int, default=3, help="relay/bare rounds, alternating order")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (see above)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--fake-tops", action="store_true", help=argparse.SUPPRESS)
