@@ -263,6 +263,27 @@ async def drained(outbox: Any, timeout_s: float) -> bool:
     return False
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of this process by Python thread name (Linux
+    /proc; threads Python did not start, such as aiosqlite's, are summed as ``other``)."""
+    import threading
+
+    names = {t.native_id: t.name.split(" (")[0] for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "other")
+        if name.startswith("Thread-"):
+            name = "other"
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def loadavg() -> str:
     """The first three fields of /proc/loadavg (the machine's load during the run)."""
     try:
@@ -301,7 +322,8 @@ async def main(args: argparse.Namespace) -> None:
             for rep in range(args.reps):
                 row: dict[str, Any] = {}
                 order = ["relay", "bare"] if rep % 2 == 0 else ["bare", "relay"]
-                for side in order:
+                for side in order if not args.relay_only else ["relay"]:
+                    cpu0, threads0 = time.process_time(), thread_cpu()
                     if side == "relay":
                         row["relay"] = await run_clients(base_url, args, rep * per_rep)
                         t0 = time.perf_counter()
@@ -309,12 +331,23 @@ async def main(args: argparse.Namespace) -> None:
                         row["relay"]["drain_s"] = round(time.perf_counter() - t0, 2)
                     else:
                         row["bare"] = await run_clients(ceiling_url, args, rep * per_rep)
-                row["ratio"] = round(row["relay"]["per_s"] / row["bare"]["per_s"], 3)
+                    # this process's CPU (every thread; the relay's includes the outbox draining
+                    # to the fake TopS.II) per callback answered
+                    row[side]["cpu_us_per_callback"] = round((time.process_time() - cpu0) * 1e6
+                                                             / row[side]["callbacks"], 1)
+                    threads1 = thread_cpu()
+                    row[side]["thread_cpu_us_per_callback"] = {
+                        name: round((sec - threads0.get(name, 0.0)) * 1e6 / row[side]["callbacks"], 1)
+                        for name, sec in threads1.items() if sec - threads0.get(name, 0.0) > 0}
+                if args.relay_only:
+                    row["bare"] = {"per_s": 0, "p99_ms": 0}
+                row["ratio"] = round(row["relay"]["per_s"] / max(1, row["bare"]["per_s"]), 3)
                 row["loadavg"] = loadavg()
                 reps.append(row)
                 print(f"rep {rep}: relay {row['relay']['per_s']}/s (p99 {row['relay']['p99_ms']} ms, "
-                      f"errors {row['relay']['errors']}), bare {row['bare']['per_s']}/s "
-                      f"(p99 {row['bare']['p99_ms']} ms), ratio {row['ratio']}, loadavg {row['loadavg']}",
+                      f"errors {row['relay']['errors']}, {row['relay']['cpu_us_per_callback']} us CPU/callback), "
+                      f"bare {row['bare']['per_s']}/s (p99 {row['bare']['p99_ms']} ms, "
+                      f"{row['bare'].get('cpu_us_per_callback')} us CPU/callback), ratio {row['ratio']}, loadavg {row['loadavg']}",
                       file=sys.stderr, flush=True)
             async with store.connect() as conn:
                 logged = (await conn.execute(sa.select(sa.func.count()).select_from(request_log))).scalar_one()
@@ -352,6 +385,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=1, help="client processes")
     parser.add_argument("--reps", type=int, default=3, help="relay/bare rounds, alternating order")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (see above)")
+    parser.add_argument("--relay-only", action="store_true",
+                        help="skip the bare handler (to profile the relay, e.g. under py-spy)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--fake-tops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -26,8 +26,13 @@ def new_request_id() -> str:
     return secrets.token_hex(8)
 
 
+#: One encoder for every row (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """Compact JSON (non-ASCII kept, anything else as ``str``); None stays None."""
+    return None if value is None else _ENCODER.encode(value)
 
 
 #: Every column a row may set; rows written together must carry the same keys.

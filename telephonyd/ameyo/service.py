@@ -198,9 +198,11 @@ class AmeyoService:
                 self.counts["unavailable"] += 1
                 return 503, {"success": False, "error": "shutting down", "request_id": request_id}
             future = self.committer.submit(lambda tx: self.recorder.record(tx, pending), tag=pending)
+            # The unit stays queued whatever happens here (the committer skips a future already
+            # settled); a timer failing the future is half the cost of asyncio.timeout + shield.
+            timer = future.get_loop().call_later(self.config.record_timeout_s, _expire, future)
             try:
-                async with asyncio.timeout(self.config.record_timeout_s):
-                    recorded = await asyncio.shield(future)
+                recorded = await future
             except (TimeoutError, StoreError) as exc:
                 error = "store timeout" if isinstance(exc, TimeoutError) else str(exc)
                 log.error("callback not recorded", extra={"path": path, "error": error})
@@ -208,6 +210,8 @@ class AmeyoService:
                     self.counts["unavailable"] += 1
                     return 503, {"success": False, "error": "not recorded, retry later", "request_id": request_id}
                 recorded = None
+            finally:
+                timer.cancel()
             if pending.rejection is not None:
                 self.counts["rejected"] += 1
                 log.warning("callback rejected", extra={"path": path, "field": pending.rejection.field,
@@ -298,6 +302,12 @@ class AmeyoService:
                 log.warning("ameyo housekeeping failed", extra={"error": str(exc)[:300], "retry_in_s": round(delay, 1)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    """``record_timeout_s`` passed: the callback's wait ends with `TimeoutError` (answered 503)."""
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _log_failed_result(future: asyncio.Future[Any]) -> None:
