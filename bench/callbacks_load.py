@@ -157,8 +157,10 @@ async def fake_tops_main() -> None:
 # Relay side
 
 
-async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    """The relay; ``http_config``: HTTPConfig fields over the loopback default (``tls``)."""
+async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | None = None,
+                      deliver: bool = True) -> tuple[Any, ...]:
+    """The relay; ``http_config``: HTTPConfig fields over the loopback default (``tls``); without
+    ``deliver`` the TopS.II target is registered disabled (rows stay pending: the intake alone)."""
     import aiohttp
 
     from telephonyd.ameyo import AmeyoService
@@ -183,7 +185,7 @@ async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | 
     tops = TopsConfig(real_send=True, test=TopsTarget(base_url=tops_url, api_key=FakeTops().api_key))
     service = AmeyoService(AmeyoConfig(), tops, store, outbox, node_id="bench")
     session = aiohttp.ClientSession()
-    outbox.register_sender("tops", TopsSender(tops, session, on_result=service.record_upstream), enabled=True)
+    outbox.register_sender("tops", TopsSender(tops, session, on_result=service.record_upstream), enabled=deliver)
 
     async def status() -> dict[str, Any]:
         return {}
@@ -252,13 +254,31 @@ async def run_clients(base_url: str, args: argparse.Namespace, first_call: int,
     }
 
 
-async def drained(outbox: Any, timeout_s: float) -> bool:
-    """Poll until no outbox row is pending or in flight; False when ``timeout_s`` passed first."""
+async def open_rows(store: Any) -> int:
+    """Outbox rows pending or in flight: one count on the claim index (`Outbox.stats` scans the
+    whole table, which grows with every rep, and would weigh on the relay's CPU figures)."""
+    import sqlalchemy as sa
+
+    from telephonyd.outbox.model import IN_FLIGHT, PENDING
+    from telephonyd.outbox.schema import outbox as table
+
+    async with store.connect() as conn:
+        stmt = sa.select(sa.func.count()).select_from(table).where(table.c.state.in_((PENDING, IN_FLIGHT)))
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def drained(outbox: Any, timeout_s: float, store: Any = None) -> bool:
+    """Poll until no outbox row is pending or in flight; False when ``timeout_s`` passed first.
+    With ``store``, by `open_rows` (cheap) instead of `Outbox.stats`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        by_state = (await outbox.stats())["by_state"]
-        if not by_state.get("pending", 0) and not by_state.get("in_flight", 0):
-            return True
+        if store is not None:
+            if not await open_rows(store):
+                return True
+        else:
+            by_state = (await outbox.stats())["by_state"]
+            if not by_state.get("pending", 0) and not by_state.get("in_flight", 0):
+                return True
         await asyncio.sleep(0.2)
     return False
 
@@ -308,14 +328,15 @@ async def main(args: argparse.Namespace) -> None:
     per_rep = args.calls - args.calls % args.clients
     reps: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as db_dir:
-        base_url, *relay = await start_relay(db_dir, tops_url)
+        base_url, *relay = await start_relay(db_dir, tops_url, deliver=not args.no_delivery)
         store, outbox = relay[0], relay[1]
         ceiling_url, runner = await start_ceiling()
         try:
             warm_up = argparse.Namespace(**{**vars(args), "calls": WARM_UP_CALLS, "rate": 0, "clients": 1})
             await run_clients(base_url, warm_up, 9_000_000)
             await run_clients(ceiling_url, warm_up, 9_000_000)
-            await drained(outbox, timeout_s=120)
+            if not args.no_delivery:
+                await drained(outbox, timeout_s=120, store=store)
             if args.gc_freeze:
                 gc.collect()
                 gc.freeze()
@@ -326,9 +347,16 @@ async def main(args: argparse.Namespace) -> None:
                     cpu0, threads0 = time.process_time(), thread_cpu()
                     if side == "relay":
                         row["relay"] = await run_clients(base_url, args, rep * per_rep)
-                        t0 = time.perf_counter()
-                        row["relay"]["drained"] = await drained(outbox, timeout_s=120)
-                        row["relay"]["drain_s"] = round(time.perf_counter() - t0, 2)
+                        if not args.no_delivery:
+                            t0 = time.perf_counter()
+                            backlog = await open_rows(store)
+                            drain_cpu0 = time.process_time()
+                            row["relay"]["drained"] = await drained(outbox, timeout_s=120, store=store)
+                            # the outbox alone (no callbacks coming): its cost per TopS.II request
+                            row["relay"]["drain_backlog"] = backlog
+                            row["relay"]["drain_cpu_us_per_send"] = round(
+                                (time.process_time() - drain_cpu0) * 1e6 / backlog, 1) if backlog else None
+                            row["relay"]["drain_s"] = round(time.perf_counter() - t0, 2)
                     else:
                         row["bare"] = await run_clients(ceiling_url, args, rep * per_rep)
                     # this process's CPU (every thread; the relay's includes the outbox draining
@@ -362,7 +390,7 @@ async def main(args: argparse.Namespace) -> None:
     counts = json.loads(await fake.stdout.readline())
     fake.stdin.write(b"quit\n")
     await asyncio.wait_for(fake.wait(), 10)
-    results["tops"] = {**counts, "expected_sends": args.reps * per_rep + WARM_UP_CALLS}  # one request per call
+    results["tops"] = {**counts, "expected_sends": 0 if args.no_delivery else args.reps * per_rep + WARM_UP_CALLS}  # one request per call
     results["runs"] = reps
     ratios = sorted(r["ratio"] for r in reps)
     results["summary"] = {
@@ -387,6 +415,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (see above)")
     parser.add_argument("--relay-only", action="store_true",
                         help="skip the bare handler (to profile the relay, e.g. under py-spy)")
+    parser.add_argument("--no-delivery", action="store_true",
+                        help="TopS.II target disabled: the callback intake alone (HTTP, routing, commit)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--fake-tops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

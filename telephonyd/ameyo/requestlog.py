@@ -26,8 +26,9 @@ def new_request_id() -> str:
     return secrets.token_hex(8)
 
 
-#: One encoder for every row (``json.dumps`` with options builds a new one per call).
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+#: One encoder for every row (``json.dumps`` with options builds a new one per call); the values
+#: are plain data built here (no cycles), so the cycle check is left out.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":"), default=str)
 
 
 def dumps(value: Any) -> str | None:
