@@ -11,11 +11,16 @@ are committed (SQLite WAL, synchronous=FULL).
 The callbacks are a mix with a distinct unique_id per call: a call start, a connected call end, a
 one-phone not answered, and two-phone calls (phone 1 stored, then phone 2: one combined send).
 
-After the load, the run waits for the outbox to drain and checks that the fake received exactly one
-request per logical send and that every callback has its request log row.
-
-The same clients then run against a bare aiohttp handler on this process's event loop that answers
-the same JSON and records nothing: the ceiling of this machine and Python.
+The relay and a bare aiohttp handler (on this process's event loop, answering the same JSON and
+recording nothing: the ceiling of this machine and Python) are both up for the whole run and the
+same client load runs against each, ``--reps`` times in alternating order (relay first on even
+reps), so both see the same machine load. Each rep prints callbacks/s, p99, this process's CPU per
+callback (in total and by thread: the event loop, the store writer) for both, the ratio relay/bare
+and the load average. After each relay rep the run waits for the outbox to drain (its CPU per
+TopS.II request, the outbox alone, is printed as ``drain_cpu_us_per_send``). At the end it checks
+that the fake received exactly one request per logical send and that every callback has its
+request log row. ``--no-delivery`` registers the TopS.II target disabled: the intake alone (HTTP,
+routing, group commit), rows left pending. ``--relay-only`` skips the bare handler (profiling).
 
 Modes:
   closed loop (default): ``--concurrency`` callbacks in flight, as fast as they are answered.
@@ -27,9 +32,10 @@ Modes:
 ~80k objects of the imported libraries then leave the collector's generations, and a full
 collection no longer stalls the event loop for tens of milliseconds (a p99 effect).
 
-Goals: >= 1,500 callbacks/s closed loop, p99 < 20 ms at 500 callbacks/s.
+Goals: >= 0.5x the bare handler's callbacks/s closed loop, p99 < 20 ms at 500 callbacks/s.
 
-  .venv/bin/python bench/callbacks_load.py --callbacks 20000 --concurrency 64
+  .venv/bin/python bench/callbacks_load.py --callbacks 4000 --reps 4 --gc-freeze
+  .venv/bin/python bench/callbacks_load.py --callbacks 4000 --reps 4 --gc-freeze --no-delivery
   .venv/bin/python bench/callbacks_load.py --rate 500 --seconds 10
 """
 
@@ -157,11 +163,14 @@ async def fake_tops_main() -> None:
 # Relay side
 
 
-async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    """The relay; ``http_config``: HTTPConfig fields over the loopback default (``tls``)."""
+async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | None = None,
+                      deliver: bool = True) -> tuple[Any, ...]:
+    """The relay; ``http_config``: HTTPConfig fields over the loopback default (``tls``); without
+    ``deliver`` the TopS.II target is registered disabled (rows stay pending: the intake alone)."""
     import aiohttp
 
     from telephonyd.ameyo import AmeyoService
+    from telephonyd.ameyo.routes import callback_routes
     from telephonyd.ameyo.schema import metadata
     from telephonyd.config import (
         AmeyoConfig,
@@ -182,7 +191,7 @@ async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | 
     tops = TopsConfig(real_send=True, test=TopsTarget(base_url=tops_url, api_key=FakeTops().api_key))
     service = AmeyoService(AmeyoConfig(), tops, store, outbox, node_id="bench")
     session = aiohttp.ClientSession()
-    outbox.register_sender("tops", TopsSender(tops, session, on_result=service.record_upstream), enabled=True)
+    outbox.register_sender("tops", TopsSender(tops, session, on_result=service.record_upstream), enabled=deliver)
 
     async def status() -> dict[str, Any]:
         return {}
@@ -191,7 +200,7 @@ async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | 
         return True
 
     http = HTTPServer(HTTPConfig(**{"listen": "127.0.0.1:0", **(http_config or {})}), status=status, ready=ready)
-    http.add_routes(service.routes(), auth="none")
+    http.add_routes(callback_routes(service), auth="none")  # as the daemon mounts them (app.py)
     await http.start()
     await outbox.start()
     await service.start()
@@ -251,18 +260,67 @@ async def run_clients(base_url: str, args: argparse.Namespace, first_call: int,
     }
 
 
-async def drained(outbox: Any, timeout_s: float) -> bool:
-    """Poll until no outbox row is pending or in flight; False when ``timeout_s`` passed first."""
+async def open_rows(store: Any) -> int:
+    """Outbox rows pending or in flight: one count on the claim index (`Outbox.stats` scans the
+    whole table, which grows with every rep, and would weigh on the relay's CPU figures)."""
+    import sqlalchemy as sa
+
+    from telephonyd.outbox.model import IN_FLIGHT, PENDING
+    from telephonyd.outbox.schema import outbox as table
+
+    async with store.connect() as conn:
+        stmt = sa.select(sa.func.count()).select_from(table).where(table.c.state.in_((PENDING, IN_FLIGHT)))
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def drained(outbox: Any, timeout_s: float, store: Any = None) -> bool:
+    """Poll until no outbox row is pending or in flight; False when ``timeout_s`` passed first.
+    With ``store``, by `open_rows` (cheap) instead of `Outbox.stats`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        by_state = (await outbox.stats())["by_state"]
-        if not by_state.get("pending", 0) and not by_state.get("in_flight", 0):
-            return True
+        if store is not None:
+            if not await open_rows(store):
+                return True
+        else:
+            by_state = (await outbox.stats())["by_state"]
+            if not by_state.get("pending", 0) and not by_state.get("in_flight", 0):
+                return True
         await asyncio.sleep(0.2)
     return False
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of this process by Python thread name (Linux
+    /proc; threads Python did not start, such as aiosqlite's, are summed as ``other``)."""
+    import threading
+
+    names = {t.native_id: t.name.split(" (")[0] for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "other")
+        if name.startswith("Thread-"):
+            name = "other"
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def loadavg() -> str:
+    """The first three fields of /proc/loadavg (the machine's load during the run)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 async def main(args: argparse.Namespace) -> None:
+    """Relay and bare handler both up for the whole run, measured rep by rep in alternating order
+    (relay first on even reps, bare first on odd ones) so both see the same machine load."""
     import sqlalchemy as sa
 
     from telephonyd.ameyo.schema import request_log
@@ -271,35 +329,83 @@ async def main(args: argparse.Namespace) -> None:
                                                 stdout=asyncio.subprocess.PIPE)
     tops_url = (await fake.stdout.readline()).decode().strip()
     results: dict[str, Any] = {"mode": f"fixed rate {args.rate}/s" if args.rate else f"closed loop, {args.concurrency} in flight",
-                               "cpus": os.cpu_count(), "gc_freeze": args.gc_freeze}
+                               "cpus": os.cpu_count(), "gc_freeze": args.gc_freeze, "reps": args.reps,
+                               "loadavg_before": loadavg()}
+    per_rep = args.calls - args.calls % args.clients
+    reps: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as db_dir:
-        base_url, *relay = await start_relay(db_dir, tops_url)
+        base_url, *relay = await start_relay(db_dir, tops_url, deliver=not args.no_delivery)
         store, outbox = relay[0], relay[1]
+        ceiling_url, runner = await start_ceiling()
         try:
             warm_up = argparse.Namespace(**{**vars(args), "calls": WARM_UP_CALLS, "rate": 0, "clients": 1})
             await run_clients(base_url, warm_up, 9_000_000)
+            await run_clients(ceiling_url, warm_up, 9_000_000)
+            if not args.no_delivery:
+                await drained(outbox, timeout_s=120, store=store)
             if args.gc_freeze:
                 gc.collect()
                 gc.freeze()
-            results["relay"] = await run_clients(base_url, args, 0)
-            results["relay"]["drained"] = await drained(outbox, timeout_s=120)
+            for rep in range(args.reps):
+                row: dict[str, Any] = {}
+                order = ["relay", "bare"] if rep % 2 == 0 else ["bare", "relay"]
+                for side in order if not args.relay_only else ["relay"]:
+                    cpu0, threads0 = time.process_time(), thread_cpu()
+                    if side == "relay":
+                        row["relay"] = await run_clients(base_url, args, rep * per_rep)
+                        if not args.no_delivery:
+                            t0 = time.perf_counter()
+                            backlog = await open_rows(store)
+                            drain_cpu0 = time.process_time()
+                            row["relay"]["drained"] = await drained(outbox, timeout_s=120, store=store)
+                            # the outbox alone (no callbacks coming): its cost per TopS.II request
+                            row["relay"]["drain_backlog"] = backlog
+                            row["relay"]["drain_cpu_us_per_send"] = round(
+                                (time.process_time() - drain_cpu0) * 1e6 / backlog, 1) if backlog else None
+                            row["relay"]["drain_s"] = round(time.perf_counter() - t0, 2)
+                    else:
+                        row["bare"] = await run_clients(ceiling_url, args, rep * per_rep)
+                    # this process's CPU (every thread; the relay's includes the outbox draining
+                    # to the fake TopS.II) per callback answered
+                    row[side]["cpu_us_per_callback"] = round((time.process_time() - cpu0) * 1e6
+                                                             / row[side]["callbacks"], 1)
+                    threads1 = thread_cpu()
+                    row[side]["thread_cpu_us_per_callback"] = {
+                        name: round((sec - threads0.get(name, 0.0)) * 1e6 / row[side]["callbacks"], 1)
+                        for name, sec in threads1.items() if sec - threads0.get(name, 0.0) > 0}
+                if args.relay_only:
+                    row["bare"] = {"per_s": 0, "p99_ms": 0}
+                row["ratio"] = round(row["relay"]["per_s"] / max(1, row["bare"]["per_s"]), 3)
+                row["loadavg"] = loadavg()
+                reps.append(row)
+                print(f"rep {rep}: relay {row['relay']['per_s']}/s (p99 {row['relay']['p99_ms']} ms, "
+                      f"errors {row['relay']['errors']}, {row['relay']['cpu_us_per_callback']} us CPU/callback), "
+                      f"bare {row['bare']['per_s']}/s (p99 {row['bare']['p99_ms']} ms, "
+                      f"{row['bare'].get('cpu_us_per_callback')} us CPU/callback), ratio {row['ratio']}, loadavg {row['loadavg']}",
+                      file=sys.stderr, flush=True)
             async with store.connect() as conn:
                 logged = (await conn.execute(sa.select(sa.func.count()).select_from(request_log))).scalar_one()
-            results["relay"]["request_log_rows"] = logged
-            results["relay"]["batches"] = relay[2].committer.batches
+            results["request_log_rows"] = logged
+            results["expected_request_log_rows"] = args.reps * sum(len(callbacks_for(c)) for c in range(per_rep)) \
+                + sum(len(callbacks_for(9_000_000 + c)) for c in range(WARM_UP_CALLS))
+            results["batches"] = relay[2].committer.batches
         finally:
+            await runner.cleanup()
             await stop_relay(*relay)
     fake.stdin.write(b"count\n")
     counts = json.loads(await fake.stdout.readline())
     fake.stdin.write(b"quit\n")
     await asyncio.wait_for(fake.wait(), 10)
-    calls = args.calls - args.calls % args.clients
-    results["tops"] = {**counts, "expected_sends": calls + WARM_UP_CALLS}  # one TopS.II request per call
-    ceiling_url, runner = await start_ceiling()
-    try:
-        results["ceiling"] = await run_clients(ceiling_url, args, 0)
-    finally:
-        await runner.cleanup()
+    results["tops"] = {**counts, "expected_sends": 0 if args.no_delivery else args.reps * per_rep + WARM_UP_CALLS}  # one request per call
+    results["runs"] = reps
+    ratios = sorted(r["ratio"] for r in reps)
+    results["summary"] = {
+        "relay_per_s": [r["relay"]["per_s"] for r in reps],
+        "bare_per_s": [r["bare"]["per_s"] for r in reps],
+        "ratios": [r["ratio"] for r in reps],
+        "median_ratio": statistics.median(ratios),
+        "loadavg_after": loadavg(),
+    }
     print(json.dumps(results, indent=2))
 
 
@@ -311,7 +417,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=0, help="callbacks per second (open loop); 0 = closed loop")
     parser.add_argument("--seconds", type=float, default=0, help="with --rate: run this long")
     parser.add_argument("--clients", type=int, default=1, help="client processes")
+    parser.add_argument("--reps", type=int, default=3, help="relay/bare rounds, alternating order")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (see above)")
+    parser.add_argument("--relay-only", action="store_true",
+                        help="skip the bare handler (to profile the relay, e.g. under py-spy)")
+    parser.add_argument("--no-delivery", action="store_true",
+                        help="TopS.II target disabled: the callback intake alone (HTTP, routing, commit)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--fake-tops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

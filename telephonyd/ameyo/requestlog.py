@@ -26,14 +26,24 @@ def new_request_id() -> str:
     return secrets.token_hex(8)
 
 
+#: One encoder for every row (``json.dumps`` with options builds a new one per call); the values
+#: are plain data built here (no cycles), so the cycle check is left out.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":"), default=str)
+
+
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """Compact JSON (non-ASCII kept, anything else as ``str``); None stays None."""
+    return None if value is None else _ENCODER.encode(value)
 
 
 #: Every column a row may set; rows written together must carry the same keys.
 _COLUMNS = ("request_id", "node_id", "channel", "flow", "path", "call_id", "customer_id", "http_status", "query",
             "decision", "error", "error_field", "api", "outbox_key", "payload", "outcome", "upstream_status",
             "upstream_body", "upstream_error", "attempts", "related_request_id")
+
+
+#: `Transaction.memo` key: request id -> its row queued for the insert in this transaction.
+_QUEUED = "request_log_rows"
 
 
 class RequestLog:
@@ -62,6 +72,7 @@ class RequestLog:
         row.update(attempts=0, node_id="", path="")
         row.update(values)
         tx.later(self._insert, row)
+        tx.memo.setdefault(_QUEUED, {}).setdefault(row["request_id"], row)
 
     def mark(self, tx: Transaction, request_id: str, outcome: str, related_request_id: str | None) -> None:
         """Set the outcome of an earlier callback's row (its phone 1 was combined or expired)."""
@@ -79,11 +90,13 @@ class RequestLog:
                                     "b_body": body, "b_error": error, "b_attempts": attempts})
 
     def _amend(self, tx: Transaction, request_id: str, **values: Any) -> bool:
-        for row in tx.pending(self._insert):
-            if row["request_id"] == request_id:
-                row.update(values)
-                return True
-        return False
+        """Change the row of ``request_id`` if it is still queued in ``tx`` (found by id: a batch
+        holds hundreds of rows and as many results to note)."""
+        row = tx.memo.get(_QUEUED, {}).get(request_id)
+        if row is None:
+            return False
+        row.update(values)
+        return True
 
     def prune(self, conn: sa.Connection, retention_s: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` rows older than ``retention_s``; returns the count."""

@@ -38,6 +38,7 @@ whichever callback (phone 2, a late duplicate, the phone-1 expiry) produces it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -207,11 +208,18 @@ def _time(params: Mapping[str, str], rules: RoutingRules, received: datetime, wa
         raw = params.get(name, "")
         if raw:
             try:
-                return tops_time(parse_time(raw, rules.zone), rules.zone), name
+                return _tops_time_of(raw, rules.zone), name
             except ValueError as exc:
                 warnings.append(f"{name}: {exc}; the time the callback arrived is used")
                 return tops_time(received, rules.zone), f"received ({name} not understood)"
     return tops_time(received, rules.zone), "received"
+
+
+@functools.lru_cache(maxsize=4096)
+def _tops_time_of(raw: str, zone: tzinfo) -> str:
+    """``tops_time(parse_time(raw, zone), zone)``, remembered: the callbacks of a busy second carry
+    the same few time values (a value not understood raises `ValueError` each time, never cached)."""
+    return tops_time(parse_time(raw, zone), zone)
 
 
 def route_call_end(params: Mapping[str, str], rules: RoutingRules, received: datetime) -> Route:

@@ -45,6 +45,8 @@ PRUNE_INTERVAL_S = 600.0
 #: A store transaction of the callback writer taking longer is abandoned (its callbacks answer 503).
 WRITE_TIMEOUT_S = 30.0
 ACK = {"success": True, "message": "Data Received"}
+#: TopS.II results are noted in the request log together: the first waits this long (s) for others.
+RESULT_LINGER_S = 0.02
 
 
 def _settings(config: AmeyoConfig, tops: TopsConfig) -> Settings:
@@ -102,6 +104,9 @@ class AmeyoService:
         self.tops_unhealthy = False
         self.tops_last_error: str | None = None
         self._stopping = asyncio.Event()
+        #: TopS.II results waiting (up to `RESULT_LINGER_S`) to be noted in one unit.
+        self._results: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+        self._results_timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         #: Refused callbacks (wrong token, network) are counted in ``counts``; logged once per interval.
         self.refusal_log = LogThrottle(log)
@@ -149,6 +154,7 @@ class AmeyoService:
                 tg.create_task(self.committer.run(), name="ameyo:writer")
                 tg.create_task(self._housekeeping(), name="ameyo:housekeeping")
                 await self._stopping.wait()
+                self._note_results()
                 self.committer.close()
         finally:
             self.state = "stopped"
@@ -200,9 +206,11 @@ class AmeyoService:
                 self.counts["unavailable"] += 1
                 return 503, {"success": False, "error": "shutting down", "request_id": request_id}
             future = self.committer.submit(lambda tx: self.recorder.record(tx, pending), tag=pending)
+            # The unit stays queued whatever happens here (the committer skips a future already
+            # settled); a timer failing the future is half the cost of asyncio.timeout + shield.
+            timer = future.get_loop().call_later(self.config.record_timeout_s, _expire, future)
             try:
-                async with asyncio.timeout(self.config.record_timeout_s):
-                    recorded = await asyncio.shield(future)
+                recorded = await future
             except (TimeoutError, StoreError) as exc:
                 error = "store timeout" if isinstance(exc, TimeoutError) else str(exc)
                 log.error("callback not recorded", extra={"path": path, "error": error})
@@ -210,6 +218,8 @@ class AmeyoService:
                     self.counts["unavailable"] += 1
                     return 503, {"success": False, "error": "not recorded, retry later", "request_id": request_id}
                 recorded = None
+            finally:
+                timer.cancel()
             if pending.rejection is not None:
                 self.counts["rejected"] += 1
                 log.warning("callback rejected", extra={"path": path, "field": pending.rejection.field,
@@ -245,8 +255,9 @@ class AmeyoService:
     ) -> None:
         """Note one TopS.II attempt (``outcome``: delivered, dry_run, retry, dead) on the request log.
 
-        Does not wait for the write (the outbox already holds the delivery state); ``unhealthy`` (an
-        authentication or licence refusal) degrades `health` until the next delivery.
+        Does not wait for the write (the outbox already holds the delivery state): results are
+        noted together, up to `RESULT_LINGER_S` after the first; ``unhealthy`` (an authentication
+        or licence refusal) degrades `health` until the next delivery.
         """
         if outcome in ("delivered", "dry_run"):
             self.tops_unhealthy = False
@@ -255,8 +266,27 @@ class AmeyoService:
         if error:
             self.tops_last_error = error
         reply = {"status": status, "body": body, "error": error, "attempts": attempts}
-        future = self.committer.submit(lambda tx: self.recorder.record_result(tx, payload, outcome, **reply))
-        future.add_done_callback(_log_failed_result)
+        self._results.append((payload, outcome, reply))
+        if self.state != "running":  # stopping or stopped: no waiting for others
+            self._note_results()
+        elif self._results_timer is None:
+            self._results_timer = asyncio.get_running_loop().call_later(RESULT_LINGER_S, self._note_results)
+
+    def _note_results(self) -> None:
+        """Hand the results gathered since the first one to the writer as one unit (one unit per
+        TopS.II reply made a transaction of its own whenever no callback was being recorded)."""
+        if self._results_timer is not None:
+            self._results_timer.cancel()
+            self._results_timer = None
+        results, self._results = self._results, []
+        if not results:
+            return
+
+        def work(tx: Transaction) -> None:
+            for payload, outcome, reply in results:
+                self.recorder.record_result(tx, payload, outcome, **reply)
+
+        self.committer.submit(work).add_done_callback(_log_failed_result)
 
     # -- housekeeping ----------------------------------------------------------------------------
 
@@ -300,6 +330,12 @@ class AmeyoService:
                 log.warning("ameyo housekeeping failed", extra={"error": str(exc)[:300], "retry_in_s": round(delay, 1)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    """``record_timeout_s`` passed: the callback's wait ends with `TimeoutError` (answered 503)."""
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _log_failed_result(future: asyncio.Future[Any]) -> None:
