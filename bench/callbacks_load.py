@@ -162,6 +162,7 @@ async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | 
     import aiohttp
 
     from telephonyd.ameyo import AmeyoService
+    from telephonyd.ameyo.routes import callback_routes
     from telephonyd.ameyo.schema import metadata
     from telephonyd.config import (
         AmeyoConfig,
@@ -191,7 +192,7 @@ async def start_relay(db_dir: str, tops_url: str, http_config: dict[str, Any] | 
         return True
 
     http = HTTPServer(HTTPConfig(**{"listen": "127.0.0.1:0", **(http_config or {})}), status=status, ready=ready)
-    http.add_routes(service.routes(), auth="none")
+    http.add_routes(callback_routes(service), auth="none")
     await http.start()
     await outbox.start()
     await service.start()
