@@ -336,8 +336,12 @@ class GroupCommit(Generic[Item, Result]):
         if len(live) > 1:
             log.warning("group commit failed, retrying units one by one",
                         extra={"writer": self.name, "units": len(live), "error": short_error(exc)})
-        for queued in live:
-            await self._single(queued, exc if len(live) == 1 else None, policy)
+        try:
+            for queued in live:
+                await self._single(queued, exc if len(live) == 1 else None, policy)
+        except asyncio.CancelledError:
+            _fail(live, StoreError(f"{self.name} stopped before the commit"))  # those not yet retried
+            raise
 
     async def _single(self, queued: _Queued[Item, Result], first_error: Exception | None, policy: RetryAlone) -> None:
         error = first_error

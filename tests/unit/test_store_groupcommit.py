@@ -32,11 +32,11 @@ class Commits:
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         self.entered.set()
         try:
-            if self.gate is not None:
-                await self.gate.wait()
             for item in items:
                 if item in self.fail:
                     raise self.fail[item]
+            if self.gate is not None:
+                await self.gate.wait()
             self.committed.extend(items)
             return [f"ok:{item}" for item in items]
         finally:
@@ -241,3 +241,20 @@ def test_lock_conflicts_are_mariadb_conflicts_and_sqlite_busy_only() -> None:
     assert is_lock_conflict(sa.exc.OperationalError("x", {}, Exception(1205, "Lock wait timeout exceeded")))
     assert not is_lock_conflict(sa.exc.OperationalError("x", {}, Exception(2013, "Lost connection")))
     assert not is_lock_conflict(sa.exc.IntegrityError("x", {}, Exception("UNIQUE constraint failed")))
+
+
+async def test_cancelling_the_writer_while_it_retries_alone_fails_every_caller_left() -> None:
+    commits = Commits()
+    commits.fail["bad"] = sa.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+    group: GroupCommit[str, str] = GroupCommit(commits, name="w", max_batch=10, timeout_s=5,
+                                               failure=RetryAlone(0.001, 0.002))
+    commits.gate = asyncio.Event()  # holds every transaction that does not fail at once
+    futures = [group.submit(x) for x in ("bad", "a", "b")]
+    runner = asyncio.create_task(group.run())
+    while len(commits.batches) < 3:  # the batch failed, "bad" failed alone, "a" is under way alone
+        await asyncio.sleep(0)
+    runner.cancel()
+    # (bounded so that a caller left waiting fails the test instead of hanging it)
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 30)
+    assert isinstance(results[0], StoreError)
+    assert [str(r) for r in results[1:]] == ["w stopped before the commit"] * 2
