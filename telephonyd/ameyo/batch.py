@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from ..outbox.queries import CONFLICT_BASE_S, CONFLICT_CAP_S
 from ..store import Prepared, Store
-from ..store.groupcommit import GroupCommit, RetryAlone
+from ..store.groupcommit import GroupCommit, RetryAlone, retrieve
 
 
 class Transaction:
@@ -81,7 +81,9 @@ class GroupCommitter:
 
     def submit(self, work: Work, tag: Any = None) -> asyncio.Future[Any]:
         """Queue ``work``; after `close` it runs alone (results of late sends)."""
-        return self.group.submit((work, tag))
+        future = self.group.submit((work, tag))
+        future.add_done_callback(retrieve)  # a caller that gave up waiting leaves no "never retrieved"
+        return future
 
     @property
     def max_batch(self) -> int:

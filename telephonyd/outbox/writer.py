@@ -63,9 +63,10 @@ class GroupWriter(Generic[Item, Result]):
         return self.group.last_error
 
     async def submit(self, item: Item) -> Result:
-        if self.group.closing or not self.running:
-            raise StoreError(f"{self.group.name} is not running")
-        return await self.group.submit(item)
+        group = self.group
+        if group.closing or group.task is None or group.task.done():
+            raise StoreError(f"{group.name} is not running")
+        return await group.submit(item)
 
     async def close(self, timeout: float) -> None:
         """Write what is queued (within ``timeout``), then stop; later submits raise."""

@@ -165,9 +165,11 @@ class GroupCommit(Generic[Item, Result]):
 
     def submit(self, item: Item) -> asyncio.Future[Result]:
         """Queue ``item``; the future resolves with its result after COMMIT, or fails with the
-        error (see the module docstring). After `close`, ``item`` is committed alone at once."""
+        error (see the module docstring). After `close`, ``item`` is committed alone at once.
+        A caller that may stop waiting without cancelling the future (``asyncio.shield``, fire and
+        forget) should retrieve its outcome (`retrieve`), or asyncio warns of an exception never
+        retrieved."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)  # a caller that gave up waiting leaves no "never retrieved"
         queued = _Queued(item, future)
         if self._closing:
             task = asyncio.create_task(self._alone(queued), name=f"{self.name}:late")
@@ -396,6 +398,7 @@ def _fail(items: list[_Queued[Any, Any]], error: StoreError) -> None:
                                         if isinstance(error, StoreConflict) else StoreError(str(error)))
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """A done callback that marks a future's exception as retrieved (for callers that may not)."""
     if not future.cancelled():
         future.exception()
