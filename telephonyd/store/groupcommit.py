@@ -124,7 +124,7 @@ class GroupCommit(Generic[Item, Result]):
         max_batch: most items per transaction (may be changed while running).
         timeout_s: bound of each transaction, seconds.
         depth: transactions handed to the store at once (1: one after the other).
-        failure: `FailEach` or `RetryAlone`.
+        failure: `FailEach` (None: the default) or `RetryAlone`.
         after_commit: called after every committed transaction (a hook's error is logged).
     """
 
@@ -136,7 +136,7 @@ class GroupCommit(Generic[Item, Result]):
         max_batch: int,
         timeout_s: float,
         depth: int = 1,
-        failure: FailEach | RetryAlone = FailEach(),
+        failure: FailEach | RetryAlone | None = None,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._commit_items = commit
@@ -144,7 +144,7 @@ class GroupCommit(Generic[Item, Result]):
         self.max_batch = max_batch
         self.timeout_s = timeout_s
         self.depth = max(1, depth)
-        self.failure = failure
+        self.failure = failure if failure is not None else FailEach()
         self.after_commit = after_commit
         self._queue: deque[_Queued[Item, Result]] = deque()
         self._wakeup = asyncio.Event()
