@@ -1,8 +1,8 @@
 """`GroupCommit`: many callers' small writes share one transaction (one COMMIT, one fsync).
 
-A caller `GroupCommit.submit`\\ s an item and awaits the future it gets back. That future is resolved
-with the item's result only after the transaction holding the item has COMMITTED, so the caller can
-answer its peer knowing the row is durable. If the write failed, the future gets the error instead.
+A caller submits an item (`GroupCommit.submit`) and awaits the future it gets back. That future is
+resolved with the item's result only after the transaction holding the item has COMMITTED, so the
+caller can answer its peer knowing the row is durable. If the write failed, the future gets the error instead.
 One task (`GroupCommit.run`, or `GroupCommit.start` for a task of its own) takes up to ``max_batch``
 queued items, oldest first, and passes them to ``commit(items) -> results``. That function runs ONE
 transaction, normally one `Store.write` (``urgent=True`` when callers wait to answer a peer; on
@@ -25,10 +25,11 @@ What a failed batch does to its callers is the writer's ``failure`` policy:
 - `RetryAlone` (used by the Ameyo callbacks): each item of a failed batch of several is committed
   again in a transaction of its own, so one bad item fails only its own caller. An item alone that
   loses to a lock conflict (`is_lock_conflict`) is tried again, up to ``attempts`` times, after a
-  jittered pause (`backoff.full_jitter`). Conflicts are counted in the store's `ConflictCounter`
-  under ``op``. A batch that timed out fails every caller in it with `StoreError`, and so does an
-  item whose attempts ran out (other errors are passed on unchanged). Items must touch nothing but
-  their own transaction: they may run twice, and only one of those runs commits.
+  jittered pause (`backoff.full_jitter`); conflicts are counted in the store's `ConflictCounter`
+  under ``op``. Any other failure of an item alone is final. A batch that timed out is not retried:
+  every caller in it gets `StoreError`. An item that failed for good gets `StoreError` for a store
+  error or a timeout, and a bug's exception unchanged. Items must touch nothing but their own
+  transaction: they may run twice, and only one of those runs commits.
 
 An item whose caller stopped waiting (its future cancelled) before its batch began is left out.
 `close` stops the batching: `run` returns once what was queued before it has committed, and an
@@ -37,9 +38,10 @@ cancelled, the callers of the transaction under way and of everything still queu
 `StoreError`.
 
 Figures for ``/status``: ``batches`` committed (an item committed alone after its batch failed is
-not one), ``items`` committed, ``largest_batch``,
-``failed_batches`` (store errors and conflicts), ``failed_items`` (`RetryAlone`: items whose last
-attempt failed), ``backlog`` (items queued).
+not one), ``items`` committed, ``largest_batch``, ``failed_batches`` (store errors and conflicts),
+``failed_items`` (`RetryAlone`: items that failed for good), ``backlog`` (items queued). The queue
+is not bounded: callers bound their own wait (an Ameyo callback answers 503 after
+``ameyo.record_timeout_s``; a ``call_log`` session gives up after ``call_log.enqueue_timeout_s``).
 
 This is the shape for callers that WAIT for a durable answer. The call-event sink
 (`calls.sink.CallSink`) and the DID selection recorder (`didselect.recorder.SelectionRecorder`) are
