@@ -24,7 +24,7 @@ What a failed batch does to its callers is the writer's ``failure`` policy:
   batch commits. Anything else is a bug: it is logged with its traceback and each caller gets it.
 - `RetryAlone` (used by the Ameyo callbacks): each item of a failed batch of several is committed
   again in a transaction of its own, so one bad item fails only its own caller. An item alone that
-  loses to a lock conflict (`is_lock_conflict`) is tried again, up to ``attempts`` times, after a
+  loses to a lock conflict (`conflicts.is_lock_conflict`) is tried again, up to ``attempts`` times, after a
   jittered pause (`backoff.full_jitter`); conflicts are counted in the store's `ConflictCounter`
   under ``op``. Any other failure of an item alone is final. A batch that timed out is not retried:
   every caller in it gets `StoreError`. An item that failed for good gets `StoreError` for a store
@@ -60,11 +60,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import sqlalchemy as sa
-
 from ..backoff import full_jitter
 from ..errors import StoreError, raise_if_cancelling
-from .conflicts import ConflictCounter, StoreConflict, is_conflict
+from .conflicts import ConflictCounter, StoreConflict, is_conflict, is_lock_conflict
 from .errors import STORE_ERRORS, short_error
 
 log = logging.getLogger(__name__)
@@ -96,19 +94,6 @@ class RetryAlone:
     conflicts: ConflictCounter | None = None
     op: str = "write"
     rng: random.Random = field(default_factory=random.Random)
-
-
-def is_lock_conflict(exc: BaseException) -> bool:
-    """True when the database refused ``exc``'s transaction over locks held by concurrent writers:
-    a write conflict (`conflicts.is_conflict`: MariaDB deadlock, lock wait timeout, Galera
-    certification) or SQLite's ``database is locked`` (another process held the file past the
-    busy timeout). Trying the same transaction again later may succeed."""
-    if not isinstance(exc, sa.exc.OperationalError):
-        return False
-    if is_conflict(exc):
-        return True
-    text = str(exc.orig if exc.orig is not None else exc).lower()
-    return any(s in text for s in ("deadlock", "lock wait timeout", "database is locked"))
 
 
 @dataclass(slots=True)

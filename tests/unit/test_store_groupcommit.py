@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from telephonyd.errors import StoreError
-from telephonyd.store.conflicts import ConflictCounter, StoreConflict
-from telephonyd.store.groupcommit import GroupCommit, RetryAlone, is_lock_conflict
+from telephonyd.store.conflicts import ConflictCounter, StoreConflict, is_lock_conflict
+from telephonyd.store.groupcommit import GroupCommit, RetryAlone
 
 
 class Commits:
