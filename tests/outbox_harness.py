@@ -77,7 +77,7 @@ class Node:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        writer_task = self.outbox._writer._task
+        writer_task = self.outbox._writer.task
         if writer_task is not None:
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)

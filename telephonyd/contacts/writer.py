@@ -1,5 +1,9 @@
 """Batched ``ps_contacts`` writes: a few statements per batch whatever its size.
 
+Every write is one plain function over a synchronous connection (`ContactsWriter.write_batch`),
+run as one `Store.write` transaction (`ContactsWriter.apply`; on SQLite on the store's writer
+thread, like every other write of the process). Reads use the async engine.
+
 - Rows (owned mode): one DELETE of the ids (this reg_server only), then one multi-row INSERT that
   skips a row whose id another reg_server holds (``id`` is unique on its own in Asterisk's schema;
   such a clash is counted and logged, never overwritten).
@@ -76,17 +80,21 @@ class ContactsWriter:
         return row
 
     async def reconcile(self, listed: Mapping[str, Contact], *, scope: Scope) -> tuple[ReconcilePlan, dict[str, Contact]]:
-        """Make the rows in ``scope`` match a listing, in ONE transaction.
+        """Make the rows in ``scope`` match a listing; the changes are written in ONE transaction.
 
-        Reads this reg_server's rows (owned) or the listed ids' rows (asterisk mode), plans, writes.
-        Returns the plan and the listed contacts stamped with their ``status_updated_at``.
+        Reads this reg_server's rows (owned) or the listed ids' rows (asterisk mode), plans off the
+        event loop, then writes the plan with `apply` (`Store.write`). The read is not part of the
+        write transaction: only this instance writes its reg_server's rows (owned), and asterisk
+        mode writes the status columns by id, which is right whatever Asterisk did meanwhile.
+        Planning outside the transaction keeps SQLite's write lock (which a call's outbox row also
+        needs) free while a 50,000-contact listing is compared. Returns the plan and the listed
+        contacts stamped with their ``status_updated_at``.
         """
-        async with self.store.begin() as conn:
+        async with self.store.connect() as conn:
             rows = await self.load_own(conn) if self.owned else await self.load_ids(conn, list(listed))
-            # Pure and O(listing): off the event loop (50,000 contacts hold it for hundreds of ms).
-            stamped, plan = await asyncio.to_thread(self._plan, rows, listed, scope)
-            await self.write(conn, new_rows=plan.added, rows=plan.changed, statuses=plan.status_changed,
-                             deletes=plan.removed)
+        # Pure and O(listing): off the event loop (50,000 contacts hold it for hundreds of ms).
+        stamped, plan = await asyncio.to_thread(self._plan, rows, listed, scope)
+        await self.apply(new_rows=plan.added, rows=plan.changed, statuses=plan.status_changed, deletes=plan.removed)
         return plan, stamped
 
     def _plan(self, rows: Mapping[str, Contact], listed: Mapping[str, Contact],
@@ -117,6 +125,22 @@ class ContactsWriter:
             rows.update((row.id, Contact.from_row(row)) for row in result)
         return rows
 
+    async def apply(
+        self,
+        *,
+        rows: Sequence[Contact] = (),
+        statuses: Sequence[Contact] = (),
+        deletes: Sequence[str] = (),
+        new_rows: Sequence[Contact] = (),
+    ) -> int:
+        """Apply one batch in a transaction of its own (`Store.write`: on SQLite the store's writer
+        thread, so it queues with the other writes of the process instead of meeting them on
+        SQLite's lock); returns the statements executed. Arguments as `write_batch`. Raises what
+        the store raises (SQLAlchemy errors, `StoreError`); nothing is written then.
+        """
+        return await self.store.write(lambda conn: self.write_batch(conn, rows=rows, statuses=statuses,
+                                                                    deletes=deletes, new_rows=new_rows))
+
     async def write(
         self,
         conn: AsyncConnection,
@@ -126,27 +150,44 @@ class ContactsWriter:
         deletes: Sequence[str] = (),
         new_rows: Sequence[Contact] = (),
     ) -> int:
-        """Apply one batch inside the caller's transaction; returns the statements executed.
+        """`write_batch` inside a transaction the caller opened on the async engine
+        (``store.begin()``); `apply` is the store's write path and should be preferred."""
+        return await conn.run_sync(lambda sync: self.write_batch(sync, rows=rows, statuses=statuses,
+                                                                 deletes=deletes, new_rows=new_rows))
+
+    def write_batch(
+        self,
+        conn: sa.Connection,
+        *,
+        rows: Sequence[Contact] = (),
+        statuses: Sequence[Contact] = (),
+        deletes: Sequence[str] = (),
+        new_rows: Sequence[Contact] = (),
+    ) -> int:
+        """Apply one batch inside the transaction of ``conn`` (a `Store.write` work function's
+        connection); returns the statements executed.
 
         ``rows`` replace this reg_server's rows of the same id; ``new_rows`` are known to have none
-        (a resync just read the table), so they skip the DELETE.
+        (a resync just read the table), so they skip the DELETE. Touches nothing but ``conn`` and the
+        ``clashes`` count.
         """
         statements = 0
         t = self.table
         if self.owned:
             gone = [c.id for c in rows] + list(deletes)
             for chunk in _chunks(gone):
-                await conn.execute(t.delete().where(t.c.reg_server == self.reg_server, t.c.id.in_(chunk)))
+                conn.execute(t.delete().where(t.c.reg_server == self.reg_server, t.c.id.in_(chunk)))
                 statements += 1
             if rows or new_rows:
                 contacts = [*rows, *new_rows]
                 inserted = 0
-                # In chunks, each built just before it is sent: the driver formats a statement's
-                # values on the event loop, so one statement (or building every row first) for a
-                # 50,000-row resync would hold it for hundreds of ms.
+                # In chunks, each built just before it is sent: on MariaDB the driver formats a
+                # statement's values on the event loop (`Store.write` runs there through
+                # ``run_sync``), so one statement (or building every row first) for a 50,000-row
+                # resync would hold it for hundreds of ms.
                 for chunk in _chunks(contacts):
                     values = [self._row(c) for c in chunk]
-                    result = await conn.execute(self.store.insert_ignore(t), values)
+                    result = conn.execute(self.store.insert_ignore(t), values)
                     statements += 1
                     inserted += result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(chunk)
                 if inserted < len(contacts):
@@ -157,7 +198,7 @@ class ContactsWriter:
             statuses = [*statuses, *rows, *new_rows]
         for chunk in _chunks(list({c.id: c for c in statuses}.values())):
             sql, params = self._status_update(chunk)
-            await conn.exec_driver_sql(sql, params)
+            conn.exec_driver_sql(sql, params)
             statements += 1
         return statements
 

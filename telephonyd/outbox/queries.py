@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from ..store import STORE_ERRORS, Prepared
+from ..store.errors import short_error
 from ..store.conflicts import StoreConflict, is_conflict
 from ..backoff import full_jitter
 from .claimant import new_token
@@ -415,9 +416,3 @@ class OutboxQueries:
         return await self._write(sa.delete(t).where(t.c.id == row_id)) == 1
 
 
-def short_error(exc: BaseException) -> str:
-    """One line about a store error, without the SQL statement."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    lines = str(getattr(exc, "orig", None) or exc).splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"

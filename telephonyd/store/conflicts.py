@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import sqlalchemy as sa
+
 from ..errors import StoreError
 
 #: Errors that always mean "restart the transaction".
@@ -53,6 +55,19 @@ def is_conflict(exc: BaseException) -> bool:
         text = " ".join(str(a) for a in args[1:]).lower()
         return "wsrep" in text and any(marker in text for marker in _WSREP_MARKERS)
     return False
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True when the database refused ``exc``'s transaction over locks held by concurrent writers:
+    a write conflict (`is_conflict`: MariaDB deadlock, lock wait timeout, Galera
+    certification) or SQLite's ``database is locked`` (another process held the file past the
+    busy timeout). Trying the same transaction again later may succeed."""
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    if is_conflict(exc):
+        return True
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return any(s in text for s in ("deadlock", "lock wait timeout", "database is locked"))
 
 
 class ConflictCounter:

@@ -191,16 +191,16 @@ async def test_registration_storm_makes_one_full_resync(sqlite_url: str) -> None
 async def test_store_failures_are_retried_without_losing_changes(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     async with contacts_rig(sqlite_url, setup=three) as rig:
         await rig.synced()
-        real_write = rig.sync.writer.write
+        real_write = rig.sync.writer.write_batch
         failures = {"left": 2}
 
-        async def flaky(conn: Any, **kwargs: Any) -> int:
+        def flaky(conn: Any, **kwargs: Any) -> int:  # inside the batch's transaction, whichever path runs it
             if failures["left"]:
                 failures["left"] -= 1
                 raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
-            return await real_write(conn, **kwargs)
+            return real_write(conn, **kwargs)
 
-        monkeypatch.setattr(rig.sync.writer, "write", flaky)
+        monkeypatch.setattr(rig.sync.writer, "write_batch", flaky)
         monkeypatch.setattr(rig.sync, "retry_base_s", 0.05)
         rig.fake.set_reachability(ID_1010, False)
         await until(lambda: rig.sync.counters["write_failures"] >= 1)
