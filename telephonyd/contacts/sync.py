@@ -383,8 +383,7 @@ class ContactsSync(UpkeepMixin):
         batch = self._pending.take()
         try:
             async with asyncio.timeout(self.config.store_timeout_s):
-                async with self.store.begin() as conn:
-                    await self.writer.write(conn, rows=batch.rows, statuses=batch.statuses, deletes=batch.deletes)
+                await self.writer.apply(rows=batch.rows, statuses=batch.statuses, deletes=batch.deletes)
         except SYNC_ERRORS as exc:
             self._pending.restore(batch)
             raise_if_cancelling()

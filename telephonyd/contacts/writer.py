@@ -141,20 +141,6 @@ class ContactsWriter:
         return await self.store.write(lambda conn: self.write_batch(conn, rows=rows, statuses=statuses,
                                                                     deletes=deletes, new_rows=new_rows))
 
-    async def write(
-        self,
-        conn: AsyncConnection,
-        *,
-        rows: Sequence[Contact] = (),
-        statuses: Sequence[Contact] = (),
-        deletes: Sequence[str] = (),
-        new_rows: Sequence[Contact] = (),
-    ) -> int:
-        """`write_batch` inside a transaction the caller opened on the async engine
-        (``store.begin()``); `apply` is the store's write path and should be preferred."""
-        return await conn.run_sync(lambda sync: self.write_batch(sync, rows=rows, statuses=statuses,
-                                                                 deletes=deletes, new_rows=new_rows))
-
     def write_batch(
         self,
         conn: sa.Connection,
