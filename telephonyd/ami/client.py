@@ -118,10 +118,6 @@ class AMIClient:
 
         return remove
 
-    def request_resync(self) -> None:
-        """Run the `on_connect` callbacks again (once, however often this is called meanwhile)."""
-        self._resync_wanted.set()
-
     @property
     def connected(self) -> bool:
         """True while a session is logged in."""

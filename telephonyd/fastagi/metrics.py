@@ -64,9 +64,9 @@ class FastAGICounters:
         """``[(upper_bound_s, count_le_bound), ..., (inf, total)]``."""
         out: list[tuple[float, int]] = []
         total = 0
-        for bound, count in zip((*self.buckets, float("inf")), self.duration_buckets):
+        for upper, count in zip((*self.buckets, float("inf")), self.duration_buckets):
             total += count
-            out.append((bound, total))
+            out.append((upper, total))
         return out
 
     def snapshot(self) -> dict[str, Any]:

@@ -103,7 +103,6 @@ class MQTTPublisher:
         self.connects = 0
         self.published = 0
         self.last_error: str | None = None
-        self.connected_since: float | None = None
 
     # -- presence side ---------------------------------------------------------------------------
 
@@ -155,7 +154,6 @@ class MQTTPublisher:
                         "broker": f"{self.host}:{self.port}", "error": self.last_error})
                 finally:
                     self._client = None
-                    self.connected_since = None
                 if self._stopping.is_set():
                     break
                 self.state = "disconnected"
@@ -228,7 +226,6 @@ class MQTTPublisher:
         clean_exit = False
         try:
             self.connects += 1
-            self.connected_since = time.time()
             await self._on_connected(client)
             self.state = "connected"
             log.info("MQTT broker connected", extra={"broker": f"{self.host}:{self.port}",

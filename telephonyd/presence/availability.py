@@ -28,7 +28,6 @@ from typing import Any
 
 from .devices import EndpointFilter
 
-OVERLAY_STATES = ("dnd", "paused", "away")
 PRESENCE_TO_STATE = {"dnd": "dnd", "away": "away", "xa": "away", "unavailable": "away"}
 _IDLE_CUSTOM = frozenset({"NOT_INUSE", "UNKNOWN", "UNAVAILABLE", "INVALID"})
 

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
-from .availability import Membership, PresenceValue, overlay
+from .availability import overlay
 from .availability_facts import AvailabilityFacts
 from .seed_apply import SeedApply
 from .events import (  # the published events are imported from here too

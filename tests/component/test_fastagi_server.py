@@ -19,7 +19,7 @@ from telephonyd.fastagi.protocol import check_sendable
 from telephonyd.logs import ContextFilter
 from tests import helpers
 from tests.conftest import ASTERISK_FIXTURES
-from tests.fakes.agi import REPLY_511, FakeChannel, recorded_channels, run_session
+from tests.fakes.agi import FakeChannel, recorded_channels, run_session
 
 RESULT_SET = 'SET VARIABLE TELEPHONYD_RESULT "{}"'
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from tests.conftest import ASTERISK_VERSIONS
-from tests.fakes.ami_replies import ReplyBook, UnrecordedAction, fill, frame, key_of, messages
+from tests.fakes.ami_replies import ReplyBook, UnrecordedAction, fill, frame, messages
 from tests.fakes.ami_sip import FakeSipPeer, SipPeers
 from tests.fakes.ami_wire import AMI_RECORDINGS as RECORDINGS
 from tests.fakes.ami_wire import (

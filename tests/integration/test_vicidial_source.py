@@ -130,7 +130,7 @@ async def test_nothing_skipped_by_key_order_batches_or_late_inserts(sqlite_url, 
     spread = [db.uniqueid(back(600 - 30 * n, now)) for n in range(15)]
     for n, uid in enumerate(spread):
         db.log_call(uid, 300 + n, "A", at=back(600 - 30 * n, now))
-    async with vicidial_node(sqlite_url, db, http_session, fake_did.base_url, batch_size=10) as node:
+    async with vicidial_node(sqlite_url, db, http_session, fake_did.base_url, batch_size=10):
         want = {(u, "NA") for u in same_second} | {(u, "A") for u in spread}
         await wait_until(lambda: set(reported(fake_did)) >= want, timeout=20, what="all rows")
         # A row inserted after the head passed its call_date (VICIdial writes call_date = when the

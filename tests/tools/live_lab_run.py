@@ -109,13 +109,11 @@ def online_view():
 async def converge(name, timeout=5.0, since=None):
     """ps_contacts == Asterisk's listing and every endpoint with a usable contact online, within timeout."""
     t0 = since or time.monotonic()
-    last = None
     while True:
         ast = asterisk_contacts(); db = db_contacts(); view = online_view()
         want_online = {cid.split(";@")[0] for cid, (_, st, _) in ast.items() if st in ("Reachable", "NonQualified")}
         ok_rows = ast == db
         ok_view = view is not None and all(view.get(e) for e in want_online)
-        last = (ast, db, view)
         if ok_rows and ok_view:
             took = time.monotonic() - t0
             REPORT.append({"scenario": name, "ok": True, "took_s": round(took, 2), "contacts": len(ast)})
