@@ -85,9 +85,18 @@ async def list_records(store: Store, *, since: float, limit: int = 100) -> list[
     return [_summary(row) for row in rows]
 
 
+#: Key prefix of the VICIdial source's reports of an outbound call (`telephonyd.vicidial.payload.outbox_key`:
+#: ``vicidial:<vicidial_log.uniqueid>:<status>``). Calls do not import the VICIdial edge; a test
+#: builds its rows with that function, so a change of the key shows there.
+VICIDIAL_KEY_PREFIX = "vicidial:"
+
+
 async def show_record(store: Store, key: str, *, call_log_target: str = "did_optimizer") -> dict[str, Any] | None:
-    """One call by linkedid or by any leg's uniqueid: its full record plus ``call_log`` (the
-    outcome row reported for one of its legs: ``state``, ``key``, ``payload``, or None)."""
+    """One call by linkedid or by any leg's uniqueid: its full record plus what was reported for it
+    to ``call_log_target``: ``call_log`` (the FastAGI outcome row of one of its legs: ``key``,
+    ``state``, ``delivered_at``, ``payload``; or None) and ``vicidial`` (the VICIdial source's
+    disposition reports for one of its legs, oldest first, each with its ``status``; ``[]`` when
+    none: the source is off, or the call is an inbound closer call, keyed by ``closecallid``)."""
     t = call_records
     async with store.connect() as conn:
         row = (await conn.execute(sa.select(t).where(t.c.linkedid == key))).first()
@@ -105,11 +114,18 @@ async def show_record(store: Store, key: str, *, call_log_target: str = "did_opt
         found = (await conn.execute(
             sa.select(o.c.key, o.c.state, o.c.payload, o.c.delivered_at)
             .where(o.c.target == call_log_target, o.c.key.in_(legs)).order_by(o.c.id).limit(1))).first()
+        reports = (await conn.execute(
+            sa.select(o.c.key, o.c.state, o.c.payload, o.c.delivered_at)
+            .where(o.c.target == call_log_target,
+                   sa.or_(*[o.c.key.startswith(f"{VICIDIAL_KEY_PREFIX}{leg}:", autoescape=True) for leg in legs]))
+            .order_by(o.c.id))).all()
     call_log = None
     if found is not None:
         call_log = {"key": found.key, "state": found.state, "delivered_at": found.delivered_at,
                     "payload": json.loads(found.payload)}
-    return {**_summary(row), "record": record, "call_log": call_log}
+    vicidial = [{"key": r.key, "status": r.key.rsplit(":", 1)[-1], "state": r.state, "delivered_at": r.delivered_at,
+                 "payload": json.loads(r.payload)} for r in reports]
+    return {**_summary(row), "record": record, "call_log": call_log, "vicidial": vicidial}
 
 
 def prune_statement(before: float) -> sa.Delete:

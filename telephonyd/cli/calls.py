@@ -85,7 +85,7 @@ def list_calls(obj: Any, since: str, limit: int, as_json: bool) -> None:
 @click.argument("key", metavar="UNIQUEID|LINKEDID")
 @click.pass_obj
 def show_call(obj: Any, key: str) -> None:
-    """One call's record (JSON), with the call_log outcome reported for it when there is one."""
+    """One call's record (JSON), with the call_log outcome and the VICIdial dispositions reported for it."""
     target = "did_optimizer"
     found = _with_store(obj, lambda store: show_record(store, key, call_log_target=target))
     if found is None:

@@ -201,3 +201,40 @@ async def test_outcomes_from_ami_share_the_call_log_key(sqlite_url: str) -> None
     finally:
         await outbox.stop(2.0)
         await store.close()
+
+
+async def test_a_call_record_shows_the_vicidial_dispositions_of_its_legs(store_url: str) -> None:
+    """`show_record` joins what the VICIdial source reported for one of the call's legs (keys made by
+    the source's own `outbox_key`), oldest first, and nothing reported for another call."""
+    from telephonyd.vicidial.payload import LOG, outbox_key
+
+    config = CallsConfig.model_validate({"enabled": True})
+    store = Store(store_url, schemas=[metadata, calls_metadata])
+    await store.start()
+    outbox = Outbox(store, node_id="n1", config=fast_config(), rng=random.Random(1))
+    sink = CallSink(config, store=store, outbox=outbox, node_id="n1")
+    try:
+        await outbox.start()
+        async with running(sink, 5.0):
+            events = tracked_events()
+            for event in events:
+                sink.push(event)
+            await wait_until(lambda: sink.written == len(events), what="events stored")
+        # The agent's SALE on the answered call's callee leg, later corrected to DNC; a busy call's NA
+        # and a uniqueid sharing the leg's prefix belong to other calls.
+        for uniqueid, status in [("1795237839.2", "SALE"), ("1795237857.3", "NA"), ("1795237839.20", "XFER"),
+                                 ("1795237839.2", "DNC")]:
+            key = outbox_key(LOG, {"uniqueid": uniqueid}, status)
+            await outbox.enqueue("did_optimizer", key, {"uniqueid": uniqueid, "status": status,
+                                                        "report": "disposition"})
+        shown = await show_record(store, "1795237838.1")
+        assert shown is not None and shown["call_log"] is None
+        assert [(r["status"], r["payload"]["uniqueid"], r["state"]) for r in shown["vicidial"]] == [
+            ("SALE", "1795237839.2", "pending"), ("DNC", "1795237839.2", "pending")]
+        busy = await show_record(store, "1795237857.3")
+        assert busy is not None and [r["status"] for r in busy["vicidial"]] == ["NA"]
+        other = await show_record(store, "1795237912.13")
+        assert other is not None and other["vicidial"] == []
+    finally:
+        await outbox.stop(2.0)
+        await store.close()
