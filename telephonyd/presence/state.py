@@ -40,6 +40,8 @@ previous run's values). An update that changes neither field yields nothing.
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -81,9 +83,21 @@ _IN_CALL = frozenset({"ringing", "on_call", "on_hold"})
 
 
 def iso_utc(epoch_s: float) -> str:
-    """``2026-11-21T04:52:23.627Z`` for an epoch time."""
-    moment = datetime.fromtimestamp(epoch_s, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``2026-11-21T04:52:23.627Z`` for an epoch time: exactly what
+    ``datetime.fromtimestamp(epoch_s, UTC)`` shows to the millisecond (microseconds rounded half
+    to even first, as datetime does, then cut), with the seconds part formatted once per second (a
+    flood of device states stamps thousands of statuses within one second)."""
+    second = math.floor(epoch_s)
+    micro = round((epoch_s - second) * 1e6)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    return f"{_second_text(second)}{micro // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(second: int) -> str:
+    """``2026-11-21T04:52:23.`` for a whole epoch second."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 class PresenceMachine(AvailabilityFacts, SeedApply):
