@@ -202,6 +202,7 @@ async def live(args: argparse.Namespace, ami_port: int, http_port: int) -> dict[
     duration_s = args.concurrency / calls_per_s
     count = int(calls_per_s * args.seconds)
     report: dict[str, Any] = {"rate_call_events_per_s": args.rate, "concurrency": args.concurrency,
+                              "durability": args.durability,
                               "calls": count, "call_duration_s": round(duration_s, 2),
                               "ami_events_per_s": round(calls_per_s * templates.ami_events_per_call)}
     ami_config = AMIConfig(enabled=True, port=ami_port, secret=SECRET, events="system,call",
@@ -234,7 +235,8 @@ async def live(args: argparse.Namespace, ami_port: int, http_port: int) -> dict[
     report["baseline"] = {"what": "same stream, AMI parse only", "cpu_s": round(bare_cpu, 2)}
 
     tmp = tempfile.mkdtemp(prefix="td-bench-calls-")
-    store = Store(f"sqlite+aiosqlite:///{tmp}/bench.db", schemas=[outbox_metadata, calls_metadata])
+    store = Store(f"sqlite+aiosqlite:///{tmp}/bench.db", schemas=[outbox_metadata, calls_metadata],
+                  durability=args.durability)
     await store.start()
     config = CallsConfig.model_validate({"enabled": True, "records": True, "webhooks": [
         {"name": "bench", "url": f"http://127.0.0.1:{http_port}/hook", "secret": "bench-webhook-secret"}]})
@@ -383,6 +385,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=500, help="calls open at once")
     parser.add_argument("--calls", type=int, default=1_000_000, help="calls in the memory phase (0: skip)")
     parser.add_argument("--skip-live", action="store_true")
+    parser.add_argument("--durability", choices=("full", "normal"), default="full",
+                        help="store.durability of the live phase's SQLite store")
     args = parser.parse_args()
     if args.server:
         _server_main(args)
