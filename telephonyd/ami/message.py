@@ -39,16 +39,17 @@ class AMIMessage:
         self.received_at = received_at
 
     @classmethod
-    def from_block(cls, block: str) -> AMIMessage:
+    def from_block(cls, block: str, event: str | None = None) -> AMIMessage:
         """A message kept as its text until a field is read (most events are only routed by name).
 
         ``block``: the message's lines, ``\\r\\n`` between them and none after the last, every one a
         ``Key: Value`` that `LINE` matches whole (the framing checks this before it calls here).
+        ``event``: the value of its first line when that reads ``Event: ...``, if the caller has it.
         """
         self = cls.__new__(cls)
         self._pairs = None
         self._block = block
-        self._event = None
+        self._event = event
         self._index = None
         self.seq = 0
         self.received_at = 0.0
