@@ -113,13 +113,14 @@ def _parse_plain(
     messages: list[AMIMessage] = []
     append = messages.append
     from_block = AMIMessage.from_block
+    small = min(max_line_bytes, max_message_bytes)  # a block shorter is under both limits
     for block in text.split("\r\n\r\n"):
         if not block:
             continue
-        if len(block) >= max_message_bytes:
-            raise LimitExceeded(f"AMI message longer than {max_message_bytes} bytes")
-        if len(block) >= max_line_bytes or block[0] == "\r":  # lines to measure, or empty lines first
-            block += "\r"
+        if len(block) >= small or block[0] == "\r":  # lines to measure, or empty lines first
+            if len(block) >= max_message_bytes:
+                raise LimitExceeded(f"AMI message longer than {max_message_bytes} bytes")
+            block += "\r"  # as `_parse_text` cuts it
             try:
                 pairs = _parse_block(block, max_line_bytes)
             except ProtocolError as exc:  # a line past the limit
@@ -129,9 +130,9 @@ def _parse_plain(
                 continue
             if pairs:
                 append(AMIMessage(pairs))
-        elif block.startswith("Event: "):  # where Asterisk puts it: the name read off the first line
-            end = block.find("\r\n")
-            append(from_block(block, block[7:end] if end > 0 else block[7:]))
+        elif block[:7] == "Event: ":  # where Asterisk puts it: the name read off the first line
+            end = block.find("\r\n", 7)
+            append(from_block(block, block[7:end] if end >= 0 else block[7:]))
         else:
             append(from_block(block))
     return messages
