@@ -28,7 +28,9 @@ presence/baseline are printed. Per scenario:
    on the blank line, one dict per event, a handler looked up by event name); and, when ``node`` and
    the npm package asterisk-manager 0.2.0 are installed (``npm install --prefix /tmp/ami-node
    asterisk-manager@0.2.0``; ``--node-modules`` names the ``node_modules``), Node's reader counting
-   its ``managerevent``s. A missing Node baseline is reported and skipped.
+   its ``managerevent``s. A missing Node baseline is reported and skipped. ``--parse-before DIR``
+   adds telephonyd's reader from another checkout (say ``git archive <commit>`` unpacked in DIR),
+   interleaved with the others, to measure a change against what it replaces in the same run.
 RSS (VmRSS and peak VmHWM of the daemon-side process) after the scenario. Per phase also the number of
 full (generation-2) collections and the longest one in CPU ms, and after the resync the objects the
 collector still walks (``gc_tracked``) and those frozen (``gc_frozen``). The heap is handled as in
@@ -523,17 +525,32 @@ def _parse_compare(args: argparse.Namespace) -> dict[str, Any]:
     else:
         print(f"Node baseline skipped: node or asterisk-manager missing (looked in {args.node_modules})",
               file=sys.stderr, flush=True)
+    if args.parse_before:
+        readers.append("telephonyd_before")
     rates: dict[str, list[int]] = {r: [] for r in readers}
-    argv = [a for a in sys.argv[1:]]
+    argv = []  # this run's options, less --parse-before (the other checkout may not know it)
+    skip = False
+    for a in sys.argv[1:]:
+        if skip or a.startswith("--parse-before"):
+            skip = a == "--parse-before"
+            continue
+        argv.append(a)
     for _ in range(args.parse_reps):
         for reader in readers:
-            out = subprocess.run([sys.executable, __file__, *argv, "--parse-reader", reader],
-                                 stdout=subprocess.PIPE, text=True, check=True)
+            script, env = __file__, dict(os.environ)
+            if reader == "telephonyd_before":
+                script = str(Path(args.parse_before) / "bench" / "ami_flood.py")
+                env["PYTHONPATH"] = args.parse_before
+            out = subprocess.run([sys.executable, script, *argv, "--parse-reader", reader.removesuffix("_before")],
+                                 stdout=subprocess.PIPE, text=True, check=True, env=env)
             rates[reader].append(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
     best = {r: max(v) for r, v in rates.items()}
     result: dict[str, Any] = {"parse_events": args.parse, "events_per_s": rates, "best": best,
                               "ratio_to_asyncio_minimal": _ratio(best["telephonyd"], best["asyncio_minimal"]),
                               "ratio_to_node": _ratio(best["telephonyd"], best.get("node")),
+                              "ratio_to_before": _ratio(best["telephonyd"], best.get("telephonyd_before")),
+                              "before_ratio_to_asyncio_minimal": _ratio(best.get("telephonyd_before"),
+                                                                        best["asyncio_minimal"]),
                               "goal": ">= 300,000 events/s and >= 1.5x Node", "loadavg": _loadavg()}
     print(json.dumps(result), flush=True)
     return result
@@ -588,6 +605,8 @@ def main() -> None:
     parser.add_argument("--node-modules",
                         default=os.environ.get("TELEPHONYD_BENCH_NODE_MODULES", "/tmp/ami-node/node_modules"),
                         help="node_modules holding asterisk-manager 0.2.0 for the Node baseline")
+    parser.add_argument("--parse-before", metavar="DIR",
+                        help="also run telephonyd's parse reader from the checkout in DIR (before a change)")
     parser.add_argument("--mysql", default=os.environ.get("TELEPHONYD_BENCH_MYSQL", "mysql+aiomysql://root@127.0.0.1:3306"))
     args = parser.parse_args()
     if args.server is not None:

@@ -369,17 +369,19 @@ class AMIClient:
 
     def _deliver(self, conn: AMIConnection, messages: list[AMIMessage]) -> None:
         """Route one read's messages: replies to their actions, events to the subscribers. One
-        clock reading per read (the messages arrived together), one lookup per event name."""
+        clock reading per read (the messages arrived together), one dict lookup per event for its
+        callbacks (called here, as `Subscriptions.dispatch_event` would)."""
         now = time.monotonic()
         # Actions are only added between reads, so none waiting now means none for this read.
         pending = conn.pending if conn.pending else None
-        dispatch = self._subscriptions.dispatch_event
+        by_name = self._subscriptions.by_name
         system = self._system_names
+        seq = self._seq
         events = 0
         try:
             for message in messages:
-                self._seq += 1
-                message.seq = self._seq
+                seq += 1
+                message.seq = seq
                 message.received_at = now
                 if pending is not None and pending.route(message):
                     continue
@@ -393,8 +395,13 @@ class AMIClient:
                     is_system = system[event] = event.lower() in _SYSTEM_EVENTS
                 if is_system:
                     self._system_event(event, message)
-                dispatch(event, message)
+                for callback in by_name[event]:
+                    try:
+                        callback(message)
+                    except Exception:
+                        log.exception("AMI event callback failed", extra={"event": event})
         finally:
+            self._seq = seq
             if events:
                 self._counters["events"] += events
                 self.last_event_at = time.time()

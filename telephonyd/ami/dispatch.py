@@ -11,7 +11,7 @@ import asyncio
 import fnmatch
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..heap import keep_long_lived
@@ -27,12 +27,32 @@ EventCallback = Callable[[AMIMessage], None]
 LIST_FREEZE_EVERY = 2000
 
 
+class _ByName(dict[str, tuple[EventCallback, ...]]):
+    """Event name (as sent) -> its callbacks, filled on the first lookup of each name: a hit is a
+    plain dict lookup, with no Python call."""
+
+    def __init__(self, subscriptions: Subscriptions) -> None:
+        super().__init__()
+        self._subscriptions = subscriptions
+
+    def __missing__(self, event: str) -> tuple[EventCallback, ...]:
+        found = self[event] = self._subscriptions.callbacks_for(event)
+        return found
+
+
 class Subscriptions:
     """Event-name patterns and their synchronous callbacks."""
 
     def __init__(self) -> None:
         self._entries: list[tuple[re.Pattern[str], EventCallback]] = []
         self._cache: dict[str, tuple[EventCallback, ...]] = {}
+        self._by_name = _ByName(self)
+
+    @property
+    def by_name(self) -> Mapping[str, tuple[EventCallback, ...]]:
+        """``by_name[event]``: the callbacks for an event name as sent (an empty tuple for none),
+        for a read loop that calls them itself; emptied on every subscribe and unsubscribe."""
+        return self._by_name
 
     def add(self, pattern: str, callback: EventCallback) -> Callable[[], None]:
         """Subscribe ``callback`` to events whose name matches ``pattern``; returns an unsubscriber."""
@@ -41,11 +61,13 @@ class Subscriptions:
         entry = (re.compile(fnmatch.translate(pattern.lower())), callback)
         self._entries.append(entry)
         self._cache.clear()
+        self._by_name.clear()
 
         def remove() -> None:
             if entry in self._entries:
                 self._entries.remove(entry)
                 self._cache.clear()
+                self._by_name.clear()
 
         return remove
 
@@ -65,10 +87,7 @@ class Subscriptions:
 
     def dispatch_event(self, event: str, message: AMIMessage) -> None:
         """`dispatch` for a message whose event name (``message.event``) the caller already read."""
-        found = self._cache.get(event)  # the name as sent first: no lower() for the usual spelling
-        if found is None:
-            found = self._cache[event] = self.callbacks_for(event)
-        for callback in found:
+        for callback in self._by_name[event]:  # the name as sent: no lower() for the usual spelling
             try:
                 callback(message)
             except Exception:

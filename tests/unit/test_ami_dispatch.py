@@ -49,6 +49,34 @@ def test_subscriptions_match_names_case_insensitively_with_wildcards() -> None:
     assert len(seen["all"]) == 6
 
 
+def test_the_by_name_table_follows_subscribe_and_unsubscribe() -> None:
+    """The read loop calls what ``by_name[event]`` holds: it must never keep a removed callback or
+    miss one added after the name was first looked up."""
+    subs = Subscriptions()
+    first, second = (lambda _m: None), (lambda _m: None)
+    assert subs.by_name["ContactStatus"] == ()
+    remove = subs.add("contact*", first)
+    assert subs.by_name["ContactStatus"] == (first,) and subs.by_name["CONTACTSTATUS"] == (first,)
+    subs.add("ContactStatus", second)
+    assert subs.by_name["ContactStatus"] == (first, second) and subs.by_name["Hangup"] == ()
+    remove()
+    assert subs.by_name["ContactStatus"] == (second,)
+
+
+def test_a_message_kept_as_text_reads_like_one_built_from_pairs() -> None:
+    block = "Event: ContactStatus\r\nActionID: td-3\r\nURI: sip:1010@10.0.0.5:5060\r\nRegServer: \r\nuri: second"
+    pairs = [("Event", "ContactStatus"), ("ActionID", "td-3"), ("URI", "sip:1010@10.0.0.5:5060"), ("RegServer", ""),
+             ("uri", "second")]
+    for lazy in (AMIMessage.from_block(block, "ContactStatus"), AMIMessage.from_block(block)):
+        assert lazy.event == "ContactStatus" and lazy.action_id == "td-3" and lazy.response is None
+        assert lazy.get("URI") == "sip:1010@10.0.0.5:5060"
+        assert lazy.get_all("uri") == ["sip:1010@10.0.0.5:5060", "second"]
+        assert lazy == AMIMessage(pairs) and lazy.pairs == pairs and lazy.to_dict() == AMIMessage(pairs).to_dict()
+    no_id = AMIMessage.from_block("Event: Hangup\r\nUniqueid: 1.2")
+    assert no_id.action_id is None and no_id.get("uniqueid") == "1.2"
+    assert AMIMessage.from_block("Response: Success\r\nactionid: td-9").action_id == "td-9"
+
+
 def test_a_failing_callback_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
     subs = Subscriptions()
     got: list[str] = []
