@@ -231,7 +231,9 @@ class Dispatcher:
             await asyncio.sleep(0)
             return
         try:
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
+            # asyncio.timeout, not wait_for: no task of its own per wait (one wait per finished send).
+            async with asyncio.timeout(timeout):
+                await self.wakeup.wait()
         except TimeoutError:
             pass
 
