@@ -235,7 +235,7 @@ class Dispatcher:
             await asyncio.sleep(0)
             return
         try:
-            # asyncio.timeout, not wait_for: no task of its own per wait (one wait per finished send).
+            # asyncio.timeout, not wait_for: no task of its own per wait (several waits a second under load).
             async with asyncio.timeout(timeout):
                 await self.wakeup.wait()
         except TimeoutError:
