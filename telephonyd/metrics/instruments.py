@@ -95,7 +95,11 @@ class UpstreamStats:
 
 class InstrumentedSender:
     """An outbox ``Sender`` that times each ``send(row)`` of the wrapped sender and counts its
-    outcome in `UpstreamStats`. Exceptions and cancellation pass through unchanged."""
+    outcome in `UpstreamStats`. Exceptions and cancellation pass through unchanged.
+
+    Per send: two clock reads and one `UpstreamStats.observe` (bound once, slots: no instance dict)."""
+
+    __slots__ = ("_clock", "_observe", "sender", "stats", "target")
 
     def __init__(self, target: str, sender: Any, stats: UpstreamStats,
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -103,20 +107,22 @@ class InstrumentedSender:
         self.sender = sender
         self.stats = stats
         self._clock = clock
+        self._observe = stats.observe
 
     async def send(self, row: Any) -> Any:
-        started = self._clock()
+        clock = self._clock
+        started = clock()
         try:
             delivery = await self.sender.send(row)
         except asyncio.CancelledError:
-            self.stats.observe(self.target, CANCELLED, self._clock() - started)
+            self._observe(self.target, CANCELLED, clock() - started)
             raise
         except Exception:
-            self.stats.observe(self.target, ERROR, self._clock() - started)
+            self._observe(self.target, ERROR, clock() - started)
             raise
         outcome = getattr(delivery, "outcome", None)
-        self.stats.observe(self.target, outcome if isinstance(outcome, str) else OTHER, self._clock() - started,
-                           getattr(delivery, "status", None))
+        self._observe(self.target, outcome if isinstance(outcome, str) else OTHER, clock() - started,
+                      getattr(delivery, "status", None))
         return delivery
 
 

@@ -134,7 +134,7 @@ class Dispatcher:
         now = time.monotonic()
         await self._housekeeping(now)
         free = self.config.concurrency - len(self.sending)
-        if free < max(1, self.config.concurrency // 4):
+        if free < self._claim_from():
             # Claim in batches, not one row per finished send: wait for a few slots.
             return self.config.poll_interval_s
         available = self._available_targets(now)
@@ -163,6 +163,10 @@ class Dispatcher:
             if ts.enabled and ts.paused_until > now:
                 wait = min(wait, ts.paused_until - now)
         return wait
+
+    def _claim_from(self) -> int:
+        """Free slots needed before a round claims (a quarter of ``concurrency``)."""
+        return max(1, self.config.concurrency // 4)
 
     def _available_targets(self, now: float) -> list[str]:
         names = [name for name, ts in self.targets.items() if ts.available(now)]
@@ -231,7 +235,9 @@ class Dispatcher:
             await asyncio.sleep(0)
             return
         try:
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
+            # asyncio.timeout, not wait_for: no task of its own per wait (several waits a second under load).
+            async with asyncio.timeout(timeout):
+                await self.wakeup.wait()
         except TimeoutError:
             pass
 
@@ -244,7 +250,10 @@ class Dispatcher:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self.sending.pop(task, None)
-        self.wakeup.set()
+        # Wake the loop when a round can claim again; a round woken with fewer free slots would
+        # only wait again (its housekeeping runs on the timed wait as well).
+        if self.config.concurrency - len(self.sending) >= self._claim_from():
+            self.wakeup.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("outbox send task failed", exc_info=task.exception())
 

@@ -29,8 +29,11 @@ import logging
 import ssl
 from collections.abc import Awaitable
 from typing import Any, Protocol
+from urllib.parse import quote_plus
 
 import aiohttp
+import yarl
+from aiohttp.payload import BytesPayload
 
 from ..config import Config, TopsConfig
 from ..errors import UpstreamError
@@ -50,6 +53,16 @@ API_KEY_HEADER = "X-FastHelp-API-Key"
 NEED_A_PERSON = frozenset({"WTYP0030", "WTYP0020"})  # authentication, licence
 RETRYABLE_CODES = frozenset({"ETYP0040"})  # application error
 CALL_MISSING = "WPRDEXTC3201"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+#: The JSON text of ``jsonData`` (compact, non-ASCII as it is); an encoder holds no state between calls.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def form_body(json_data: str) -> bytes:
+    """The request body ``jsonData=<json_data>``: byte for byte what aiohttp sends for
+    ``data={"jsonData": json_data}`` (its ``FormData`` writes ``urlencode(..., encoding="utf-8")``,
+    that is ``quote_plus`` of each name and value), without building a ``FormData`` per request."""
+    return ("jsonData=" + quote_plus(json_data)).encode("ascii")
 
 
 class ResultHook(Protocol):
@@ -115,6 +128,16 @@ class TopsSender:
     def _apply(self, config: TopsConfig) -> None:
         self.config = config
         self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True
+        # The URL of each API, parsed once per configuration instead of once per request (a text
+        # yarl will not parse stays text: aiohttp then fails that request as it always did).
+        base = config.target.base_url.rstrip("/")
+        self._urls: dict[str, yarl.URL | str] = {}
+        for api in ROOT_KEYS:
+            url = base + API_PATH + api + ".json"
+            try:
+                self._urls[api] = yarl.URL(url)
+            except (TypeError, ValueError):
+                self._urls[api] = url
 
     def reconfigure(self, config: Config) -> None:
         self._apply(config.tops)
@@ -136,13 +159,14 @@ class TopsSender:
         if target.api_key is None:
             error = f"no API key configured for tops.{'prod' if target is self.config.prod else 'test'}"
             return await self._finish(row, Delivery("retry", error=error, unhealthy=True), None)
-        url = target.base_url.rstrip("/") + API_PATH + api + ".json"
-        form = {"jsonData": json.dumps(body, ensure_ascii=False, separators=(",", ":"))}
+        # The form body built here, as aiohttp would build it from ``data={"jsonData": ...}`` (same
+        # bytes, same Content-Length and Content-Type headers in the same order), without FormData.
+        form = BytesPayload(form_body(_JSON.encode(body)), content_type=FORM_CONTENT_TYPE)
         key = target.api_key.get_secret_value()
         headers = {API_KEY_HEADER: key, "Accept": "application/json", **idempotency_header(row.idempotency_key)}
         try:
-            reply = await exchange(self.session, "POST", url, timeout_s=self.config.timeout_s, secrets=[key],
-                                   data=form, headers=headers, ssl=self._ssl)
+            reply = await exchange(self.session, "POST", self._urls[api], timeout_s=self.config.timeout_s,
+                                   secrets=[key], data=form, headers=headers, ssl=self._ssl)
         except UpstreamError as exc:
             return await self._finish(row, Delivery("retry", error=str(exc)), None)
         delivery = classify(reply.status, reply.body, attempts=row.attempts,

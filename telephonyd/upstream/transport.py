@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import yarl
 
 from ..errors import UpstreamError
 from .replies import MAX_BODY_BYTES, scrub
@@ -52,7 +53,7 @@ async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTE
 async def exchange(
     session: aiohttp.ClientSession,
     method: str,
-    url: str,
+    url: str | yarl.URL,
     *,
     timeout_s: float,
     secrets: Iterable[str | None] = (),

@@ -239,3 +239,39 @@ async def test_pooled_connections_come_back_without_a_transaction(sqlite_url) ->
         assert in_transaction is False
     finally:
         await store.close()
+
+
+async def test_a_database_locked_by_another_process_is_sqlalchemys_error_and_the_writer_goes_on(
+    sqlite_url, tmp_path, monkeypatch
+) -> None:
+    import sqlite3
+
+    monkeypatch.setattr("telephonyd.store.writer.BUSY_TIMEOUT_S", 0.05)
+    writer = SQLiteWriter(sa.make_url(sqlite_url), lambda dbapi_conn, record: None)  # no busy_timeout pragma
+    blocker = sqlite3.connect(tmp_path / "telephonyd.db", isolation_level=None)
+    try:
+        await writer.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (k TEXT)"))
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            await writer.run(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES ('blocked')"))
+        blocker.execute("COMMIT")
+        await writer.run(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES ('next')"))
+        assert blocker.execute("SELECT k FROM t").fetchall() == [("next",)]
+    finally:
+        blocker.close()
+        writer.close()
+
+
+def test_begin_on_a_closed_driver_connection_invalidates_it(sqlite_url) -> None:
+    writer = SQLiteWriter(sa.make_url(sqlite_url), lambda dbapi_conn, record: None)
+    try:
+        conn = writer.engine.connect()
+        conn.connection.dbapi_connection.close()
+        with pytest.raises(sa.exc.ProgrammingError, match="closed database"):
+            conn.begin()
+        assert conn.invalidated
+        conn.close()
+        with writer.engine.connect() as fresh, fresh.begin():  # a new driver connection works
+            assert fresh.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        writer.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import ssl
 import subprocess
@@ -135,3 +137,37 @@ async def test_tls_is_verified(self_signed, http_session):
         assert trusted.outcome == "delivered" and len(fake_tops.received) == 1
     finally:
         await fake_tops.close()
+
+
+async def test_request_bytes_are_those_of_aiohttps_own_form_encoding(http_session):
+    """The sender builds the form body itself; what goes on the wire (request line, headers in
+    their order, body) is what aiohttp writes for ``data={"jsonData": <JSON>}``."""
+    requests: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        requests.append(head + await reader.readexactly(length))
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\nConnection: close\r\n\r\n{"result":"success"}')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        base_url = "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        cfg = TopsConfig(real_send=True, timeout_s=2.0, test=TopsTarget(base_url=base_url, api_key="k" * 32))
+        sent = row({"api": "createCallEnd", "body": {"predictiveCallCreateCallEnd": {
+            **BODY["predictiveCallCreateCallEnd"], "memo": "a b+c&d=e%f \"g\" \u00e9\u3042\U0001f600 /?#"}}})
+        assert (await TopsSender(cfg, http_session).send(sent)).outcome == "delivered"
+        text = json.dumps(sent.payload["body"], ensure_ascii=False, separators=(",", ":"))
+        headers = {"X-FastHelp-API-Key": "k" * 32, "Accept": "application/json", "Idempotency-Key": "tops:k"}
+        async with http_session.post(base_url + "/fasthelp5-server/service/callmanage/predictiveCallApiService/"
+                                     "createCallEnd.json", data={"jsonData": text}, headers=headers,
+                                     allow_redirects=False) as reply:
+            await reply.read()
+    finally:
+        server.close()
+        await server.wait_closed()
+    ours, aiohttps = requests
+    assert b"Content-Type: application/x-www-form-urlencoded\r\n" in ours
+    assert ours == aiohttps

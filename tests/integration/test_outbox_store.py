@@ -250,3 +250,22 @@ async def test_same_key_from_two_instances_is_created_once(mariadb_url) -> None:
         )
     created = Counter(k for k, r in zip([k for k in keys for _ in (a, b)], results, strict=True) if r.created)
     assert created == Counter(keys)
+
+
+async def test_next_due_in_names_the_earliest_due_row_or_lease(store_url) -> None:
+    async with outbox_node(store_url, run=False) as node:
+        queries = OutboxQueries(node.store, "a")
+        assert await queries.next_due_in(["t"]) is None
+        await node.outbox.enqueue("t", "k0", {"n": 0})
+        await node.outbox.enqueue("t", "k1", {"n": 1})
+        assert await queries.next_due_in(["t"]) == 0.0
+        assert await queries.next_due_in(["other"]) is None
+        assert await queries.next_due_in(["other", "t"]) == 0.0
+        first, second = await queries.claim("t", 2, lease_s=300.0)
+        # Nothing pending: the earliest lease end.
+        assert 290.0 < await queries.next_due_in(["t"]) <= 300.0
+        assert await queries.mark_retry(first.id, 120.0, "HTTP 500", 500) is True
+        assert 110.0 < await queries.next_due_in(["t"]) <= 120.0
+        assert 290.0 < await queries.next_due_in(["other"]) <= 300.0  # leases of every target count
+        assert await queries.mark_delivered(second.id, 200) is True
+        assert await queries.next_due_in(["other"]) is None

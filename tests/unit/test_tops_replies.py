@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
+import urllib.parse
 
 import pytest
 
 from telephonyd.ameyo.routing import ROOT_KEYS as ROUTING_ROOT_KEYS
-from telephonyd.upstream.tops import ROOT_KEYS, classify
+from telephonyd.upstream.tops import ROOT_KEYS, classify, form_body
 
 
 def fail(code: str, sub: str = "") -> bytes:
@@ -56,3 +58,11 @@ def test_retry_after_is_honoured():
 
 def test_sender_and_routing_agree_on_root_keys():
     assert ROOT_KEYS == ROUTING_ROOT_KEYS
+
+
+def test_form_body_is_urlencode_of_the_json_text():
+    rng = random.Random(18)
+    alphabet = [chr(c) for c in range(0x250)] + list("日本語テスト😀 +&=%\"'<>~._-")
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert form_body(text) == urllib.parse.urlencode({"jsonData": text}, doseq=True, encoding="utf-8").encode()
