@@ -313,6 +313,16 @@ async def bare_responder(command_lines: list[str]) -> tuple[asyncio.Server, int]
 # Comparison mode: every server, rep by rep interleaved, at each concurrency
 
 
+
+async def stop_telephonyd(store: Any, outbox: Any, server: Any, tasks: list[asyncio.Task[Any]]) -> None:
+    """Stop an in-process telephonyd (FastAGI server, outbox, its tasks, store), in that order."""
+    await server.stop(5.0)
+    await outbox.stop(5.0)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await store.close()
+
 class Contender:
     """One server under test: ``name``, where it listens, and what to close at the end."""
 
@@ -324,12 +334,7 @@ class Contender:
         if not self.parts:
             return
         store, outbox, _handler, server, tasks, _timings = self.parts
-        await server.stop(5.0)
-        await outbox.stop(5.0)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await store.close()
+        await stop_telephonyd(store, outbox, server, tasks)
 
     def results(self) -> dict[str, int]:
         return dict(self.parts[2].health()["results"]) if self.parts else {}
@@ -528,12 +533,7 @@ async def main(args: argparse.Namespace) -> int:
             queued = await outbox.stats()
             results = handler.health()["results"]
         finally:
-            await server.stop(5.0)
-            await outbox.stop(5.0)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await store.close()
+            await stop_telephonyd(store, outbox, server, tasks)
     if not args.skip_ceiling:
         bare, bare_port = await bare_responder(real["commands"])
         async with bare:
