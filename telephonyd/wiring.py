@@ -204,7 +204,7 @@ def console_feature(config: Config, http: HTTPServer, status: Callable[[], Await
     from .console.routes import admin_routes, public_routes
     from .console.sessions import ConsoleSessions
 
-    sessions = ConsoleSessions(lambda: http.admin_token, config.http.console_session_ttl_s)
+    sessions = ConsoleSessions(lambda: http.admin_token, config.http.console_session_ttl_s, tokenless=http.authorized)
     http.session_auth = sessions.accepts
     shown = {"agents": agents, "calls": calls}
     return Feature("console",

@@ -71,7 +71,7 @@ def public_routes(sessions: ConsoleSessions,
             token = None
         if token is None:
             return web.json_response({"success": False, "error": "body must be {\"token\": \"...\"}"}, status=400)
-        made = sessions.login(token)
+        made = sessions.login(token, request)
         if made is None:
             if on_refused is not None:
                 on_refused(request)

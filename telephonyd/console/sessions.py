@@ -36,20 +36,27 @@ class Session:
 
 
 class ConsoleSessions:
-    """Logins of the console. ``admin_token()`` returns the current admin token (None: no token
-    configured, any login succeeds); ``clock`` is monotonic seconds."""
+    """Logins of the console. ``admin_token()`` returns the current admin token; with none
+    configured a login succeeds only for a request ``tokenless(request)`` admits (the HTTP server's
+    `authorized`: a client on this host), whatever token it presents. ``clock`` is monotonic seconds."""
 
     def __init__(self, admin_token: Callable[[], str | None], ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 tokenless: Callable[[web.Request], bool] = lambda _request: False) -> None:
         self._admin_token = admin_token
+        self._tokenless = tokenless
         self.ttl_s = ttl_s
         self._clock = clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
-    def login(self, presented: str) -> tuple[str, str] | None:
-        """A new (session id, CSRF token) when ``presented`` is the admin token, else None."""
+    def login(self, presented: str, request: web.Request) -> tuple[str, str] | None:
+        """A new (session id, CSRF token) when ``presented`` is the admin token (with none
+        configured: when ``request`` comes from a client ``tokenless`` admits), else None."""
         token = self._admin_token()
-        if token is not None and not hmac.compare_digest(presented.encode(), token.encode()):
+        if token is None:
+            if not self._tokenless(request):
+                return None
+        elif not hmac.compare_digest(presented.encode(), token.encode()):
             return None
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         self._sessions[session_id] = Session(csrf, self._clock() + self.ttl_s, self._digest())

@@ -29,6 +29,8 @@ PATH = "/socket.io/"
 class _Bearer:
     """Just enough of a request for `HTTPServer.authorized` (it reads the Authorization header)."""
 
+    remote = None  # a token alone says nothing of the client's address
+
     def __init__(self, token: str) -> None:
         self.headers = {"Authorization": f"Bearer {token}"}
 

@@ -96,6 +96,20 @@ def x_forwarded_for_hops(values: Iterable[str]) -> list[str]:
     return [hop for value in values for hop in _split_commas(value)]
 
 
+def is_loopback(address: str | None) -> bool:
+    """True when ``address`` (a client IP as ``request.remote`` gives it) is this host's own:
+    127.0.0.0/8, ``::1`` or an IPv4-mapped 127.x; False for None, ``UNKNOWN`` and anything else."""
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def client_address(peer: str | None, header_values: Sequence[str], trusted: Sequence[Network],
                    header: ProxyHeader = "x-forwarded-for") -> str | None:
     """The client address for a request from TCP ``peer`` carrying ``header_values`` (every line of

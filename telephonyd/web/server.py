@@ -247,9 +247,12 @@ class HTTPServer:
         return isinstance(sockname, tuple) and tuple(sockname[:2]) in self.public_addresses
 
     def authorized(self, request: web.Request) -> bool:
+        """Whether ``request`` may use the admin routes: with ``http.admin_token``, the Bearer token
+        (or a console session); with none configured, only a client on this host (``request.remote``
+        on loopback, after `http.trusted_proxies` named the real client): secure by default."""
         token = self._admin_token
         if token is None:
-            return True
+            return proxies.is_loopback(request.remote)
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer":
