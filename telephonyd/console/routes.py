@@ -75,7 +75,9 @@ def public_routes(sessions: ConsoleSessions,
         if made is None:
             if on_refused is not None:
                 on_refused(request)
-            return web.json_response({"success": False, "error": "wrong token"}, status=401)
+            error = ("no http.admin_token is set: the console logs in only from this host"
+                     if sessions.local_only(request) else "wrong token")
+            return web.json_response({"success": False, "error": error}, status=401)
         session_id, csrf = made
         response = web.json_response({"success": True, "csrf": csrf}, headers={"Cache-Control": "no-store"})
         set_cookie(response, request, session_id, sessions.ttl_s)

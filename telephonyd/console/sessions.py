@@ -49,6 +49,11 @@ class ConsoleSessions:
         self._clock = clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
+    def local_only(self, request: web.Request) -> bool:
+        """True when no admin token is configured and ``request`` comes from elsewhere: no token it
+        presents can log it in (the answer tells it to set ``http.admin_token``)."""
+        return self._admin_token() is None and not self._tokenless(request)
+
     def login(self, presented: str, request: web.Request) -> tuple[str, str] | None:
         """A new (session id, CSRF token) when ``presented`` is the admin token (with none
         configured: when ``request`` comes from a client ``tokenless`` admits), else None."""

@@ -35,13 +35,18 @@ async def make_server(**http: Any) -> tuple[HTTPServer, ConsoleSessions]:
     return server, sessions
 
 
-async def call(server: HTTPServer, method: str, path: str, headers: dict[str, str] | None = None,
-               body: Any = None) -> int:
+async def answer(server: HTTPServer, method: str, path: str, headers: dict[str, str] | None = None,
+                 body: Any = None) -> tuple[int, Any]:
     port = server.bound_addresses[0][1]
     origin = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http, http.request(
             method, f"{origin}{path}", headers={"Origin": origin, **(headers or {})}, json=body) as response:
-        return response.status
+        return response.status, await response.json(content_type=None)
+
+
+async def call(server: HTTPServer, method: str, path: str, headers: dict[str, str] | None = None,
+               body: Any = None) -> int:
+    return (await answer(server, method, path, headers, body))[0]
 
 
 async def test_no_admin_token_admits_this_host_only() -> None:
@@ -53,11 +58,15 @@ async def test_no_admin_token_admits_this_host_only() -> None:
         assert await call(server, "GET", "/healthz", OUTSIDE) == 200  # public, as before
         assert await call(server, "POST", "/console/login", body={"token": "anything"}) == 200
         assert await call(server, "POST", "/console/login", OUTSIDE, body={"token": "anything"}) == 401
+        status, refused = await answer(server, "POST", "/console/login", OUTSIDE, body={"token": "anything"})
+        assert (status, refused["success"]) == (401, False) and "http.admin_token" in refused["error"]
         # Once a token is set (SIGHUP), this host needs it too.
         server.set_admin_token("now-a-token-0001")
         assert await call(server, "GET", "/status") == 401
         assert await call(server, "GET", "/status", {**OUTSIDE, "Authorization": "Bearer now-a-token-0001"}) == 200
         assert await call(server, "POST", "/console/login", OUTSIDE, body={"token": "now-a-token-0001"}) == 200
+        assert (await answer(server, "POST", "/console/login", OUTSIDE, body={"token": "wrong"}))[1]["error"] \
+            == "wrong token"
     finally:
         await server.stop(1.0)
 
