@@ -127,8 +127,8 @@ class Outbox:
         """The outbox's metrics (``telephonyd_outbox_*``, ``telephonyd_store_conflicts*``), read from
         its dispatcher, writer and the store's conflict counter (row counts: `stats`, per scrape)."""
         writer = self._writer
-        return [OutboxSection(dispatcher=self._dispatcher, written_rows=lambda: writer.group.items,
-                              failed_batches=lambda: writer.group.failed_batches, conflicts=self.store.conflicts,
+        return [OutboxSection(dispatcher=self._dispatcher, written_rows=lambda: writer.rows,
+                              failed_batches=lambda: writer.failed_batches, conflicts=self.store.conflicts,
                               stats=self.stats)]
 
     def health(self) -> dict[str, Any]:

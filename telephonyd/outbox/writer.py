@@ -59,6 +59,15 @@ class GroupWriter(Generic[Item, Result]):
         return self.group.failed_at
 
     @property
+    def rows(self) -> int:
+        """Items committed so far."""
+        return self.group.items
+
+    @property
+    def failed_batches(self) -> int:
+        return self.group.failed_batches
+
+    @property
     def last_error(self) -> str | None:
         return self.group.last_error
 
@@ -82,7 +91,7 @@ class GroupWriter(Generic[Item, Result]):
             "running": self.running,
             "queued": g.backlog,
             "batches": g.batches,
-            "rows": g.items,
+            "rows": self.rows,
             "largest_batch": g.largest_batch,
-            "failed_batches": g.failed_batches,
+            "failed_batches": self.failed_batches,
         }
